@@ -59,8 +59,8 @@ class LoadedSite:
     documents: list[NodesetDocument]
     new_nodes: list[ua.NodeId]
     namespaces: dict[str, int]  # namespace URI -> server index
+    origins: dict[ua.NodeId, tuple[str, int, str]] = field(default_factory=dict)  # file, line, id as written
     seconds: float = 0.0
-    warnings: list[Problem] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -131,7 +131,8 @@ async def load_documents(server: Server, docs: list[NodesetDocument]) -> LoadedS
     if problems:
         raise NodesetError(problems)
     log.info("loaded %d nodes from %d nodeset(s)", len(nodes), len(ordered))
-    return LoadedSite(ordered, [r.nodeid for r in nodes.values()], namespaces)
+    origins = {nid: (r.doc.path, r.spec.line, r.spec.nodeid) for nid, r in nodes.items()}
+    return LoadedSite(ordered, list(nodes), namespaces, origins)
 
 
 def _resolve_all(

@@ -1,0 +1,164 @@
+"""`sim://` devices: values from deterministic functions of time, like Kepware's simulator driver.
+
+FieldAddress is a function with query parameters:
+  constant?value=5              sine?period=60&amplitude=1&offset=0&phase=0
+  ramp?min=0&max=100&period=60  square?period=10&low=0&high=1
+  randomwalk?seed=1&step=1&min=-inf&max=inf&interval=1   (seeded; same seed, same walk)
+  setpoint?initial=0            (writable: holds what is written)
+Time is measured from the driver's start on the gateway's clock, so a steppable clock gives
+reproducible values. `latency_ms` in the connection query delays every request (for tests and
+demos of slow devices); `SimDriver.instances[name].offline = True` makes a device stop answering.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+from urllib.parse import SplitResult, parse_qsl, urlsplit
+
+from asyncua import ua
+
+from gateway.clock import SYSTEM_CLOCK, Clock
+from gateway.drivers.base import Binding, Driver, DriverError, Point, Reading
+from gateway.drivers.registry import register
+
+_PARAMS: dict[str, dict[str, float]] = {
+    "constant": {"value": 0.0},
+    "sine": {"period": 60.0, "amplitude": 1.0, "offset": 0.0, "phase": 0.0},
+    "ramp": {"min": 0.0, "max": 100.0, "period": 60.0},
+    "square": {"period": 10.0, "low": 0.0, "high": 1.0},
+    "randomwalk": {"seed": 0.0, "step": 1.0, "min": -math.inf, "max": math.inf, "interval": 1.0, "start": 0.0},
+    "setpoint": {"initial": 0.0},
+}
+
+
+def parse_function(address: str) -> tuple[str, dict[str, Any]]:
+    """Split 'sine?period=10' into ('sine', {...}) with defaults; raise ValueError on anything unknown."""
+    parts = urlsplit(address)
+    name = parts.path.strip("/")
+    if name not in _PARAMS:
+        raise ValueError(f"unknown sim function '{name}' (known: {', '.join(_PARAMS)})")
+    params: dict[str, Any] = dict(_PARAMS[name])
+    for key, raw in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in params:
+            raise ValueError(f"sim function '{name}' has no parameter '{key}' (has: {', '.join(params)})")
+        if name in ("constant", "setpoint") and key in ("value", "initial"):
+            params[key] = _literal(raw)
+            continue
+        try:
+            params[key] = float(raw)
+        except ValueError:
+            raise ValueError(f"sim parameter {key}='{raw}' is not a number") from None
+    for key in ("period", "interval"):
+        if key in params and params[key] <= 0:
+            raise ValueError(f"sim parameter {key} must be > 0")
+    return name, params
+
+
+def _literal(raw: str) -> Any:
+    low = raw.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return float(raw)
+    except ValueError:
+        return raw
+
+
+class _Walk:
+    """A seeded random walk advanced in whole intervals, so the value is a function of time."""
+
+    def __init__(self, p: dict[str, Any]) -> None:
+        self.p = p
+        self.rng = random.Random(int(p["seed"]))
+        self.n = 0
+        self.value = float(p["start"])
+
+    def at(self, t: float) -> float:
+        target = int(t // self.p["interval"])
+        while self.n < target:
+            self.value = min(self.p["max"], max(self.p["min"], self.value + self.rng.uniform(-1, 1) * self.p["step"]))
+            self.n += 1
+        return self.value
+
+
+def _signal(name: str, p: dict[str, Any]) -> Callable[[float], Any]:
+    if name == "constant":
+        return lambda t: p["value"]
+    if name == "sine":
+        return lambda t: p["offset"] + p["amplitude"] * math.sin(2 * math.pi * t / p["period"] + p["phase"])
+    if name == "ramp":
+        return lambda t: p["min"] + (p["max"] - p["min"]) * ((t % p["period"]) / p["period"])
+    if name == "square":
+        return lambda t: p["high"] if (t % p["period"]) < p["period"] / 2 else p["low"]
+    if name == "randomwalk":
+        return _Walk(p).at
+    raise AssertionError(name)
+
+
+@register("sim")
+class SimDriver(Driver):
+    instances: ClassVar[dict[str, SimDriver]] = {}
+
+    def __init__(
+        self, url: SplitResult, points_by_class: Mapping[str, Sequence[Point]], clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        super().__init__(url, points_by_class, clock)
+        query = dict(parse_qsl(url.query))
+        self.latency = float(query.get("latency_ms", 0)) / 1000.0
+        self.offline = False
+        self._t0 = clock.monotonic()
+        self._signals: dict[int, Callable[[float], Any]] = {}
+        self._held: dict[int, Any] = {}
+        for points in points_by_class.values():
+            for pt in points:
+                name, params = parse_function(pt.binding.address)
+                if name == "setpoint":
+                    self._held[pt.key] = params["initial"]
+                else:
+                    self._signals[pt.key] = _signal(name, params)
+        self.name = url.netloc or url.path
+        SimDriver.instances[self.name] = self
+
+    @classmethod
+    def validate_connection(cls, url: SplitResult) -> None:
+        for key, raw in parse_qsl(url.query):
+            if key != "latency_ms":
+                raise ValueError(f"sim connection has no option '{key}' (has: latency_ms)")
+            float(raw)
+
+    @classmethod
+    def validate_point(cls, binding: Binding, field_type: str) -> None:
+        parse_function(binding.address)
+
+    async def _answer(self) -> None:
+        if self.latency:
+            await self.clock.sleep(self.latency)
+        if self.offline:
+            raise DriverError(f"sim device {self.name} is offline", ua.StatusCodes.BadCommunicationError)
+
+    async def read(self, scan_class: str) -> Mapping[int, Reading]:
+        await self._answer()
+        t = self.clock.monotonic() - self._t0
+        now = self.clock.now()
+        out: dict[int, Reading] = {}
+        for pt in self.points_by_class.get(scan_class, ()):
+            value = self._held[pt.key] if pt.key in self._held else self._signals[pt.key](t)
+            out[pt.key] = Reading(value, ua.StatusCodes.Good, now)
+        return out
+
+    async def write(self, point: Point, value: Any) -> Any:
+        await self._answer()
+        if point.key not in self._held:
+            raise DriverError(
+                f"{point.name}: sim address '{point.binding.address}' is a signal, not a setpoint",
+                ua.StatusCodes.BadNotWritable,
+            )
+        self._held[point.key] = value
+        return value
+
+    async def stop(self) -> None:
+        if SimDriver.instances.get(self.name) is self:
+            del SimDriver.instances[self.name]

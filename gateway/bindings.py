@@ -1,0 +1,297 @@
+"""Find the devices, bound variables and scan classes of a loaded site.
+
+A device is an Object with a `Connection` property (gateway namespace). A bound variable is a
+Variable below a device with a `FieldAddress` property, either its own or inherited: when the
+device's ObjectType (a device profile) declares a variable with binding properties at the same
+browse path, the instance uses them and only overrides what it states itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+from asyncua import ua
+from asyncua.server.address_space import AddressSpace
+
+from gateway.drivers.base import XSD_TYPES, Binding, Driver
+from gateway.drivers.registry import driver_for, known_schemes
+from gateway.nodeset.loader import LoadedSite
+from gateway.nodeset.model import Problem
+from gateway.nodeset.typecheck import TypeIndex
+
+DEFAULT_SCAN_CLASSES = {"HighSpeed": 100.0, "MediumSpeed": 1000.0, "LowSpeed": 10000.0}
+BINDING_PROPERTIES = (
+    "FieldAddress", "FieldType", "ByteOrder", "WordOrder", "Bit", "Length", "Scale", "Offset", "ScanClass",
+    "Deadband",
+)
+_HIERARCHICAL = {
+    ua.NodeId(i) for i in (ua.ObjectIds.HasComponent, ua.ObjectIds.HasProperty, ua.ObjectIds.Organizes,
+                           ua.ObjectIds.HasOrderedComponent)
+}
+_HAS_PROPERTY = ua.NodeId(ua.ObjectIds.HasProperty)
+_HAS_TYPEDEF = ua.NodeId(ua.ObjectIds.HasTypeDefinition)
+_HAS_SUBTYPE = ua.NodeId(ua.ObjectIds.HasSubtype)
+_HAS_MODELLING_RULE = ua.NodeId(ua.ObjectIds.HasModellingRule)
+_DEFAULT_FIELD_TYPE = {
+    ua.VariantType.Boolean: "xsd:boolean", ua.VariantType.SByte: "xsd:byte", ua.VariantType.Byte: "xsd:unsignedByte",
+    ua.VariantType.Int16: "xsd:short", ua.VariantType.UInt16: "xsd:unsignedShort", ua.VariantType.Int32: "xsd:int",
+    ua.VariantType.UInt32: "xsd:unsignedInt", ua.VariantType.Int64: "xsd:long",
+    ua.VariantType.UInt64: "xsd:unsignedLong", ua.VariantType.Float: "xsd:float",
+    ua.VariantType.Double: "xsd:double", ua.VariantType.String: "xsd:string",
+}
+
+
+@dataclass(slots=True)
+class BoundVariable:
+    nodeid: ua.NodeId
+    name: str
+    binding: Binding
+    field_type: str
+    vtype: ua.VariantType
+    writable: bool
+    historizing: bool
+    eurange: tuple[float, float] | None = None
+
+
+@dataclass(slots=True)
+class DeviceConfig:
+    nodeid: ua.NodeId
+    name: str
+    connection: str
+    url: SplitResult
+    driver: type[Driver]
+    variables: list[BoundVariable] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SiteBindings:
+    scan_classes: dict[str, float]  # name -> interval in ms
+    devices: list[DeviceConfig]
+
+
+class _View:
+    """Read helpers over the address space."""
+
+    def __init__(self, aspace: AddressSpace, gw_ns: int) -> None:
+        self.aspace = aspace
+        self.gw_ns = gw_ns
+
+    def attr(self, nid: ua.NodeId, a: ua.AttributeIds) -> Any:
+        nd = self.aspace.get(nid)
+        av = nd.attributes.get(a) if nd else None
+        return av.value.Value.Value if av is not None and av.value is not None and av.value.Value else None
+
+    def name(self, nid: ua.NodeId) -> str:
+        bn = self.attr(nid, ua.AttributeIds.BrowseName)
+        return bn.Name if bn else nid.to_string()
+
+    def nodeclass(self, nid: ua.NodeId) -> ua.NodeClass | None:
+        v = self.attr(nid, ua.AttributeIds.NodeClass)
+        return ua.NodeClass(v) if v is not None else None
+
+    def refs(self, nid: ua.NodeId) -> list[ua.ReferenceDescription]:
+        nd = self.aspace.get(nid)
+        return nd.references if nd else []
+
+    def gw_props(self, nid: ua.NodeId) -> dict[str, Any]:
+        out = {}
+        for r in self.refs(nid):
+            if r.IsForward and r.ReferenceTypeId == _HAS_PROPERTY and r.BrowseName.NamespaceIndex == self.gw_ns:
+                out[r.BrowseName.Name] = self.attr(r.NodeId, ua.AttributeIds.Value)
+        return out
+
+    def children(self, nid: ua.NodeId) -> Iterable[ua.ReferenceDescription]:
+        return (r for r in self.refs(nid) if r.IsForward and r.ReferenceTypeId in _HIERARCHICAL)
+
+    def is_declaration(self, nid: ua.NodeId) -> bool:
+        return any(r.IsForward and r.ReferenceTypeId == _HAS_MODELLING_RULE for r in self.refs(nid))
+
+    def typedef(self, nid: ua.NodeId) -> ua.NodeId | None:
+        return next((r.NodeId for r in self.refs(nid) if r.IsForward and r.ReferenceTypeId == _HAS_TYPEDEF), None)
+
+    def supertypes(self, nid: ua.NodeId | None) -> list[ua.NodeId]:
+        chain = []
+        while nid is not None and len(chain) < 32:
+            chain.append(nid)
+            nid = next((r.NodeId for r in self.refs(nid) if not r.IsForward and r.ReferenceTypeId == _HAS_SUBTYPE),
+                       None)
+        return chain
+
+
+def resolve_bindings(
+    aspace: AddressSpace, site: LoadedSite, gw_ns: int
+) -> tuple[SiteBindings, list[Problem]]:
+    view = _View(aspace, gw_ns)
+    problems: list[Problem] = []
+
+    def problem(nid: ua.NodeId, message: str) -> None:
+        path, line, written = site.origins.get(nid, ("<gateway>", 0, nid.to_string()))
+        problems.append(Problem(path, line or None, written, message))
+
+    scan_classes = dict(DEFAULT_SCAN_CLASSES)
+    devices: list[DeviceConfig] = []
+    connection_holders: list[ua.NodeId] = []
+    bound_anywhere: set[ua.NodeId] = set()
+    for nid in site.new_nodes:
+        nc = view.nodeclass(nid)
+        if nc == ua.NodeClass.Object and not view.is_declaration(nid):
+            props = view.gw_props(nid)
+            if "Connection" in props:
+                connection_holders.append(nid)
+            if "Interval" in props and view.name(view.typedef(nid) or ua.NodeId()) == "ScanClassType":
+                try:
+                    interval = float(props["Interval"])
+                    if interval <= 0:
+                        raise ValueError
+                except (TypeError, ValueError):
+                    problem(nid, f"scan class Interval must be a positive number of ms, not {props['Interval']!r}")
+                else:
+                    scan_classes[view.name(nid)] = interval
+        elif nc == ua.NodeClass.Variable and not view.is_declaration(nid) and "FieldAddress" in view.gw_props(nid):
+            bound_anywhere.add(nid)
+
+    devices_set = set(connection_holders)
+    reached: set[ua.NodeId] = set()
+    types = TypeIndex(aspace, {})
+    for dev in connection_holders:
+        conn = view.gw_props(dev)["Connection"]
+        url = urlsplit(str(conn or ""))
+        driver = driver_for(url.scheme)
+        if driver is None:
+            known = ", ".join(known_schemes())
+            problem(dev, f"Connection '{conn}': no driver for scheme '{url.scheme}' (known: {known})")
+            continue
+        try:
+            driver.validate_connection(url)
+        except ValueError as exc:
+            problem(dev, f"Connection '{conn}': {exc}")
+            continue
+        cfg = DeviceConfig(dev, view.name(dev), str(conn), url, driver)
+        declared = _profile_declarations(view, dev)
+        for var, path in _walk(view, dev, devices_set):
+            own = view.gw_props(var)
+            inherited = declared.get(path, {})
+            props = {**inherited, **{k: v for k, v in own.items() if k in BINDING_PROPERTIES}}
+            if "FieldAddress" not in props:
+                continue
+            reached.add(var)
+            bv = _bound_variable(view, types, var, "/".join(name for _, name in path), props, scan_classes, driver,
+                                 lambda m, v=var: problem(v, m))
+            if bv is not None:
+                cfg.variables.append(bv)
+        devices.append(cfg)
+    for var in sorted(bound_anywhere - reached, key=str):
+        problem(var, "has a FieldAddress but is not below a device object with a Connection property")
+    return SiteBindings(scan_classes, devices), problems
+
+
+BrowsePath = tuple[tuple[int, str], ...]  # (namespace index, name) per step
+
+
+def _walk(view: _View, root: ua.NodeId, devices: set[ua.NodeId]) -> Iterable[tuple[ua.NodeId, BrowsePath]]:
+    """Variables below a device (not entering nested devices), with their browse paths."""
+    stack = [(root, ())]
+    seen = {root}
+    while stack:
+        nid, path = stack.pop()
+        for r in view.children(nid):
+            child = r.NodeId
+            if child in seen or child in devices or (r.BrowseName.NamespaceIndex == view.gw_ns and \
+                    r.ReferenceTypeId == _HAS_PROPERTY):
+                continue
+            seen.add(child)
+            cpath = (*path, (r.BrowseName.NamespaceIndex, r.BrowseName.Name))
+            if r.NodeClass == ua.NodeClass.Variable:
+                yield child, cpath
+            if r.NodeClass in (ua.NodeClass.Variable, ua.NodeClass.Object):
+                stack.append((child, cpath))
+
+
+def _profile_declarations(view: _View, device: ua.NodeId) -> dict[BrowsePath, dict[str, Any]]:
+    """Binding properties declared by the device's type and its supertypes, by browse path."""
+    declared: dict[BrowsePath, dict[str, Any]] = {}
+    for t in reversed(view.supertypes(view.typedef(device))):  # subtypes override supertypes
+        for var, path in _walk(view, t, set()):
+            props = {k: v for k, v in view.gw_props(var).items() if k in BINDING_PROPERTIES}
+            if props:
+                declared[path] = {**declared.get(path, {}), **props}
+    return declared
+
+
+def _bound_variable(
+    view: _View, types: TypeIndex, var: ua.NodeId, name: str, props: dict[str, Any],
+    scan_classes: dict[str, float], driver: type[Driver], problem: Any,
+) -> BoundVariable | None:
+    datatype = view.attr(var, ua.AttributeIds.DataType)
+    base = types.builtin_base(datatype) if datatype is not None else None
+    if base == 29:
+        base = int(ua.VariantType.Int32)
+    if base is None or not 1 <= base <= 25:
+        problem(f"a bound variable needs a builtin DataType, not {datatype}")
+        return None
+    vtype = ua.VariantType(base)
+    try:
+        binding = Binding(
+            address=str(props["FieldAddress"]),
+            field_type=_opt_str(props, "FieldType"),
+            byte_order=_order(props, "ByteOrder"),
+            word_order=_order(props, "WordOrder"),
+            bit=_opt_int(props, "Bit", 0, 63),
+            length=_opt_int(props, "Length", 1, 65535),
+            scale=float(props.get("Scale", 1.0) if props.get("Scale") is not None else 1.0),
+            offset=float(props.get("Offset", 0.0) if props.get("Offset") is not None else 0.0),
+            scan_class=str(props.get("ScanClass") or "MediumSpeed"),
+            deadband=float(props.get("Deadband") or 0.0),
+        )
+        if binding.scale == 0:
+            raise ValueError("Scale must not be 0")
+        if binding.deadband < 0:
+            raise ValueError("Deadband must be >= 0")
+        if binding.scan_class not in scan_classes:
+            raise ValueError(f"unknown ScanClass '{binding.scan_class}' (known: {', '.join(sorted(scan_classes))})")
+        field_type = binding.field_type or _DEFAULT_FIELD_TYPE.get(vtype)
+        if field_type is None:
+            raise ValueError(f"set FieldType: no default field type for DataType {vtype.name}")
+        if field_type not in XSD_TYPES:
+            raise ValueError(f"FieldType '{field_type}' is not one of {', '.join(XSD_TYPES)}")
+        driver.validate_point(binding, field_type)
+    except (TypeError, ValueError) as exc:
+        problem(f"binding: {exc}")
+        return None
+    access = view.attr(var, ua.AttributeIds.AccessLevel) or 0
+    eurange = None
+    for r in view.refs(var):
+        if r.IsForward and r.ReferenceTypeId == _HAS_PROPERTY and r.BrowseName == ua.QualifiedName("EURange", 0):
+            rng = view.attr(r.NodeId, ua.AttributeIds.Value)
+            if isinstance(rng, ua.Range):
+                eurange = (rng.Low, rng.High)
+    return BoundVariable(
+        nodeid=var, name=name, binding=binding, field_type=field_type, vtype=vtype,
+        writable=bool(access & ua.AccessLevel.CurrentWrite.mask),
+        historizing=bool(view.attr(var, ua.AttributeIds.Historizing)), eurange=eurange,
+    )
+
+
+def _opt_str(props: dict[str, Any], key: str) -> str | None:
+    v = props.get(key)
+    return str(v) if v not in (None, "") else None
+
+
+def _order(props: dict[str, Any], key: str) -> str | None:
+    v = _opt_str(props, key)
+    if v is not None and v.lower() not in ("big", "little"):
+        raise ValueError(f"{key} must be 'big' or 'little', not '{v}'")
+    return v.lower() if v else None
+
+
+def _opt_int(props: dict[str, Any], key: str, lo: int, hi: int) -> int | None:
+    v = props.get(key)
+    if v in (None, ""):
+        return None
+    i = int(v)
+    if not lo <= i <= hi:
+        raise ValueError(f"{key} must be in [{lo}, {hi}], not {i}")
+    return i

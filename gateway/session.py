@@ -1,0 +1,55 @@
+"""asyncua's server with the gateway's own Write and Call service paths.
+
+asyncua applies a client write to the address space before any callback can veto it, and a
+setter that raises turns the whole request into a ServiceFault. The gateway's session routes
+every WriteValue through its WritePath and answers with one status per item. Method calls need
+the operator role. Publishing intervals are revised up to a floor instead of granted as asked.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asyncua import ua
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.internal_server import InternalServer
+from asyncua.server.internal_session import InternalSession
+
+from gateway.security.roles import Role, role_of
+from gateway.writepath import WritePath
+
+log = logging.getLogger(__name__)
+
+MIN_PUBLISHING_INTERVAL_MS = 50.0
+_ANONYMOUS = User(role=UserRole.Anonymous)
+
+
+class GatewaySession(InternalSession):
+    iserver: GatewayInternalServer
+
+    async def write(self, params: ua.WriteParameters) -> list[ua.StatusCode]:
+        path = self.iserver.write_path
+        if path is None:  # not yet serving a site: nothing is writable
+            return [ua.StatusCode(ua.StatusCodes.BadNotWritable) for _ in params.NodesToWrite]
+        role = role_of(self.user)
+        who = getattr(self.user, "name", None) or "anonymous"
+        return [await path.write(wv, role, who) for wv in params.NodesToWrite]
+
+    async def call(self, params: list[ua.CallMethodRequest]) -> list[ua.CallMethodResult]:
+        if not role_of(self.user).allows(Role.operator):
+            return [ua.CallMethodResult(StatusCode=ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)) for _ in params]
+        return await super().call(params)
+
+    async def create_subscription(self, params: ua.CreateSubscriptionParameters, callback: Any,
+                                  request_callback: Any = None) -> ua.CreateSubscriptionResult:
+        if params.RequestedPublishingInterval < MIN_PUBLISHING_INTERVAL_MS:
+            params.RequestedPublishingInterval = MIN_PUBLISHING_INTERVAL_MS
+        return await super().create_subscription(params, callback, request_callback=request_callback)
+
+
+class GatewayInternalServer(InternalServer):
+    write_path: WritePath | None = None
+
+    def create_session(self, name: str, user: User = _ANONYMOUS, external: bool = False) -> InternalSession:
+        return GatewaySession(self, self.aspace, self.subscription_service, name, user=user, external=external)

@@ -1,0 +1,23 @@
+"""Load a site: the gateway's types plus the site's nodesets, then its bindings. Shared by start-up and `check`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asyncua import Server
+
+from gateway.bindings import SiteBindings, resolve_bindings
+from gateway.nodeset.loader import LoadedSite, load_nodesets
+from gateway.nodeset.model import NodesetError
+from gateway.nodesets import GATEWAY_NAMESPACE, GATEWAY_TYPES
+
+
+async def load_site(server: Server, nodesets: list[Path]) -> tuple[LoadedSite, SiteBindings]:
+    """Load into an initialised, not yet started server; raise NodesetError listing every problem."""
+    own = GATEWAY_TYPES.resolve()
+    files = [GATEWAY_TYPES, *(p for p in nodesets if Path(p).resolve() != own)]
+    site = await load_nodesets(server, files)
+    bindings, problems = resolve_bindings(server.iserver.aspace, site, site.namespaces[GATEWAY_NAMESPACE])
+    if problems:
+        raise NodesetError(problems)
+    return site, bindings
