@@ -50,6 +50,9 @@ _HAS_MODELLING_RULE = ua.NodeId(ua.ObjectIds.HasModellingRule)
 # needed by clients, and OPC UA does not require servers to expose them.
 _NO_REVERSE = {_HAS_TYPEDEF, _HAS_MODELLING_RULE}
 _STRUCTURE = ua.NodeId(ua.ObjectIds.Structure)
+_NULL_ID = ua.NodeId()
+_NULL_VALUE = ua.DataValue(ua.Variant())
+_NODECLASS_OF = {int(c): c for c in ua.NodeClass}
 _ENUMERATION = ua.NodeId(ua.ObjectIds.Enumeration)
 _OPTION_SET = ua.NodeId(ua.ObjectIds.OptionSet)
 
@@ -196,8 +199,28 @@ def _check_references(
     return problems
 
 
+_SHARED: dict[tuple[object, ua.VariantType], ua.DataValue] = {}
+
+
 def _dv(value: object, vtype: ua.VariantType) -> AttributeValue:
+    """An attribute value unique to its node (NodeId, names, lists)."""
     return AttributeValue(ua.DataValue(ua.Variant(value, vtype)))
+
+
+def _shared(value: bool | int | float | str | ua.NodeId, vtype: ua.VariantType) -> AttributeValue:
+    """An attribute value that repeats across nodes (WriteMask 0, ValueRank -1, a DataType...).
+
+    asyncua replaces a DataValue on write rather than mutating it, so equal ones can be shared;
+    building Variants is most of the cost of loading.
+    """
+    key = (value, vtype)
+    dv = _SHARED.get(key)
+    if dv is None:
+        dv = _SHARED[key] = ua.DataValue(ua.Variant(value, vtype))
+    return AttributeValue(dv)
+
+
+_EMPTY_DESCRIPTION = ua.DataValue(ua.Variant(ua.LocalizedText(), ua.VariantType.LocalizedText))
 
 
 def _lt(text: object) -> ua.LocalizedText:
@@ -222,23 +245,24 @@ def _insert(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace) -> None:
         attrs = spec.attrs
         display = _lt(spec.displayname) if spec.displayname else ua.LocalizedText(r.browsename.Name)
         a[ua.AttributeIds.NodeId] = _dv(r.nodeid, ua.VariantType.NodeId)
-        a[ua.AttributeIds.NodeClass] = _dv(int(r.nodeclass), ua.VariantType.Int32)
+        a[ua.AttributeIds.NodeClass] = _shared(int(r.nodeclass), ua.VariantType.Int32)
         a[ua.AttributeIds.BrowseName] = _dv(r.browsename, ua.VariantType.QualifiedName)
         a[ua.AttributeIds.DisplayName] = _dv(display, ua.VariantType.LocalizedText)
-        a[ua.AttributeIds.Description] = _dv(
-            _lt(spec.description) if spec.description else ua.LocalizedText(), ua.VariantType.LocalizedText
+        a[ua.AttributeIds.Description] = (
+            _dv(_lt(spec.description), ua.VariantType.LocalizedText) if spec.description
+            else AttributeValue(_EMPTY_DESCRIPTION)
         )
-        a[ua.AttributeIds.WriteMask] = _dv(_int(attrs, "WriteMask", 0), ua.VariantType.UInt32)
-        a[ua.AttributeIds.UserWriteMask] = _dv(_int(attrs, "UserWriteMask", 0), ua.VariantType.UInt32)
+        a[ua.AttributeIds.WriteMask] = _shared(_int(attrs, "WriteMask", 0), ua.VariantType.UInt32)
+        a[ua.AttributeIds.UserWriteMask] = _shared(_int(attrs, "UserWriteMask", 0), ua.VariantType.UInt32)
         nc = r.nodeclass
         if nc in (ua.NodeClass.Object, ua.NodeClass.View):
-            a[ua.AttributeIds.EventNotifier] = _dv(_int(attrs, "EventNotifier", 0), ua.VariantType.Byte)
+            a[ua.AttributeIds.EventNotifier] = _shared(_int(attrs, "EventNotifier", 0), ua.VariantType.Byte)
         if nc == ua.NodeClass.View:
-            a[ua.AttributeIds.ContainsNoLoops] = _dv(_bool(attrs, "ContainsNoLoops", False), ua.VariantType.Boolean)
+            a[ua.AttributeIds.ContainsNoLoops] = _shared(_bool(attrs, "ContainsNoLoops", False), ua.VariantType.Boolean)
         if nc in (ua.NodeClass.Variable, ua.NodeClass.VariableType):
-            a[ua.AttributeIds.Value] = AttributeValue(ua.DataValue(ua.Variant()))
-            a[ua.AttributeIds.DataType] = _dv(r.datatype, ua.VariantType.NodeId)
-            a[ua.AttributeIds.ValueRank] = _dv(_int(attrs, "ValueRank", -1), ua.VariantType.Int32)
+            a[ua.AttributeIds.Value] = AttributeValue(_NULL_VALUE)
+            a[ua.AttributeIds.DataType] = _shared(r.datatype, ua.VariantType.NodeId)
+            a[ua.AttributeIds.ValueRank] = _shared(_int(attrs, "ValueRank", -1), ua.VariantType.Int32)
             dims = attrs.get("ArrayDimensions", "").strip()
             a[ua.AttributeIds.ArrayDimensions] = AttributeValue(
                 ua.DataValue(ua.Variant([int(d) for d in dims.split(",")] if dims else None, ua.VariantType.UInt32,
@@ -246,24 +270,24 @@ def _insert(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace) -> None:
             )
         if nc == ua.NodeClass.Variable:
             access = _int(attrs, "AccessLevel", 1)
-            a[ua.AttributeIds.AccessLevel] = _dv(access, ua.VariantType.Byte)
+            a[ua.AttributeIds.AccessLevel] = _shared(access, ua.VariantType.Byte)
             # Per-user rights are decided by the gateway's write path from the session's role;
             # the attribute shows what the node allows at all.
-            a[ua.AttributeIds.UserAccessLevel] = _dv(_int(attrs, "UserAccessLevel", access), ua.VariantType.Byte)
-            a[ua.AttributeIds.MinimumSamplingInterval] = _dv(
+            a[ua.AttributeIds.UserAccessLevel] = _shared(_int(attrs, "UserAccessLevel", access), ua.VariantType.Byte)
+            a[ua.AttributeIds.MinimumSamplingInterval] = _shared(
                 float(attrs.get("MinimumSamplingInterval", "0") or 0), ua.VariantType.Double
             )
-            a[ua.AttributeIds.Historizing] = _dv(_bool(attrs, "Historizing", False), ua.VariantType.Boolean)
+            a[ua.AttributeIds.Historizing] = _shared(_bool(attrs, "Historizing", False), ua.VariantType.Boolean)
         if nc in (ua.NodeClass.ObjectType, ua.NodeClass.VariableType, ua.NodeClass.DataType,
                   ua.NodeClass.ReferenceType):
-            a[ua.AttributeIds.IsAbstract] = _dv(_bool(attrs, "IsAbstract", False), ua.VariantType.Boolean)
+            a[ua.AttributeIds.IsAbstract] = _shared(_bool(attrs, "IsAbstract", False), ua.VariantType.Boolean)
         if nc == ua.NodeClass.ReferenceType:
-            a[ua.AttributeIds.Symmetric] = _dv(_bool(attrs, "Symmetric", False), ua.VariantType.Boolean)
+            a[ua.AttributeIds.Symmetric] = _shared(_bool(attrs, "Symmetric", False), ua.VariantType.Boolean)
             if spec.inverse_name is not None:
                 a[ua.AttributeIds.InverseName] = _dv(_lt(spec.inverse_name), ua.VariantType.LocalizedText)
         if nc == ua.NodeClass.Method:
-            a[ua.AttributeIds.Executable] = _dv(_bool(attrs, "Executable", True), ua.VariantType.Boolean)
-            a[ua.AttributeIds.UserExecutable] = _dv(_bool(attrs, "UserExecutable", True), ua.VariantType.Boolean)
+            a[ua.AttributeIds.Executable] = _shared(_bool(attrs, "Executable", True), ua.VariantType.Boolean)
+            a[ua.AttributeIds.UserExecutable] = _shared(_bool(attrs, "UserExecutable", True), ua.VariantType.Boolean)
         aspace[r.nodeid] = nd
 
     # References go in once all nodes exist: a ReferenceDescription carries its target's names,
@@ -276,40 +300,39 @@ def _insert(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace) -> None:
                 break
     seen: dict[ua.NodeId, set[tuple[ua.NodeId, ua.NodeId, bool]]] = {}
 
-    def keys_of(nid: ua.NodeId, nd: NodeData) -> set[tuple[ua.NodeId, ua.NodeId, bool]]:
-        k = seen.get(nid)
-        if k is None:
-            k = {(ref.ReferenceTypeId, ref.NodeId, ref.IsForward) for ref in nd.references}
-            seen[nid] = k
-        return k
+    def typedef_of(target: ua.NodeId, tnd: NodeData) -> ua.NodeId:
+        td = typedefs.get(target)
+        if td is None:  # an existing node: look once, remember (a null id when it has none)
+            td = next((x.NodeId for x in tnd.references if x.IsForward and x.ReferenceTypeId == _HAS_TYPEDEF),
+                      _NULL_ID)
+            typedefs[target] = td
+        return td
 
-    def add(source: ua.NodeId, reftype: ua.NodeId, target: ua.NodeId, forward: bool) -> None:
-        snd = aspace[source]
-        keys = keys_of(source, snd)
+    def add(source: ua.NodeId, snd: NodeData, reftype: ua.NodeId, target: ua.NodeId, tnd: NodeData,
+            forward: bool) -> None:
+        keys = seen.get(source)
+        if keys is None:
+            keys = seen[source] = {(ref.ReferenceTypeId, ref.NodeId, ref.IsForward) for ref in snd.references}
         key = (reftype, target, forward)
         if key in keys:
             return
         keys.add(key)
-        tnd = aspace[target]
         ta = tnd.attributes
-        desc = ua.ReferenceDescription()
-        desc.ReferenceTypeId = reftype
-        desc.IsForward = forward
-        desc.NodeId = target
-        desc.BrowseName = ta[ua.AttributeIds.BrowseName].value.Value.Value
-        desc.DisplayName = ta[ua.AttributeIds.DisplayName].value.Value.Value
-        desc.NodeClass = ua.NodeClass(ta[ua.AttributeIds.NodeClass].value.Value.Value)
-        td = typedefs.get(target)
-        if td is None and target not in nodes:
-            td = next((x.NodeId for x in tnd.references if x.IsForward and x.ReferenceTypeId == _HAS_TYPEDEF), None)
-        desc.TypeDefinition = td or ua.NodeId()
-        snd.references.append(desc)
+        snd.references.append(ua.ReferenceDescription(
+            ReferenceTypeId=reftype, IsForward=forward, NodeId=target,
+            BrowseName=ta[ua.AttributeIds.BrowseName].value.Value.Value,
+            DisplayName=ta[ua.AttributeIds.DisplayName].value.Value.Value,
+            NodeClass=_NODECLASS_OF[ta[ua.AttributeIds.NodeClass].value.Value.Value],
+            TypeDefinition=typedef_of(target, tnd),
+        ))
 
     for r in nodes.values():
+        snd = aspace[r.nodeid]
         for reftype, target, fwd, _ in r.refs:
-            add(r.nodeid, reftype, target, fwd)
+            tnd = aspace[target]
+            add(r.nodeid, snd, reftype, target, tnd, fwd)
             if reftype not in _NO_REVERSE:
-                add(target, reftype, r.nodeid, not fwd)
+                add(target, tnd, reftype, r.nodeid, snd, not fwd)
 
 
 async def _register_datatypes(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace) -> list[Problem]:
