@@ -107,3 +107,24 @@ def _comparable(attrs: dict) -> dict:
         out["DataType"] = ("http://opcfoundation.org/UA/", 24)
     out["DisplayName"] = getattr(out["DisplayName"], "Text", out["DisplayName"])  # asyncua drops the locale
     return out
+
+
+@pytest.mark.integration
+async def test_minified_nodesets_load_the_same(tmp_path: Path) -> None:
+    from lxml import etree
+
+    minified = []
+    for f in FILES:
+        tree = etree.parse(str(f), etree.XMLParser(remove_blank_text=True, remove_comments=True))
+        out = tmp_path / f.name
+        out.write_bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
+        assert b">\n " not in out.read_bytes() and b">  <" not in out.read_bytes()  # no indentation left
+        minified.append(out)
+    pretty, small = Server(), Server()
+    await pretty.init()
+    await small.init()
+    a = await load_nodesets(pretty, FILES)
+    b = await load_nodesets(small, minified)
+    assert sorted(map(str, a.new_nodes)) == sorted(map(str, b.new_nodes))
+    models = {f"http://opcfoundation.org/UA/{m}/" for m in ("DI", "IA", "Machinery")}
+    assert await _snapshot(pretty, models) == await _snapshot(small, models)
