@@ -1,15 +1,26 @@
-"""Drivers registered by connection scheme: a new driver module registers itself and touches nothing else."""
+"""Drivers registered by connection scheme, as python-can registers its bus backends.
+
+A driver is a module or sub-package of `gateway.drivers` that decorates its Driver class with
+`@register("scheme", ...)`; it is found by scanning the package, so adding one touches nothing
+else. Drivers shipped in other distributions register through the `gateway.drivers` entry-point
+group (value: the module to import).
+"""
 
 from __future__ import annotations
 
 import importlib
+import logging
+import pkgutil
 from collections.abc import Callable
+from importlib.metadata import entry_points
 
 from gateway.drivers.base import Driver
 
+log = logging.getLogger(__name__)
+
 _DRIVERS: dict[str, type[Driver]] = {}
-# Modules imported on first lookup so their @register decorators run.
-BUILTIN_MODULES = ("gateway.drivers.sim",)
+_NOT_DRIVERS = {"base", "registry"}
+_loaded = False
 
 
 def register(*schemes: str) -> Callable[[type[Driver]], type[Driver]]:
@@ -22,16 +33,27 @@ def register(*schemes: str) -> Callable[[type[Driver]], type[Driver]]:
     return deco
 
 
-def _load_builtins() -> None:
-    for mod in BUILTIN_MODULES:
-        importlib.import_module(mod)
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    package = importlib.import_module("gateway.drivers")
+    modules = [f"gateway.drivers.{m.name}" for m in pkgutil.iter_modules(package.__path__)
+               if m.name not in _NOT_DRIVERS and not m.name.startswith("_")]
+    modules += [ep.value for ep in entry_points(group="gateway.drivers")]
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # one broken driver must not take the others down
+            log.error("driver module %s failed to import: %s", name, exc)
 
 
 def driver_for(scheme: str) -> type[Driver] | None:
-    _load_builtins()
+    _load_all()
     return _DRIVERS.get(scheme)
 
 
 def known_schemes() -> list[str]:
-    _load_builtins()
+    _load_all()
     return sorted(_DRIVERS)

@@ -24,8 +24,6 @@ async def serve(config: GatewayConfig) -> int:
         for p in exc.problems:
             print(f"  {p}", file=sys.stderr)
         return 2
-    if config.insecure:
-        log.warning("--insecure: SecurityPolicy None is offered; use it only in a lab or for tests")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

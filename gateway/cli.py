@@ -50,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if logging.getLogger().level > logging.DEBUG:
+        # asyncua logs every base-nodeset quirk at INFO while the server initialises; only its
+        # warnings concern an operator.
+        logging.getLogger("asyncua").setLevel(logging.WARNING)
     if args.command:
         return int(args.func(args))
     if not args.nodeset:

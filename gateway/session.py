@@ -15,6 +15,7 @@ from asyncua import ua
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.internal_session import InternalSession
+from asyncua.server.user_managers import UserManager
 
 from gateway.security.roles import Role, role_of
 from gateway.writepath import WritePath
@@ -48,8 +49,20 @@ class GatewaySession(InternalSession):
         return await super().create_subscription(params, callback, request_callback=request_callback)
 
 
+class _RefuseEveryone(UserManager):
+    """Until configure_security installs the users file, no session gets in (asyncua would
+    otherwise start with its permissive manager)."""
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> None:
+        return None
+
+
 class GatewayInternalServer(InternalServer):
     write_path: WritePath | None = None
+
+    def __init__(self) -> None:
+        super().__init__(user_manager=_RefuseEveryone())
 
     def create_session(self, name: str, user: User = _ANONYMOUS, external: bool = False) -> InternalSession:
         return GatewaySession(self, self.aspace, self.subscription_service, name, user=user, external=external)

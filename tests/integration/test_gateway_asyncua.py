@@ -48,8 +48,8 @@ async def _ns(client: Client) -> int:
     return await client.get_namespace_index(SITE)
 
 
-async def _wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def _wait_for(predicate, within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while not await predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
