@@ -21,7 +21,7 @@ from gateway.bindings import SiteBindings
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.diagnostics import ensure_diagnostics
 from gateway.history.service import install_history
-from gateway.history.store import HistoryStore
+from gateway.history.store import HistoryStore, namespace_key
 from gateway.nodeset.loader import LoadedSite
 from gateway.nodesets import GATEWAY_NAMESPACE
 from gateway.runtime import DeviceRunner
@@ -80,8 +80,9 @@ class Gateway:
         hostnames = [*cfg.hostnames, *([host] if host and host not in ("0.0.0.0", "::") else [])]
         await configure_security(self.server, cfg.data_dir, insecure=cfg.insecure,
                                  allow_anonymous=cfg.allow_anonymous, app_uri=APP_URI, hostnames=hostnames)
+        namespaces = await self.server.get_namespace_array()
         self.history = HistoryStore(cfg.data_dir / "history" / "history.sqlite3", retention=cfg.history_retention,
-                                    clock=self.clock)
+                                    clock=self.clock, key_of=namespace_key(namespaces))
         await self.history.start()
         install_history(self.server, self.history)
         aspace = self.server.iserver.aspace

@@ -158,12 +158,14 @@ class GatewayUserManager(UserManager):
 
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
                  certificate: Any = None) -> GatewayUser | None:
-        if username is None and certificate is None:
+        # `certificate` is the secure channel's client certificate, present for anonymous sessions
+        # too; X509 identity tokens are not offered (configure_security), so no username = anonymous.
+        if username is None:
             if not self.allow_anonymous:
                 return None
             return GatewayUser(role=asyncua_role(Role.viewer), name=None, gateway_role=Role.viewer)
-        if username is None or password is None:
-            return None  # X509 user tokens are not mapped to users yet: refuse rather than guess
+        if password is None:
+            return None
         try:
             role = self.store.verify(username, password)
         except UserFileError as exc:

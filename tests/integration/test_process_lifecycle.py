@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from gateway.history.store import HistoryStore
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "sim_site.xml"
+_START = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 async def _connect(url: str, proc: asyncio.subprocess.Process, within: float = 30.0) -> Client:
@@ -60,7 +62,7 @@ async def test_signal_stops_cleanly_and_history_survives(tmp_path: Path, free_po
     store = HistoryStore(data / "history" / "history.sqlite3", retention=None)
     await store.start()
     try:
-        values, _ = await store.read_raw(ua.NodeId("Sim1.Sine", ns), None, None, 0, None)
+        values, _ = await store.read_raw("nsu=urn:test:sim-site;s=Sim1.Sine", _START, datetime.now(UTC), 0)
     finally:
         await store.stop()
     assert len(values) >= 5
