@@ -170,8 +170,10 @@ class HistoryStore:
             while True:
                 self._wake.wait(self.batch_interval)
                 self._wake.clear()
-                self._write_batch(conn)
+                markers = self._write_batch(conn)
                 self._apply_retention(conn)
+                for m in markers:  # after retention too, so a flush also waits for a requested pass
+                    m.done.set()
                 if self._stopping and not self._queue:
                     break
         except Exception:
@@ -179,7 +181,7 @@ class HistoryStore:
         finally:
             conn.close()
 
-    def _write_batch(self, conn: sqlite3.Connection) -> None:
+    def _write_batch(self, conn: sqlite3.Connection) -> list[_FlushMarker]:
         rows = []
         markers = []
         queue = self._queue
@@ -196,8 +198,7 @@ class HistoryStore:
                              rows)
             conn.execute("COMMIT")
             self.written += len(rows)
-        for m in markers:
-            m.done.set()
+        return markers
 
     def _row(self, conn: sqlite3.Connection, key: str, dv: ua.DataValue) -> tuple:
         node = self._node_ids.get(key)
