@@ -17,6 +17,7 @@ from asyncua.server.internal_server import InternalServer
 from asyncua.server.internal_session import InternalSession
 from asyncua.server.user_managers import UserManager
 
+from gateway.security.pki import ClientCertificateValidator
 from gateway.security.roles import Role, role_of
 from gateway.writepath import WritePath
 
@@ -28,6 +29,19 @@ _ANONYMOUS = User(role=UserRole.Anonymous)
 
 class GatewaySession(InternalSession):
     iserver: GatewayInternalServer
+    _client_description: ua.ApplicationDescription | None = None
+
+    async def create_session(self, params: ua.CreateSessionParameters,
+                             sockname: tuple[str, int] | None = None) -> ua.CreateSessionResult:
+        self._client_description = params.ClientDescription
+        return await super().create_session(params, sockname=sockname)
+
+    def activate_session(self, params: ua.ActivateSessionParameters,
+                         peer_certificate: bytes | None) -> ua.ActivateSessionResult:
+        validator = self.iserver.client_certificates
+        if peer_certificate and validator is not None:
+            validator.check(peer_certificate, self._client_description)
+        return super().activate_session(params, peer_certificate)
 
     async def write(self, params: ua.WriteParameters) -> list[ua.StatusCode]:
         path = self.iserver.write_path
@@ -60,6 +74,7 @@ class _RefuseEveryone(UserManager):
 
 class GatewayInternalServer(InternalServer):
     write_path: WritePath | None = None
+    client_certificates: ClientCertificateValidator | None = None
 
     def __init__(self) -> None:
         super().__init__(user_manager=_RefuseEveryone())

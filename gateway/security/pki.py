@@ -22,7 +22,6 @@ from pathlib import Path
 from asyncua import ua
 from asyncua.common.utils import ServiceError
 from asyncua.crypto.cert_gen import generate_private_key, generate_self_signed_app_certificate
-from asyncua.crypto.truststore import TrustStore
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -113,47 +112,49 @@ def _file_name(cert: x509.Certificate) -> str:
 class ClientCertificateValidator:
     """Accepts a client certificate only if it is in trusted/ (or signed by a CA there or in issuers/),
     within its validity and issued for the client's ApplicationUri. A refused certificate is saved in
-    rejected/ for an administrator to review."""
+    rejected/ for an administrator to review.
+
+    Synchronous on purpose: it runs inside ActivateSession, which asyncua calls synchronously, and
+    reads only a few small files, and only when the folders changed."""
 
     def __init__(self, paths: PkiPaths) -> None:
         self.paths = paths
         self._stamp: tuple | None = None
         self._trusted_der: set[bytes] = set()
-        self._chain_store: TrustStore | None = None
+        self._verifier: x509.verification.ClientVerifier | None = None
 
     def _folder_stamp(self) -> tuple:
-        entries = []
+        entries: list = []
         for folder in (self.paths.trusted, self.paths.issuers):
             entries.append(folder.stat().st_mtime_ns if folder.exists() else 0)
             entries.extend(sorted((f.name, f.stat().st_mtime_ns) for f in folder.glob("*") if f.is_file()))
         return tuple(entries)
 
-    async def _reload_if_changed(self) -> None:
+    def _reload_if_changed(self) -> None:
         stamp = self._folder_stamp()
         if stamp == self._stamp:
             return
-        der: set[bytes] = set()
-        for file in self.paths.trusted.glob("*"):
-            cert = _load_cert(file)
-            if cert is not None:
-                der.add(cert.public_bytes(serialization.Encoding.DER))
-        self._trusted_der = der
-        store = TrustStore([self.paths.trusted, self.paths.issuers], [])
-        try:
-            await store.load_trust()
-        except Exception as exc:  # an unreadable file must not open the door; chain checks are then off
-            log.error("cannot load CA certificates from %s: %s", self.paths.trusted, exc)
-            store = None
-        self._chain_store = store
+        trusted = [c for f in sorted(self.paths.trusted.glob("*")) if (c := _load_cert(f)) is not None]
+        issuers = [c for f in sorted(self.paths.issuers.glob("*")) if (c := _load_cert(f)) is not None]
+        self._trusted_der = {c.public_bytes(serialization.Encoding.DER) for c in trusted}
+        # CA certificates in trusted/ or issuers/ vouch for the certificates they signed.
+        anchors = [c for c in trusted + issuers if _is_ca(c)]
+        self._verifier = None
+        if anchors:
+            store = x509.verification.Store(anchors)
+            self._verifier = x509.verification.PolicyBuilder().store(store).build_client_verifier()
         self._stamp = stamp
 
-    async def __call__(self, cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
+    def check(self, der: bytes, app: ua.ApplicationDescription | None) -> None:
+        """Raise ServiceError with the OPC UA status if the certificate is not acceptable."""
+        try:
+            cert = x509.load_der_x509_certificate(der)
+        except ValueError:
+            raise ServiceError(ua.StatusCodes.BadCertificateInvalid) from None
         try:
             self._check_time_and_uri(cert, app)
-            await self._reload_if_changed()
-            if cert.public_bytes(serialization.Encoding.DER) in self._trusted_der:
-                return
-            if self._chain_store is not None and self._chain_trusts(cert):
+            self._reload_if_changed()
+            if der in self._trusted_der or self._chain_trusts(cert):
                 return
             raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
         except ServiceError as err:
@@ -161,13 +162,16 @@ class ClientCertificateValidator:
             raise
 
     def _chain_trusts(self, cert: x509.Certificate) -> bool:
+        if self._verifier is None:
+            return False
         try:
-            return bool(self._chain_store and self._chain_store.is_trusted(cert))
-        except Exception:  # cryptography refuses odd certificates outright: not trusted
+            self._verifier.verify(cert, [])
+            return True
+        except x509.verification.VerificationError:
             return False
 
     @staticmethod
-    def _check_time_and_uri(cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
+    def _check_time_and_uri(cert: x509.Certificate, app: ua.ApplicationDescription | None) -> None:
         now = datetime.now(UTC)
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise ServiceError(ua.StatusCodes.BadCertificateTimeInvalid)
@@ -178,16 +182,23 @@ class ClientCertificateValidator:
         if app is not None and app.ApplicationUri not in san.get_values_for_type(x509.UniformResourceIdentifier):
             raise ServiceError(ua.StatusCodes.BadCertificateUriInvalid)
 
-    def _reject(self, cert: x509.Certificate, app: ua.ApplicationDescription, err: ServiceError) -> None:
+    def _reject(self, cert: x509.Certificate, app: ua.ApplicationDescription | None, err: ServiceError) -> None:
         target = self.paths.rejected / _file_name(cert)
         try:
             if not target.exists():
                 target.write_bytes(cert.public_bytes(serialization.Encoding.DER))
         except OSError as exc:
             log.error("cannot save rejected certificate to %s: %s", target, exc)
-        status = ua.StatusCode(err.code).name if isinstance(err.code, int) else err.code
-        log.warning("refused client certificate of '%s' (%s): %s; saved as %s — move it to %s to trust it",
-                    getattr(app, "ApplicationUri", "?"), thumbprint(cert), status, target, self.paths.trusted)
+        log.warning("refused client certificate of '%s' (%s): %s; saved as %s - move it to %s to trust it",
+                    getattr(app, "ApplicationUri", "?"), thumbprint(cert), ua.StatusCode(err.code).name, target,
+                    self.paths.trusted)
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
 
 
 def _load_cert(file: Path) -> x509.Certificate | None:

@@ -40,5 +40,8 @@ async def configure_security(server: Server, data_dir: Path, *, insecure: bool =
         tokens.insert(0, ua.AnonymousIdentityToken)
     server.set_identity_tokens(tokens)
     server.iserver.set_user_manager(GatewayUserManager(UserStore(data_dir / "users.yaml"), allow_anonymous))
-    server.set_certificate_validator(ClientCertificateValidator(paths))
+    # Checked at ActivateSession against the secure channel's certificate (see GatewaySession),
+    # not at CreateSession: a client on SecurityPolicy None may send a certificate that the
+    # specification says to ignore, and the channel's certificate is the one the client proved.
+    server.iserver.client_certificates = ClientCertificateValidator(paths)
     return paths

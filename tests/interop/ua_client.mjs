@@ -1,0 +1,113 @@
+// An independent OPC UA client for the gateway's interop tests, driven by a JSON script.
+// Usage: node ua_client.mjs < script.json   ->  one JSON document on stdout.
+// Script: {endpoint, pkiDir, securityMode: "None"|"Sign"|"SignAndEncrypt", securityPolicy: "None"|
+// "Basic256Sha256"|..., user?, password?, timeoutMs?, ops: [{op: "browse"|"read"|"write"|"subscribe"|
+// "historyRead", ...}]}. Every status is reported as {name, value} so tests compare numeric codes.
+import {
+  AttributeIds, ClientMonitoredItem, DataType, MessageSecurityMode, OPCUAClient, SecurityPolicy,
+  TimestampsToReturn, UserTokenType,
+} from "node-opcua-client";
+import { OPCUACertificateManager } from "node-opcua-certificate-manager";
+
+const status = (s) => ({ name: s.name, value: s.value });
+const iso = (d) => (d ? d.toISOString() : null);
+const dataValue = (dv) => ({
+  status: status(dv.statusCode),
+  value: dv.value ? (ArrayBuffer.isView(dv.value.value) ? Array.from(dv.value.value) : dv.value.value) : null,
+  dataType: dv.value ? DataType[dv.value.dataType] : null,
+  sourceTimestamp: iso(dv.sourceTimestamp),
+  serverTimestamp: iso(dv.serverTimestamp),
+});
+
+async function runOp(session, op) {
+  switch (op.op) {
+    case "browse": {
+      const r = await session.browse(op.nodeId);
+      return { status: status(r.statusCode), references: r.references.map((ref) => ({
+        browseName: ref.browseName.toString(), nodeId: ref.nodeId.toString(), nodeClass: ref.nodeClass })) };
+    }
+    case "read":
+      return dataValue(await session.read({ nodeId: op.nodeId, attributeId: AttributeIds[op.attribute ?? "Value"] }));
+    case "write": {
+      const s = await session.write({ nodeId: op.nodeId, attributeId: AttributeIds.Value,
+        value: { value: { dataType: DataType[op.dataType], value: op.value } } });
+      return { status: status(s) };
+    }
+    case "subscribe": {
+      const sub = await session.createSubscription2({ requestedPublishingInterval: op.publishingInterval ?? 100,
+        requestedLifetimeCount: 100, requestedMaxKeepAliveCount: 10, publishingEnabled: true });
+      const item = ClientMonitoredItem.create(sub, { nodeId: op.nodeId, attributeId: AttributeIds.Value },
+        { samplingInterval: op.samplingInterval ?? 100, queueSize: 10, discardOldest: true }, TimestampsToReturn.Both);
+      const changes = [];
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, op.timeoutMs ?? 5000);
+        item.on("changed", (dv) => {
+          changes.push(dataValue(dv));
+          if (changes.length >= (op.count ?? 3)) { clearTimeout(timer); resolve(); }
+        });
+      });
+      await sub.terminate();
+      return { revisedPublishingInterval: sub.publishingInterval, changes };
+    }
+    case "historyRead": {
+      const r = await session.readHistoryValue({ nodeId: op.nodeId }, new Date(op.start), new Date(op.end),
+        { numValuesPerNode: op.numValuesPerNode ?? 0, returnBounds: false, timestampsToReturn: TimestampsToReturn.Both });
+      return { status: status(r.statusCode), continuationPoint: r.continuationPoint ? r.continuationPoint.toString("hex") : null,
+        values: (r.historyData?.dataValues ?? []).map(dataValue) };
+    }
+    default:
+      throw new Error(`unknown op ${op.op}`);
+  }
+}
+
+async function main(script) {
+  const certificateManager = new OPCUACertificateManager({ rootFolder: script.pkiDir,
+    automaticallyAcceptUnknownCertificate: true });  // trust of the *server* is not what these tests check
+  await certificateManager.initialize();
+  const client = OPCUAClient.create({
+    applicationName: "gateway-interop", applicationUri: "urn:gateway-interop:node-opcua",
+    clientCertificateManager: certificateManager, endpointMustExist: false,
+    securityMode: MessageSecurityMode[script.securityMode ?? "None"],
+    securityPolicy: SecurityPolicy[script.securityPolicy ?? "None"],
+    connectionStrategy: { maxRetry: 0, initialDelay: 100, maxDelay: 200 },
+    requestedSessionTimeout: 30000,
+  });
+  const out = { connected: false, ops: [] };
+  try {
+    await client.connect(script.endpoint);
+    out.connected = true;
+    const identity = script.user ? { type: UserTokenType.UserName, userName: script.user, password: script.password }
+      : { type: UserTokenType.Anonymous };
+    let session;
+    try {
+      session = await client.createSession(identity);
+    } catch (err) {
+      out.sessionError = { message: err.message, status: err.response?.responseHeader?.serviceResult?.name ?? null };
+      return out;
+    }
+    out.session = true;
+    for (const op of script.ops ?? []) {
+      try {
+        out.ops.push({ op: op.op, ...(await runOp(session, op)) });
+      } catch (err) {
+        out.ops.push({ op: op.op, error: err.message });
+      }
+    }
+    await session.close();
+  } catch (err) {
+    out.connectError = { message: err.message };
+  } finally {
+    await client.disconnect();
+    await certificateManager.dispose();
+  }
+  out.clientCertificate = `${script.pkiDir}/own/certs/client_certificate.pem`;
+  return out;
+}
+
+const chunks = [];
+for await (const chunk of process.stdin) chunks.push(chunk);
+const script = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+const guard = setTimeout(() => { console.log(JSON.stringify({ error: "timeout" })); process.exit(3); },
+  script.timeoutMs ?? 30000);
+main(script).then((out) => { clearTimeout(guard); console.log(JSON.stringify(out)); process.exit(0); },
+  (err) => { clearTimeout(guard); console.log(JSON.stringify({ error: err.message })); process.exit(1); });
