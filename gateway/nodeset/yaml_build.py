@@ -1,0 +1,505 @@
+"""`gateway nodeset build site.yaml -o site.xml`: a hand-written YAML site compiled to NodeSet2.
+
+The YAML names devices, their connection, and their variables with data type, unit, range and
+field binding; the output is an ordinary NodeSet2 file that `nodeset check` and any modelling
+tool accept. Every problem is reported with the YAML file, line and the device or variable, and
+nothing is written unless the whole site is valid. Format: docs/yaml-sites.md.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from lxml import etree
+
+from gateway.drivers.base import XSD_TYPES, Binding
+from gateway.drivers.registry import driver_for, known_schemes
+from gateway.nodeset.model import NodesetError, Problem
+from gateway.nodeset.units import UNITS, eu_information
+from gateway.nodesets import GATEWAY_NAMESPACE
+
+UA_NS = "http://opcfoundation.org/UA/2011/03/UANodeSet.xsd"
+TYPES_NS = "http://opcfoundation.org/UA/2008/02/Types.xsd"
+GATEWAY_TYPES_VERSION = "0.1.0"
+DEFAULT_SCAN_CLASSES = ("HighSpeed", "MediumSpeed", "LowSpeed")
+
+DATA_TYPES: dict[str, int] = {
+    "Boolean": 1, "SByte": 2, "Byte": 3, "Int16": 4, "UInt16": 5, "Int32": 6, "UInt32": 7, "Int64": 8,
+    "UInt64": 9, "Float": 10, "Double": 11, "String": 12, "DateTime": 13, "ByteString": 15,
+}
+_INT_RANGES = {
+    "SByte": (-(2**7), 2**7 - 1), "Byte": (0, 2**8 - 1), "Int16": (-(2**15), 2**15 - 1), "UInt16": (0, 2**16 - 1),
+    "Int32": (-(2**31), 2**31 - 1), "UInt32": (0, 2**32 - 1), "Int64": (-(2**63), 2**63 - 1), "UInt64": (0, 2**64 - 1),
+}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+SITE_KEYS = {"site", "scan_classes", "profiles", "devices", "variables"}
+SITE_INFO_KEYS = {"namespace", "name", "version", "description"}
+DEVICE_KEYS = {"name", "profile", "connection", "description", "variables"}
+PROFILE_KEYS = {"description", "variables"}
+VARIABLE_KEYS = {
+    "name", "datatype", "unit", "range", "address", "field_type", "byte_order", "word_order", "bit", "length",
+    "scale", "offset", "scan", "deadband", "writable", "historize", "description", "initial",
+}
+SITE_VARIABLE_KEYS = {"name", "datatype", "unit", "range", "writable", "historize", "description", "initial"}
+
+
+# -- YAML with line numbers ------------------------------------------------------------------
+class _Map(dict):
+    line: int = 0
+    key_lines: dict[str, int]
+
+
+class _Seq(list):
+    line: int = 0
+
+
+class _LineLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> _Map:
+    m = _Map()
+    m.line = node.start_mark.line + 1
+    m.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        m[key] = loader.construct_object(value_node, deep=True)
+        m.key_lines[key] = key_node.start_mark.line + 1
+    return m
+
+
+def _construct_seq(loader: _LineLoader, node: yaml.SequenceNode) -> _Seq:
+    s = _Seq(loader.construct_object(child, deep=True) for child in node.value)
+    s.line = node.start_mark.line + 1
+    return s
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
+
+
+def _line(obj: Any, key: str | None = None) -> int | None:
+    if isinstance(obj, _Map) and key is not None and key in obj.key_lines:
+        return obj.key_lines[key]
+    return getattr(obj, "line", None) or None
+
+
+# -- the checked model -----------------------------------------------------------------------
+@dataclass
+class _Var:
+    name: str
+    path: str  # Device.Variable, or Variable for site-level ones
+    spec: _Map
+    datatype: str
+
+
+class _Builder:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[Problem] = []
+
+    def problem(self, where: Any, node: str | None, message: str, key: str | None = None) -> None:
+        self.problems.append(Problem(self.source, _line(where, key), node, message))
+
+    # -- validation ----------------------------------------------------------------------------
+    def check_keys(self, m: Any, allowed: set[str], node: str | None, what: str) -> bool:
+        if not isinstance(m, dict):
+            self.problem(m, node, f"{what} must be a mapping, not {type(m).__name__}")
+            return False
+        for key in m:
+            if key not in allowed:
+                self.problem(m, node, f"unknown key '{key}' in {what} (known: {', '.join(sorted(allowed))})", key)
+        return True
+
+    def check_name(self, m: _Map, node_hint: str | None, what: str) -> str | None:
+        name = m.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            self.problem(m, node_hint, f"{what} needs a name of letters, digits and _ (not starting with a digit), "
+                                       f"got {name!r}", "name")
+            return None
+        return name
+
+    def check_variable(self, v: _Map, path: str, scan_classes: set[str], bound: bool, driver: Any) -> str | None:
+        datatype = v.get("datatype", "Double")
+        if datatype not in DATA_TYPES:
+            self.problem(v, path, f"unknown datatype '{datatype}' (known: {', '.join(DATA_TYPES)})", "datatype")
+            datatype = None
+        if "unit" in v and v["unit"] not in UNITS:
+            self.problem(v, path, f"unknown unit '{v['unit']}' (known: {', '.join(UNITS)})", "unit")
+        if "range" in v:
+            r = v["range"]
+            if (not isinstance(r, list) or len(r) != 2 or not all(_is_number(x) for x in r) or not r[0] < r[1]):
+                self.problem(v, path, f"range must be [low, high] with low < high, got {r!r}", "range")
+        for key in ("writable", "historize"):
+            if key in v and not isinstance(v[key], bool):
+                self.problem(v, path, f"{key} must be true or false, got {v[key]!r}", key)
+        if datatype and "initial" in v and _value_problem(v["initial"], datatype):
+            self.problem(v, path, f"initial {v['initial']!r} is not a {datatype}: "
+                                  f"{_value_problem(v['initial'], datatype)}", "initial")
+        if not bound:
+            return datatype
+        if not isinstance(v.get("address"), str) or not v["address"]:
+            self.problem(v, path, "a device variable needs an address (its FieldAddress)", "address")
+            return datatype
+        for key in ("scale", "offset", "deadband"):
+            if key in v and not _is_number(v[key]):
+                self.problem(v, path, f"{key} must be a number, got {v[key]!r}", key)
+        if "deadband" in v and _is_number(v["deadband"]) and v["deadband"] < 0:
+            self.problem(v, path, "deadband must be >= 0", "deadband")
+        if "field_type" in v and v["field_type"] not in XSD_TYPES:
+            self.problem(v, path, f"unknown field_type '{v['field_type']}' (known: {', '.join(XSD_TYPES)})",
+                         "field_type")
+        for key in ("byte_order", "word_order"):
+            if key in v and v[key] not in ("big", "little"):
+                self.problem(v, path, f"{key} must be big or little, got {v[key]!r}", key)
+        if "bit" in v and (not isinstance(v["bit"], int) or isinstance(v["bit"], bool) or not 0 <= v["bit"] <= 63):
+            self.problem(v, path, f"bit must be an integer 0..63, got {v['bit']!r}", "bit")
+        if "length" in v and (not isinstance(v["length"], int) or isinstance(v["length"], bool)
+                              or not 0 < v["length"] <= 65535):
+            self.problem(v, path, f"length must be an integer 1..65535, got {v['length']!r}", "length")
+        scan = v.get("scan", "MediumSpeed")
+        if scan not in scan_classes:
+            self.problem(v, path, f"unknown scan class '{scan}' (known: {', '.join(sorted(scan_classes))})", "scan")
+        if driver is not None and datatype and not any(p.node == path for p in self.problems):
+            binding = Binding(address=v["address"], field_type=v.get("field_type"), byte_order=v.get("byte_order"),
+                              word_order=v.get("word_order"), bit=v.get("bit"), length=v.get("length"),
+                              scale=float(v.get("scale", 1.0)), offset=float(v.get("offset", 0.0)), scan_class=scan,
+                              deadband=float(v.get("deadband", 0.0)))
+            try:
+                driver.validate_point(binding, v.get("field_type") or _XSD_OF[datatype])
+            except ValueError as exc:
+                self.problem(v, path, f"bad binding for {driver.schemes[0]}: {exc}", "address")
+        return datatype
+
+    def check_connection(self, d: _Map, name: str) -> Any:
+        conn = d.get("connection")
+        if not isinstance(conn, str) or "://" not in conn:
+            self.problem(d, name, "a device needs a connection URI such as sim://name or modbus+tcp://host:502/1",
+                         "connection" if "connection" in d else None)
+            return None
+        url = urlsplit(conn)
+        driver = driver_for(url.scheme)
+        if driver is None:
+            self.problem(d, name, f"unknown connection scheme '{url.scheme}' (known: {', '.join(known_schemes())})",
+                         "connection")
+            return None
+        try:
+            driver.validate_connection(url)
+        except ValueError as exc:
+            self.problem(d, name, f"bad connection '{conn}': {exc}", "connection")
+            return None
+        return driver
+
+
+_XSD_OF = {
+    "Boolean": "xsd:boolean", "SByte": "xsd:byte", "Byte": "xsd:unsignedByte", "Int16": "xsd:short",
+    "UInt16": "xsd:unsignedShort", "Int32": "xsd:int", "UInt32": "xsd:unsignedInt", "Int64": "xsd:long",
+    "UInt64": "xsd:unsignedLong", "Float": "xsd:float", "Double": "xsd:double", "String": "xsd:string",
+    "DateTime": "xsd:string", "ByteString": "xsd:string",
+}
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _value_problem(value: Any, datatype: str) -> str | None:
+    if datatype == "Boolean":
+        return None if isinstance(value, bool) else "expected true or false"
+    if datatype in _INT_RANGES:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return "expected an integer"
+        low, high = _INT_RANGES[datatype]
+        return None if low <= value <= high else f"outside {low}..{high}"
+    if datatype in ("Float", "Double"):
+        return None if _is_number(value) else "expected a number"
+    if datatype == "String":
+        return None if isinstance(value, str) else "expected a string"
+    return f"initial values of {datatype} are not supported"
+
+
+# -- XML output ------------------------------------------------------------------------------
+class _Writer:
+    def __init__(self) -> None:
+        self.root = etree.Element(f"{{{UA_NS}}}UANodeSet", nsmap={None: UA_NS})
+
+    def sub(self, parent: etree._Element, tag: str, text: str | None = None, **attrs: str) -> etree._Element:
+        el = etree.SubElement(parent, f"{{{UA_NS}}}{tag}", {k: v for k, v in attrs.items() if v is not None})
+        if text is not None:
+            el.text = text
+        return el
+
+    def node(self, tag: str, nodeid: str, browse: str, display: str, description: str | None,
+             refs: list[tuple[str, str, bool]], parent: str | None = None, **attrs: str) -> etree._Element:
+        el = self.sub(self.root, tag, NodeId=nodeid, BrowseName=browse, ParentNodeId=parent, **attrs)
+        self.sub(el, "DisplayName", display)
+        if description:
+            self.sub(el, "Description", description)
+        refs_el = self.sub(el, "References")
+        for reftype, target, forward in refs:
+            r = self.sub(refs_el, "Reference", target, ReferenceType=reftype)
+            if not forward:
+                r.set("IsForward", "false")
+        return el
+
+    def value(self, var: etree._Element, builder: Any) -> None:
+        v = self.sub(var, "Value")
+        builder(v)
+
+
+def _t(parent: etree._Element, tag: str, text: str | None = None) -> etree._Element:
+    el = etree.SubElement(parent, f"{{{TYPES_NS}}}{tag}", nsmap={None: TYPES_NS} if parent.nsmap.get(None) != TYPES_NS
+                          else None)
+    if text is not None:
+        el.text = text
+    return el
+
+
+def _scalar(tag: str, text: str) -> Any:
+    return lambda v: _t(v, tag, text)
+
+
+def _format(value: Any, datatype: str) -> str:
+    if datatype == "Boolean":
+        return "true" if value else "false"
+    if datatype in ("Float", "Double"):
+        return repr(float(value))
+    return str(value)
+
+
+def _range_value(low: float, high: float) -> Any:
+    def build(v: etree._Element) -> None:
+        ext = _t(v, "ExtensionObject")
+        _t(_t(ext, "TypeId"), "Identifier", "i=885")
+        rng = _t(_t(ext, "Body"), "Range")
+        _t(rng, "Low", repr(float(low)))
+        _t(rng, "High", repr(float(high)))
+    return build
+
+
+def _eu_value(symbol: str) -> Any:
+    eu = eu_information(symbol)
+
+    def build(v: etree._Element) -> None:
+        ext = _t(v, "ExtensionObject")
+        _t(_t(ext, "TypeId"), "Identifier", "i=888")
+        body = _t(_t(ext, "Body"), "EUInformation")
+        _t(body, "NamespaceUri", eu.NamespaceUri)
+        _t(body, "UnitId", str(eu.UnitId))
+        for field in ("DisplayName", "Description"):
+            lt = _t(body, field)
+            _t(lt, "Locale", "en")
+            _t(lt, "Text", getattr(eu, field).Text)
+    return build
+
+
+def build(doc: Any, source: str) -> bytes:
+    """Compile a parsed YAML site (with line information) to NodeSet2 bytes; raise NodesetError."""
+    b = _Builder(source)
+    if not b.check_keys(doc, SITE_KEYS, None, "the site file"):
+        raise NodesetError(b.problems)
+    info = doc.get("site")
+    if not isinstance(info, dict) or not b.check_keys(info, SITE_INFO_KEYS, "site", "site"):
+        b.problem(doc, "site", "needs a 'site:' mapping with namespace and name", "site")
+        raise NodesetError(b.problems)
+    uri, site_name = info.get("namespace"), info.get("name")
+    if not isinstance(uri, str) or not uri:
+        b.problem(info, "site", "site.namespace must be a URI such as urn:example:site", "namespace")
+    if not isinstance(site_name, str) or not _NAME.match(site_name):
+        b.problem(info, "site", f"site.name must be letters, digits and _, got {site_name!r}", "name")
+    version = str(info.get("version", "1.0.0"))
+
+    scan_classes = set(DEFAULT_SCAN_CLASSES)
+    scan_specs = doc.get("scan_classes") or {}
+    if not isinstance(scan_specs, dict):
+        b.problem(doc, "scan_classes", "scan_classes must map class names to milliseconds", "scan_classes")
+        scan_specs = {}
+    for cls, ms in scan_specs.items():
+        if not isinstance(cls, str) or not _NAME.match(cls):
+            b.problem(scan_specs, f"scan_classes.{cls}", "a scan class name must be letters, digits and _", cls)
+        elif not _is_number(ms) or ms <= 0:
+            b.problem(scan_specs, cls, f"scan class interval must be a positive number of ms, got {ms!r}", cls)
+        else:
+            scan_classes.add(cls)
+
+    profiles = doc.get("profiles") or {}
+    if not isinstance(profiles, dict):
+        b.problem(doc, "profiles", "profiles must map profile names to {variables: [...]}", "profiles")
+        profiles = {}
+    for pname, prof in profiles.items():
+        b.check_keys(prof, PROFILE_KEYS, f"profiles.{pname}", "a profile")
+
+    devices: list[tuple[str, _Map, list[_Var]]] = []
+    seen_devices: set[str] = set()
+    for d in doc.get("devices") or []:
+        if not b.check_keys(d, DEVICE_KEYS, None, "a device"):
+            continue
+        name = b.check_name(d, None, "a device")
+        if name is None:
+            continue
+        if name in seen_devices or name == site_name:
+            b.problem(d, name, f"device name '{name}' is used twice", "name")
+            continue
+        seen_devices.add(name)
+        driver = b.check_connection(d, name)
+        var_specs: list[Any] = []
+        if "profile" in d:
+            prof = profiles.get(d["profile"])
+            if not isinstance(prof, dict):
+                b.problem(d, name, f"unknown profile '{d['profile']}' (known: {', '.join(profiles) or 'none'})",
+                          "profile")
+            else:
+                var_specs += list(prof.get("variables") or [])
+        own = d.get("variables") or []
+        # A device's own variable replaces the profile's variable of the same name.
+        own_names = {v.get("name") for v in own if isinstance(v, dict)}
+        var_specs = [v for v in var_specs if not (isinstance(v, dict) and v.get("name") in own_names)] + list(own)
+        if not var_specs:
+            b.problem(d, name, "a device needs at least one variable (directly or from its profile)")
+        variables = b_vars(b, var_specs, name, scan_classes, VARIABLE_KEYS, True, driver)
+        devices.append((name, d, variables))
+    site_vars = b_vars(b, doc.get("variables") or [], None, scan_classes, SITE_VARIABLE_KEYS, False, None)
+    taken = {v.name for v in site_vars} & seen_devices
+    for clash in sorted(taken):
+        b.problem(doc, clash, f"'{clash}' names both a device and a site variable", "variables")
+    if b.problems:
+        raise NodesetError(b.problems)
+    return _emit(uri, site_name, version, info.get("description"), scan_specs, devices, site_vars)
+
+
+def b_vars(b: _Builder, specs: list[Any], device: str | None, scan_classes: set[str], allowed: set[str],
+           bound: bool, driver: Any) -> list[_Var]:
+    out: list[_Var] = []
+    seen: set[str] = set()
+    for v in specs:
+        if not b.check_keys(v, allowed, device, "a variable"):
+            continue
+        name = b.check_name(v, device, "a variable")
+        if name is None:
+            continue
+        path = f"{device}.{name}" if device else name
+        if name in seen:
+            b.problem(v, path, f"variable '{name}' is defined twice", "name")
+            continue
+        seen.add(name)
+        datatype = b.check_variable(v, path, scan_classes, bound, driver)
+        out.append(_Var(name, path, v, datatype or "Double"))
+    return out
+
+
+def _emit(uri: str, site_name: str, version: str, description: str | None, scan_specs: dict,
+          devices: list[tuple[str, _Map, list[_Var]]], site_vars: list[_Var]) -> bytes:
+    w = _Writer()
+    uris = w.sub(w.root, "NamespaceUris")
+    w.sub(uris, "Uri", uri)
+    w.sub(uris, "Uri", GATEWAY_NAMESPACE)
+    models = w.sub(w.root, "Models")
+    model = w.sub(models, "Model", ModelUri=uri, Version=version)
+    w.sub(model, "RequiredModel", ModelUri="http://opcfoundation.org/UA/", Version="1.04")
+    w.sub(model, "RequiredModel", ModelUri=GATEWAY_NAMESPACE, Version=GATEWAY_TYPES_VERSION)
+    aliases = w.sub(w.root, "Aliases")
+    for alias, target in (("Boolean", "i=1"), ("Double", "i=11"), ("String", "i=12"), ("Duration", "i=290"),
+                          ("Range", "i=884"), ("EUInformation", "i=887"), ("Organizes", "i=35"),
+                          ("HasComponent", "i=47"), ("HasProperty", "i=46"), ("HasTypeDefinition", "i=40")):
+        w.sub(aliases, "Alias", target, Alias=alias)
+
+    site_id = f"ns=1;s={site_name}"
+    w.node("UAObject", site_id, f"1:{site_name}", site_name, description,
+           [("HasTypeDefinition", "i=61", True), ("Organizes", "i=85", False)])
+    for cls, ms in scan_specs.items():
+        cid = f"ns=1;s={site_name}.ScanClasses.{cls}"
+        w.node("UAObject", cid, f"1:{cls}", cls, f"Scan class, {ms:g} ms.",
+               [("HasTypeDefinition", "ns=2;i=1003", True), ("HasComponent", site_id, False)], parent=site_id)
+        prop = w.node("UAVariable", f"{cid}.Interval", "2:Interval", "Interval", None,
+                      [("HasTypeDefinition", "i=68", True), ("HasProperty", cid, False)], parent=cid,
+                      DataType="Duration")
+        w.value(prop, _scalar("Double", repr(float(ms))))
+    for name, d, variables in devices:
+        dev_id = f"ns=1;s={name}"
+        w.node("UAObject", dev_id, f"1:{name}", name, d.get("description"),
+               [("HasTypeDefinition", "ns=2;i=1001", True), ("HasComponent", site_id, False)], parent=site_id)
+        _property(w, dev_id, "Connection", "String", _scalar("String", d["connection"]), gateway=True)
+        for var in variables:
+            _variable(w, var, dev_id, bound=True)
+    for var in site_vars:
+        _variable(w, var, site_id, bound=False)
+    return etree.tostring(w.root, xml_declaration=True, encoding="utf-8", pretty_print=True)
+
+
+def _property(w: _Writer, parent: str, name: str, datatype: str, value: Any, gateway: bool) -> None:
+    pid = f"{parent}.{name}"
+    ns = 2 if gateway else 0
+    browse = f"{ns}:{name}" if ns else name
+    prop = w.node("UAVariable", pid, browse, name, None,
+                  [("HasTypeDefinition", "i=68", True), ("HasProperty", parent, False)], parent=parent,
+                  DataType=datatype)
+    w.value(prop, value)
+
+
+_BINDING_PROPS = (  # YAML key, property, DataType, XML value tag
+    ("address", "FieldAddress", "String", "String"), ("field_type", "FieldType", "String", "String"),
+    ("byte_order", "ByteOrder", "String", "String"), ("word_order", "WordOrder", "String", "String"),
+    ("bit", "Bit", "i=3", "Byte"), ("length", "Length", "i=5", "UInt16"), ("scale", "Scale", "Double", "Double"),
+    ("offset", "Offset", "Double", "Double"), ("scan", "ScanClass", "String", "String"),
+    ("deadband", "Deadband", "Double", "Double"),
+)
+
+
+def _variable(w: _Writer, var: _Var, parent: str, bound: bool) -> None:
+    v = var.spec
+    vid = f"ns=1;s={var.path}"
+    access = 1 | (2 if v.get("writable") else 0) | (4 if v.get("historize") else 0)
+    attrs: dict[str, str] = {"DataType": f"i={DATA_TYPES[var.datatype]}", "AccessLevel": str(access),
+                             "UserAccessLevel": str(access)}
+    if v.get("historize"):
+        attrs["Historizing"] = "true"
+    typedef = "i=2368" if "range" in v else "i=63"  # AnalogItemType needs its EURange
+    el = w.node("UAVariable", vid, f"1:{var.name}", var.name, v.get("description"),
+                [("HasTypeDefinition", typedef, True), ("HasComponent", parent, False)], parent=parent, **attrs)
+    if "initial" in v:
+        w.value(el, _scalar(var.datatype, _format(v["initial"], var.datatype)))
+    if "range" in v:
+        _property(w, vid, "EURange", "Range", _range_value(*v["range"]), gateway=False)
+    if "unit" in v:
+        _property(w, vid, "EngineeringUnits", "EUInformation", _eu_value(v["unit"]), gateway=False)
+    if not bound:
+        return
+    for key, prop, datatype, tag in _BINDING_PROPS:
+        if key in v:
+            text = repr(float(v[key])) if tag == "Double" else str(v[key])
+            _property(w, vid, prop, datatype, _scalar(tag, text), gateway=True)
+
+
+def build_file(src: Path, out: Path) -> None:
+    """Compile `src` to `out` atomically; raise NodesetError naming the YAML file and line."""
+    source = str(src)
+    try:
+        text = Path(src).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise NodesetError([Problem(source, None, None, f"cannot read file: {exc.strerror}")]) from None
+    try:
+        doc = yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise NodesetError([Problem(source, mark.line + 1 if mark else None, None,
+                                    f"not valid YAML: {problem}")]) from None
+    data = build(doc, source)
+    out = Path(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
