@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.security.roles import Role
@@ -51,23 +52,27 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    try:
-        _store(args).remove(args.name)
-    except (KeyError, UserFileError) as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
-        return 1
-    print(f"user '{args.name}' removed")
-    return 0
+    return _run(lambda: _store(args).remove(args.name), f"user '{args.name}' removed")
 
 
 def _list(args: argparse.Namespace) -> int:
-    try:
+    def show() -> None:
         users = _store(args).list()
-    except UserFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for user in users:
+            print(f"{user.name}\t{user.role.name}")
+        if not users:
+            print(f"no users in {_store(args).path}", file=sys.stderr)
+
+    return _run(show)
+
+
+def _run(action: Callable[[], object], done: str | None = None) -> int:
+    """Run one users-file action; a refusal is one line on stderr and exit code 1."""
+    try:
+        action()
+    except (KeyError, ValueError, UserFileError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 1
-    for user in users:
-        print(f"{user.name}\t{user.role.name}")
-    if not users:
-        print(f"no users in {_store(args).path}", file=sys.stderr)
+    if done:
+        print(done)
     return 0

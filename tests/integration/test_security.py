@@ -40,6 +40,17 @@ def _url(server: Server) -> str:
     return server.endpoint.geturl()
 
 
+async def _secure_client(server: Server, name: str, cert: Path, key: Path, policy: str = "Basic256Sha256",
+                         user: str | None = None, password: str | None = None) -> Client:
+    client = Client(_url(server), timeout=5)
+    client.application_uri = f"urn:{name}"  # must match the certificate
+    await client.set_security_string(f"{policy},SignAndEncrypt,{cert},{key}")
+    if user:
+        client.set_user(user)
+        client.set_password(password)
+    return client
+
+
 async def _client_cert(folder: Path, name: str) -> tuple[Path, Path]:
     cert, key = folder / f"{name}.der", folder / f"{name}.pem"
     await setup_self_signed_certificate(key, cert, f"urn:{name}", "localhost", [ExtendedKeyUsageOID.CLIENT_AUTH],
@@ -74,9 +85,7 @@ async def test_unknown_certificate_is_refused_and_kept_for_review(tmp_path: Path
     server = await _server(data, insecure=False)
     cert, key = await _client_cert(tmp_path, "unknown-client")
     try:
-        client = Client(_url(server), timeout=5)
-        client.application_uri = "urn:unknown-client"
-        await client.set_security_string(f"Basic256Sha256,SignAndEncrypt,{cert},{key}")
+        client = await _secure_client(server, "unknown-client", cert, key)
         with pytest.raises(ua.UaStatusCodeError) as refused:
             async with client:
                 pass
@@ -85,11 +94,8 @@ async def test_unknown_certificate_is_refused_and_kept_for_review(tmp_path: Path
         assert len(rejected) == 1 and rejected[0].read_bytes() == cert.read_bytes()
         # The administrator trusts it by moving it; no restart needed.
         shutil.move(rejected[0], data / "pki" / "trusted" / rejected[0].name)
-        client = Client(_url(server), timeout=5)
-        client.application_uri = "urn:unknown-client"
-        await client.set_security_string(f"Aes256Sha256RsaPss,SignAndEncrypt,{cert},{key}")
-        client.set_user("viewer1")
-        client.set_password("viewer-secret")
+        client = await _secure_client(server, "unknown-client", cert, key, "Aes256Sha256RsaPss", "viewer1",
+                                      "viewer-secret")
         async with client:
             assert await client.nodes.server_state.read_value() == ua.ServerState.Running
     finally:
@@ -105,12 +111,7 @@ async def test_passwords_and_anonymous(tmp_path: Path) -> None:
     shutil.copy(cert, data / "pki" / "trusted" / cert.name)
     try:
         async def connect(user: str | None, password: str | None) -> None:
-            client = Client(_url(server), timeout=5)
-            client.application_uri = "urn:known-client"
-            await client.set_security_string(f"Basic256Sha256,SignAndEncrypt,{cert},{key}")
-            if user:
-                client.set_user(user)
-                client.set_password(password)
+            client = await _secure_client(server, "known-client", cert, key, user=user, password=password)
             async with client:
                 await client.nodes.server_state.read_value()
 
