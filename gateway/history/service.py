@@ -1,20 +1,24 @@
 """HistoryRead for every client, answered from the gateway's history store.
 
-Replaces the read side of asyncua's HistoryManager: raw reads (ReadRawModifiedDetails with
-IsReadModified false) with time ranges, NumValuesPerNode and stateless continuation points, one
-status per node. Modified, processed, at-time and event reads answer
-BadHistoryOperationUnsupported; HistoryUpdate answers BadHistoryOperationUnsupported (history is
-written by the gateway only).
+Replaces asyncua's HistoryManager on `server.iserver.history_manager` (the session's HistoryRead and
+HistoryUpdate land there): raw reads (ReadRawModifiedDetails with IsReadModified false) with time
+ranges, NumValuesPerNode, ReturnBounds and stateless continuation points, one status per node.
+Modified, processed, at-time and event reads answer BadHistoryOperationUnsupported per node;
+HistoryUpdate answers BadHistoryOperationUnsupported (history is written by the gateway only).
+
+asyncua's own historizing API (`server.historize_node_data_change`) keeps working: its storage
+is an adapter that feeds the same store, and event historizing is refused with a clear error
+instead of silently storing events nobody can read.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from asyncua import Server, ua
-from asyncua.server.history import HistoryManager
+from asyncua.server.history import HistoryManager, HistoryStorageInterface
 
 from gateway.history.store import ContinuationPointError, HistoryStore
 
@@ -22,6 +26,9 @@ log = logging.getLogger(__name__)
 
 # DateTime 0 on the wire (asyncua decodes it as 1601-01-01) means "not specified" (Part 11, 6.4.3).
 _UNSPECIFIED_BEFORE = datetime(1601, 1, 2)
+
+
+_HISTORY_DATA_BINARY = ua.NodeId(ua.ObjectIds.HistoryData_Encoding_DefaultBinary)
 
 
 def _given(t: datetime | None) -> datetime | None:
@@ -34,12 +41,59 @@ def _status(code: int) -> ua.StatusCode:
     return ua.StatusCode(code)
 
 
+class _StoreStorage(HistoryStorageInterface):
+    """asyncua's storage interface over the gateway store, for `server.historize_node_data_change`."""
+
+    def __init__(self, store: HistoryStore) -> None:
+        super().__init__()
+        self.store = store
+
+    async def init(self) -> None:  # the gateway starts and stops the store itself
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def new_historized_node(self, node_id: ua.NodeId, period: timedelta | None, count: int = 0) -> None:
+        pass  # retention is the store's, per site, not per node
+
+    async def save_node_value(self, node_id: ua.NodeId, datavalue: ua.DataValue) -> None:
+        self.store.append(node_id, datavalue)
+
+    async def read_node_history(self, node_id: ua.NodeId, start: datetime | None, end: datetime | None,
+                                nb_values: int) -> tuple[list[ua.DataValue], datetime | None]:
+        start, end = _given(start), _given(end)
+        if start is None and end is None:
+            return [], None
+        values, _ = await self.store.read_raw(node_id, start, end, nb_values)
+        return values, None
+
+    async def new_historized_event(self, source_id: ua.NodeId, evtypes: list[ua.NodeId], period: timedelta | None,
+                                   count: int = 0) -> None:
+        raise ua.UaStatusCodeError(ua.StatusCodes.BadHistoryOperationUnsupported)
+
+    async def save_event(self, event: Any) -> None:
+        pass
+
+    async def read_event_history(self, source_id: ua.NodeId, start: datetime | None, end: datetime | None,
+                                 nb_values: int, evfilter: Any) -> tuple[list[Any], None]:
+        return [], None
+
+
 class GatewayHistoryManager(HistoryManager):
+    """HistoryRead/HistoryUpdate from the gateway's store; see the module docstring."""
+
     def __init__(self, iserver: Any, store: HistoryStore) -> None:
         super().__init__(iserver)
         self.store = store
+        self.storage = _StoreStorage(store)
 
     async def read_history(self, params: ua.HistoryReadParameters) -> list[ua.HistoryReadResult]:
+        # Part 4, 5.10.3: NEITHER is not a valid TimestampsToReturn for HistoryRead (a service fault).
+        if params.TimestampsToReturn == ua.TimestampsToReturn.Neither:
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadTimestampsToReturnInvalid)
+        if not params.NodesToRead:
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadNothingToDo)
         details = params.HistoryReadDetails
         return [await self._read_one(details, rv, params.TimestampsToReturn, params.ReleaseContinuationPoints)
                 for rv in params.NodesToRead]
@@ -48,6 +102,7 @@ class GatewayHistoryManager(HistoryManager):
                         release: bool) -> ua.HistoryReadResult:
         result = ua.HistoryReadResult()
         if not isinstance(details, ua.ReadRawModifiedDetails) or details.IsReadModified:
+            # Events, modified, processed and at-time reads: the store keeps raw values only.
             result.StatusCode = _status(ua.StatusCodes.BadHistoryOperationUnsupported)
             return result
         if release:  # stateless continuation points: nothing to free
@@ -57,26 +112,37 @@ class GatewayHistoryManager(HistoryManager):
             result.StatusCode = _status(ua.StatusCodes.BadNodeIdUnknown)
             return result
         if not _has_history(node):
-            # Part 11 / Part 4: a node whose AccessLevel lacks HistoryRead has no history to read.
+            # Why BadHistoryOperationUnsupported and not Bad/GoodNoData: NoData says "history exists,
+            # nothing in this range", inviting a client to widen the range and retry forever. A
+            # variable whose AccessLevel lacks HistoryRead and which is not Historizing has no
+            # history at all; Part 11 (6.x, "the requested operation is not supported by the
+            # Server" for this node) and node-opcua's server answer BadHistoryOperationUnsupported.
             result.StatusCode = _status(ua.StatusCodes.BadHistoryOperationUnsupported)
             return result
         start, end = _given(details.StartTime), _given(details.EndTime)
         if start is None and end is None:
+            # Part 11, 6.4.3.2: at least two of StartTime, EndTime, NumValuesPerNode must be given.
             result.StatusCode = _status(ua.StatusCodes.BadHistoryOperationInvalid)
             return result
         if (start is None or end is None) and not details.NumValuesPerNode:
             result.StatusCode = _status(ua.StatusCodes.BadHistoryOperationInvalid)
             return result
         try:
-            values, cp = await self.store.read_raw(rv.NodeId, start, end, details.NumValuesPerNode,
-                                                   rv.ContinuationPoint or None)
+            count, body, cp = await self.store.read_raw_encoded(
+                rv.NodeId, start, end, details.NumValuesPerNode, rv.ContinuationPoint or None,
+                bool(details.ReturnBounds), timestamps)
         except ContinuationPointError:
             result.StatusCode = _status(ua.StatusCodes.BadContinuationPointInvalid)
             return result
-        _keep_timestamps(values, timestamps)
-        result.HistoryData = ua.HistoryData(DataValues=values)
+        except Exception:  # one node's failure must not fault the other nodes of the request
+            log.exception("HistoryRead of %s failed", rv.NodeId.to_string())
+            result.StatusCode = _status(ua.StatusCodes.BadInternalError)
+            return result
+        # Already encoded off the event loop (HistoryStore.read_raw_encoded); asyncua sends an
+        # ExtensionObject's body as it is and clients decode it as the HistoryData it is.
+        result.HistoryData = ua.ExtensionObject(TypeId=_HISTORY_DATA_BINARY, Body=body)
         result.ContinuationPoint = cp
-        if not values:
+        if not count:
             result.StatusCode = _status(ua.StatusCodes.GoodNoData)
         elif cp is not None:
             result.StatusCode = _status(ua.StatusCodes.GoodMoreData)
@@ -97,18 +163,8 @@ def _has_history(node: Any) -> bool:
     return bool(historizing is not None and historizing.value.Value.Value)
 
 
-def _keep_timestamps(values: list[ua.DataValue], which: ua.TimestampsToReturn) -> None:
-    if which == ua.TimestampsToReturn.Both:
-        return
-    for dv in values:
-        if which in (ua.TimestampsToReturn.Server, ua.TimestampsToReturn.Neither):
-            dv.SourceTimestamp = None
-        if which in (ua.TimestampsToReturn.Source, ua.TimestampsToReturn.Neither):
-            dv.ServerTimestamp = None
-
-
 def install_history(server: Server, store: HistoryStore) -> GatewayHistoryManager:
-    """Answer HistoryRead from `store` (call before server.start())."""
+    """Answer HistoryRead from `store` (call before server.start(); the store is started and stopped by the caller)."""
     manager = GatewayHistoryManager(server.iserver, store)
     server.iserver.history_manager = manager
     return manager
