@@ -1,0 +1,1 @@
+"""Modbus driver: TCP, RTU and RTU-over-TCP through pymodbus; address, codec and planner are pure."""
