@@ -13,12 +13,15 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import SplitResult
 
 from asyncua import ua
 
 from gateway.clock import SYSTEM_CLOCK, Clock
+
+if TYPE_CHECKING:
+    from gateway.bindings import DeviceConfig
 
 XSD_TYPES = (
     "xsd:boolean", "xsd:byte", "xsd:unsignedByte", "xsd:short", "xsd:unsignedShort", "xsd:int",
@@ -81,6 +84,15 @@ class DeviceHealth:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class Simulation(Protocol):
+    """Simulated field devices a driver started for `gateway --simulate`."""
+
+    #: Where the gateway finds each simulated device instead of its configured connection, by device NodeId.
+    urls: dict[ua.NodeId, SplitResult]
+
+    async def stop(self) -> None: ...
+
+
 class Driver(abc.ABC):
     """Base class of all drivers; subclasses register with `@register("scheme", ...)`."""
 
@@ -92,14 +104,36 @@ class Driver(abc.ABC):
         self.url = url
         self.points_by_class = points_by_class
         self.clock = clock
+        # Field requests issued and failed, shown in the device's diagnostics. The driver counts them, as
+        # one read may take many requests (a Modbus device: one per block); every request that raised
+        # DriverError must be counted as failed.
+        self.requests = 0
+        self.request_errors = 0
 
     @classmethod
     def validate_connection(cls, url: SplitResult) -> None:
         """Raise ValueError naming what is wrong with a connection URI."""
 
     @classmethod
-    def validate_point(cls, binding: Binding, field_type: str) -> None:
-        """Raise ValueError naming what is wrong with a variable's binding for this protocol."""
+    def validate_point(cls, url: SplitResult, point: Point) -> None:
+        """Raise ValueError naming what is wrong with a variable's binding on this connection.
+
+        Called after validate_connection accepted `url`, so the device options are known (a
+        Modbus device's addressing base decides whether holding/0 exists).
+        """
+
+    @classmethod
+    async def simulate(cls, devices: Sequence[DeviceConfig], clock: Clock) -> Simulation:
+        """Start simulators of these devices (all of this driver) for `gateway --simulate`."""
+        raise NotImplementedError(f"the {', '.join(cls.schemes)} driver has no simulator")
+
+    def call_timeout(self, default_s: float) -> float | None:
+        """How long one `read` or `write` may take before the gateway gives up on it; None: no limit.
+
+        A driver that bounds each of its requests itself (and may wait its turn on a link shared
+        with other devices) returns None, so waiting for other devices is not taken for a dead one.
+        """
+        return default_s
 
     async def start(self) -> None:
         """Open the connection; failures are reported by read/write, not raised here."""

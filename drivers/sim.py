@@ -15,14 +15,17 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from asyncua import ua
 
 from gateway.clock import SYSTEM_CLOCK, Clock
-from gateway.drivers.base import Binding, Driver, DriverError, Point, Reading
+from gateway.drivers.base import Driver, DriverError, Point, Reading, Simulation
 from gateway.drivers.registry import register
+
+if TYPE_CHECKING:
+    from gateway.bindings import DeviceConfig
 
 _PARAMS: dict[str, dict[str, float]] = {
     "constant": {"value": 0.0},
@@ -98,6 +101,14 @@ def _signal(name: str, p: dict[str, Any]) -> Callable[[float], Any]:
     raise AssertionError(name)
 
 
+class _AlreadySimulated:
+    def __init__(self) -> None:
+        self.urls: dict[ua.NodeId, SplitResult] = {}
+
+    async def stop(self) -> None:
+        pass
+
+
 @register("sim")
 class SimDriver(Driver):
     instances: ClassVar[dict[str, SimDriver]] = {}
@@ -130,13 +141,21 @@ class SimDriver(Driver):
             float(raw)
 
     @classmethod
-    def validate_point(cls, binding: Binding, field_type: str) -> None:
-        parse_function(binding.address)
+    def validate_point(cls, url: SplitResult, point: Point) -> None:
+        name, _ = parse_function(point.binding.address)
+        if point.writable and name != "setpoint":
+            raise ValueError(f"sim function '{name}' is a signal; only 'setpoint' takes writes (or make it read-only)")
+
+    @classmethod
+    async def simulate(cls, devices: Sequence[DeviceConfig], clock: Clock) -> Simulation:
+        return _AlreadySimulated()  # sim:// devices are simulations already
 
     async def _answer(self) -> None:
+        self.requests += 1
         if self.latency:
             await self.clock.sleep(self.latency)
         if self.offline:
+            self.request_errors += 1
             raise DriverError(f"sim device {self.name} is offline", ua.StatusCodes.BadCommunicationError)
 
     async def read(self, scan_class: str) -> Mapping[int, Reading]:

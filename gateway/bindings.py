@@ -16,7 +16,7 @@ from urllib.parse import SplitResult, urlsplit
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
-from gateway.drivers.base import XSD_TYPES, Binding, Driver
+from gateway.drivers.base import XSD_TYPES, Binding, Driver, Point
 from gateway.drivers.registry import driver_for, known_schemes
 from gateway.nodeset.loader import LoadedSite
 from gateway.nodeset.model import Problem
@@ -64,6 +64,7 @@ class DeviceConfig:
     url: SplitResult
     driver: type[Driver]
     variables: list[BoundVariable] = field(default_factory=list)
+    simulator: str = ""  # the Simulator property: a physical model for `gateway --simulate`
 
 
 @dataclass(slots=True)
@@ -169,7 +170,8 @@ def resolve_bindings(
         except ValueError as exc:
             problem(dev, f"Connection '{conn}': {exc}")
             continue
-        cfg = DeviceConfig(dev, view.name(dev), str(conn), url, driver)
+        cfg = DeviceConfig(dev, view.name(dev), str(conn), url, driver,
+                           simulator=str(view.gw_props(dev).get("Simulator") or ""))
         declared = _profile_declarations(view, dev)
         for var, path in _walk(view, dev, devices_set):
             own = view.gw_props(var)
@@ -179,7 +181,7 @@ def resolve_bindings(
                 continue
             reached.add(var)
             bv = _bound_variable(view, types, var, "/".join(name for _, name in path), props, scan_classes, driver,
-                                 lambda m, v=var: problem(v, m))
+                                 url, lambda m, v=var: problem(v, m))
             if bv is not None:
                 cfg.variables.append(bv)
         devices.append(cfg)
@@ -223,7 +225,7 @@ def _profile_declarations(view: _View, device: ua.NodeId) -> dict[BrowsePath, di
 
 def _bound_variable(
     view: _View, types: TypeIndex, var: ua.NodeId, name: str, props: dict[str, Any],
-    scan_classes: dict[str, float], driver: type[Driver], problem: Any,
+    scan_classes: dict[str, float], driver: type[Driver], url: SplitResult, problem: Any,
 ) -> BoundVariable | None:
     datatype = view.attr(var, ua.AttributeIds.DataType)
     base = types.builtin_base(datatype) if datatype is not None else None
@@ -257,11 +259,12 @@ def _bound_variable(
             raise ValueError(f"set FieldType: no default field type for DataType {vtype.name}")
         if field_type not in XSD_TYPES:
             raise ValueError(f"FieldType '{field_type}' is not one of {', '.join(XSD_TYPES)}")
-        driver.validate_point(binding, field_type)
+        access = view.attr(var, ua.AttributeIds.AccessLevel) or 0
+        writable = bool(access & ua.AccessLevel.CurrentWrite.mask)
+        driver.validate_point(url, Point(0, name, binding, field_type, writable))
     except (TypeError, ValueError) as exc:
         problem(f"binding: {exc}")
         return None
-    access = view.attr(var, ua.AttributeIds.AccessLevel) or 0
     eurange = None
     for r in view.refs(var):
         if r.IsForward and r.ReferenceTypeId == _HAS_PROPERTY and r.BrowseName == ua.QualifiedName("EURange", 0):
@@ -270,7 +273,7 @@ def _bound_variable(
                 eurange = (rng.Low, rng.High)
     return BoundVariable(
         nodeid=var, name=name, binding=binding, field_type=field_type, vtype=vtype,
-        writable=bool(access & ua.AccessLevel.CurrentWrite.mask),
+        writable=writable,
         historizing=bool(view.attr(var, ua.AttributeIds.Historizing)), eurange=eurange,
     )
 

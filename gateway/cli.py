@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-anonymous", action="store_true", help="refuse anonymous sessions (they are viewers otherwise)"
     )
+    parser.add_argument(
+        "--simulate", action="store_true",
+        help="serve every field device from a built-in simulator on loopback (no hardware needed)",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     nodeset_commands.add_parser(sub)

@@ -13,7 +13,7 @@ from typing import Any
 
 from asyncua import Server, ua
 
-from gateway.aspace_io import store_value
+from gateway.aspace_io import StoredDataValue, store_value
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.drivers.base import DeviceHealth
 
@@ -49,7 +49,7 @@ class DiagnosticsNodes:
             if old == v and v is not None:
                 continue
             variant = ua.Variant(v, FIELDS[name]) if v is not None else ua.Variant()
-            await store_value(aspace, nid, ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now))
+            await store_value(aspace, nid, StoredDataValue(variant, SourceTimestamp=now, ServerTimestamp=now))
 
 
 async def ensure_diagnostics(server: Server, device: ua.NodeId, gw_ns: int, clock: Clock = SYSTEM_CLOCK

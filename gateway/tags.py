@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
-from gateway.aspace_io import store_value
+from gateway.aspace_io import StoredDataValue, store_value
 from gateway.bindings import BoundVariable
 from gateway.clock import SYSTEM_CLOCK, Clock
 
@@ -133,12 +133,20 @@ class TagTable:
         await self._store(tag)
         return True
 
-    async def _store(self, tag: Tag) -> None:
+    async def mark_waiting(self, tag: Tag) -> None:
+        """Show BadWaitingForInitialData until the device first answers (not the nodeset's default value).
+
+        Not historized: history holds what devices said, not gateway restarts.
+        """
+        tag.value, tag.status = None, ua.StatusCodes.BadWaitingForInitialData
+        await self._store(tag, historize=False)
+
+    async def _store(self, tag: Tag, historize: bool = True) -> None:
         now = self.clock.now()
         variant = ua.Variant(tag.value, tag.var.vtype) if tag.value is not None else ua.Variant()
-        dv = ua.DataValue(variant, StatusCode=ua.StatusCode(tag.status), SourceTimestamp=tag.source_time,
+        dv = StoredDataValue(variant, StatusCode=ua.StatusCode(tag.status), SourceTimestamp=tag.source_time,
                           ServerTimestamp=now)
         await store_value(self.aspace, tag.nodeid, dv)
         self.stored += 1
-        if self.history is not None and tag.var.historizing:
+        if historize and self.history is not None and tag.var.historizing:
             self.history.append(tag.nodeid, dv)

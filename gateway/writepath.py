@@ -15,7 +15,7 @@ from typing import Any
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
-from gateway.aspace_io import store_value
+from gateway.aspace_io import StoredDataValue, store_value
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.nodeset.typecheck import TypeIndex
 from gateway.runtime import DeviceRunner
@@ -98,7 +98,7 @@ class WritePath:
             return ua.StatusCode(code)
         # An unbound variable (a parameter held by the gateway) takes the value directly.
         now = self.clock.now()
-        stored = ua.DataValue(dv.Value, SourceTimestamp=now, ServerTimestamp=now)
+        stored = StoredDataValue(dv.Value, SourceTimestamp=now, ServerTimestamp=now)
         await store_value(self.aspace, wv.NodeId, stored)
         hist = nd.attributes.get(ua.AttributeIds.Historizing)
         if self.history is not None and hist is not None and hist.value.Value.Value:

@@ -4,8 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq nodejs npm
+# Real parts the tests talk to: node-opcua (interop), socat (a serial line as a pty pair for Modbus RTU),
+# mbpoll (an independent Modbus master reading the simulators).
+missing=()
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+command -v socat >/dev/null || missing+=(socat)
+command -v mbpoll >/dev/null || missing+=(mbpoll)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
 
 python3 -m venv .venv

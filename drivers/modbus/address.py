@@ -5,7 +5,7 @@ FieldAddress syntax (one variable):
                           entity names HoldingRegister, InputRegister, Coil, DiscreteInput, and the
                           instrument-file names HRegister, IRegister, DInput; case-insensitive).
                           N is decimal or 0x-hex, zero-based unless the device says addressing=1.
-  Modicon    40001..49999 holding, 30001.. input, 10001.. discrete, 00001.. (or 1..9999) coil;
+  Modicon    40001..49999 holding, 30001.. input, 10001.. discrete, 00001.. coil (always 5 or 6 digits);
              400001..465536 (and 3/1/0 with six digits) for the whole 16-bit range.
              Modicon numbers are one-based by definition, so the device's `addressing` does not apply.
 
@@ -94,11 +94,12 @@ def _parse_explicit(text: str, name: str, number: str, addressing: int) -> Modbu
 
 def _parse_modicon(text: str) -> ModbusAddress:
     if len(text) < 5:
-        # Short numbers are coils written without their leading zeros (00001 -> 1), as Modicon tools do.
-        n = int(text)
-        if n == 0:
-            raise ValueError(f"address {text} is not a Modicon coil (0xxxx starts at 00001)")
-        return ModbusAddress("coil", n - 1)
+        # A short bare number is ambiguous (coil 17 written without its zeros? holding register 17?),
+        # and a wrong guess reads the wrong table without any error: make the user say which.
+        raise ValueError(
+            f"address {text} is ambiguous: write TABLE/N (holding/{text}) or a 5- or 6-digit Modicon number "
+            f"(0{int(text):04d} for coil {text}, 4{int(text):04d} for holding register {text})"
+        )
     if len(text) > 6:
         raise ValueError(f"address {text} has more than 6 digits; not a Modicon address")
     digit, rest = text[0], int(text[1:])

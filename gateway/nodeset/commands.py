@@ -20,6 +20,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     build.add_argument("source", metavar="SITE.yaml")
     build.add_argument("-o", "--output", required=True, metavar="SITE.xml")
     build.set_defaults(func=_build)
+    imp = ns.add_parser("import-instruments", help="turn instrument JSON files (EquipmentTags + Channels) into a site")
+    imp.add_argument("files", nargs="+", metavar="FILE.json")
+    imp.add_argument("-o", "--output", required=True, metavar="SITE.xml")
+    imp.add_argument("--yaml", metavar="SITE.yaml", help="also write the site as YAML, for editing and `build`")
+    imp.add_argument("--namespace", default="urn:opcua-gateway:imported-site", help="the site's namespace URI")
+    imp.add_argument("--name", default="ImportedSite", help="the site's root object name")
+    imp.set_defaults(func=_import_instruments)
 
 
 def _report(exc: NodesetError) -> int:
@@ -60,4 +67,25 @@ def _build(args: argparse.Namespace) -> int:
     except NodesetError as exc:
         return _report(exc)
     print(f"wrote {args.output}")
+    return 0
+
+
+def _import_instruments(args: argparse.Namespace) -> int:
+    import yaml
+
+    from gateway.nodeset.instruments import instruments_to_site
+    from gateway.nodeset.yaml_build import build, write_atomically
+
+    try:
+        result = instruments_to_site([Path(f) for f in args.files], args.namespace, args.name)
+        xml = build(result.site, ", ".join(args.files))
+    except NodesetError as exc:
+        return _report(exc)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    write_atomically(Path(args.output), xml)
+    if args.yaml:
+        write_atomically(Path(args.yaml), yaml.safe_dump(result.site, sort_keys=False, allow_unicode=True).encode())
+    n_vars = sum(len(d["variables"]) for d in result.site["devices"])
+    print(f"wrote {args.output}: {len(result.site['devices'])} devices, {n_vars} variables")
     return 0

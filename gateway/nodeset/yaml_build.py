@@ -20,11 +20,13 @@ from urllib.parse import urlsplit
 import yaml
 from lxml import etree
 
-from gateway.drivers.base import XSD_TYPES, Binding
+from gateway.drivers.base import XSD_TYPES, Binding, Point
 from gateway.drivers.registry import driver_for, known_schemes
+from gateway.drivers.simulators.physics import parse_model
 from gateway.nodeset.model import NodesetError, Problem
 from gateway.nodeset.units import UNITS, eu_information
 from gateway.nodesets import GATEWAY_NAMESPACE
+from gateway.nodesets import HERE as NODESETS_DIR
 
 UA_NS = "http://opcfoundation.org/UA/2011/03/UANodeSet.xsd"
 TYPES_NS = "http://opcfoundation.org/UA/2008/02/Types.xsd"
@@ -43,8 +45,8 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 SITE_KEYS = {"site", "scan_classes", "profiles", "devices", "variables"}
 SITE_INFO_KEYS = {"namespace", "name", "version", "description"}
-DEVICE_KEYS = {"name", "profile", "connection", "description", "variables"}
-PROFILE_KEYS = {"description", "variables"}
+DEVICE_KEYS = {"name", "profile", "connection", "description", "variables", "simulator"}
+PROFILE_KEYS = {"description", "source", "variables"}
 VARIABLE_KEYS = {
     "name", "datatype", "unit", "range", "address", "field_type", "byte_order", "word_order", "bit", "length",
     "scale", "offset", "scan", "deadband", "writable", "historize", "description", "initial",
@@ -170,12 +172,14 @@ class _Builder:
         if scan not in scan_classes:
             self.problem(v, path, f"unknown scan class '{scan}' (known: {', '.join(sorted(scan_classes))})", "scan")
         if driver is not None and datatype and not any(p.node == path for p in self.problems):
+            driver, url = driver
             binding = Binding(address=v["address"], field_type=v.get("field_type"), byte_order=v.get("byte_order"),
                               word_order=v.get("word_order"), bit=v.get("bit"), length=v.get("length"),
                               scale=float(v.get("scale", 1.0)), offset=float(v.get("offset", 0.0)), scan_class=scan,
                               deadband=float(v.get("deadband", 0.0)))
             try:
-                driver.validate_point(binding, v.get("field_type") or _XSD_OF[datatype])
+                driver.validate_point(url, Point(0, path, binding, v.get("field_type") or _XSD_OF[datatype],
+                                                 bool(v.get("writable"))))
             except ValueError as exc:
                 self.problem(v, path, f"bad binding for {driver.schemes[0]}: {exc}", "address")
         return datatype
@@ -197,7 +201,7 @@ class _Builder:
         except ValueError as exc:
             self.problem(d, name, f"bad connection '{conn}': {exc}", "connection")
             return None
-        return driver
+        return driver, url
 
 
 _XSD_OF = {
@@ -302,6 +306,16 @@ def _eu_value(symbol: str) -> Any:
     return build
 
 
+def shipped_profiles() -> dict[str, Any]:
+    """Device profiles shipped with the gateway (nodesets/profiles/*.yaml), by name."""
+    found: dict[str, Any] = {}
+    for path in sorted((NODESETS_DIR / "profiles").glob("*.yaml")):
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # a SafeLoader, with line numbers
+        for name, profile in (doc.get("profiles") or {}).items():
+            found[name] = profile
+    return found
+
+
 def build(doc: Any, source: str) -> bytes:
     """Compile a parsed YAML site (with line information) to NodeSet2 bytes; raise NodesetError."""
     b = _Builder(source)
@@ -331,12 +345,14 @@ def build(doc: Any, source: str) -> bytes:
         else:
             scan_classes.add(cls)
 
-    profiles = doc.get("profiles") or {}
-    if not isinstance(profiles, dict):
+    own_profiles = doc.get("profiles") or {}
+    if not isinstance(own_profiles, dict):
         b.problem(doc, "profiles", "profiles must map profile names to {variables: [...]}", "profiles")
-        profiles = {}
-    for pname, prof in profiles.items():
+        own_profiles = {}
+    for pname, prof in own_profiles.items():
         b.check_keys(prof, PROFILE_KEYS, f"profiles.{pname}", "a profile")
+    # The site's own profiles first, then the device profiles shipped in nodesets/profiles/.
+    profiles = {**shipped_profiles(), **own_profiles}
 
     devices: list[tuple[str, _Map, list[_Var]]] = []
     seen_devices: set[str] = set()
@@ -351,6 +367,11 @@ def build(doc: Any, source: str) -> bytes:
             continue
         seen_devices.add(name)
         driver = b.check_connection(d, name)
+        if "simulator" in d:
+            try:
+                parse_model(str(d["simulator"]))
+            except ValueError as exc:
+                b.problem(d, name, f"bad simulator: {exc}", "simulator")
         var_specs: list[Any] = []
         if "profile" in d:
             prof = profiles.get(d["profile"])
@@ -428,6 +449,8 @@ def _emit(uri: str, site_name: str, version: str, description: str | None, scan_
         w.node("UAObject", dev_id, f"1:{name}", name, d.get("description"),
                [("HasTypeDefinition", "ns=2;i=1001", True), ("HasComponent", site_id, False)], parent=site_id)
         _property(w, dev_id, "Connection", "String", _scalar("String", d["connection"]), gateway=True)
+        if d.get("simulator"):
+            _property(w, dev_id, "Simulator", "String", _scalar("String", d["simulator"]), gateway=True)
         for var in variables:
             _variable(w, var, dev_id, bound=True)
     for var in site_vars:
@@ -493,8 +516,11 @@ def build_file(src: Path, out: Path) -> None:
         problem = getattr(exc, "problem", None) or str(exc)
         raise NodesetError([Problem(source, mark.line + 1 if mark else None, None,
                                     f"not valid YAML: {problem}")]) from None
-    data = build(doc, source)
-    out = Path(out)
+    write_atomically(Path(out), build(doc, source))
+
+
+def write_atomically(out: Path, data: bytes) -> None:
+    """Write via a temporary file and a rename, so a reader never sees half a file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -1,0 +1,1 @@
+"""Modbus simulators: pymodbus servers with sparse register maps, and the site simulation for --simulate."""

@@ -1,0 +1,253 @@
+"""Physical models of the simulated plant: battery, PV inverter, site load, grid meter (pure, stepped).
+
+Sign convention (as OpenEMS): battery power > 0 discharges, grid power > 0 imports. Each model reads
+its inputs and writes its outputs as engineering values keyed by variable name; the site simulation
+maps those names onto the registers a site binds (simulators/site.py). A model is chosen for a
+device by its `Simulator` property: "battery?capacity_kwh=200&max_power_kw=100", "pv?peak_kw=80",
+"load?base_kw=60", "meter". `time_scale` speeds a model's clock up (60: a minute per second) so a
+demo shows a day's irradiance or a full charge in minutes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit
+
+
+def _clamp(x: float, lo: float, hi: float) -> float:
+    return lo if x < lo else hi if x > hi else x
+
+
+@dataclass
+class Model:
+    kind: ClassVar[str] = ""
+    inputs: ClassVar[tuple[str, ...]] = ()
+    time_scale: float = 1.0
+
+    def set_input(self, name: str, value: Any) -> None:
+        raise KeyError(name)
+
+    def step(self, dt: float, plant: Plant) -> None:
+        raise NotImplementedError
+
+    def outputs(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@dataclass
+class Battery(Model):
+    """SOC integrates power; the charge and discharge limits derate to 0 within `derate_band` % of the SOC
+    limits and above 45 °C; the cell temperature follows losses (I²R ~ P²) with a first-order lag."""
+
+    kind: ClassVar[str] = "battery"
+    inputs: ClassVar[tuple[str, ...]] = ("ActivePowerSetpoint",)
+    capacity_kwh: float = 200.0
+    max_power_kw: float = 100.0
+    soc: float = 50.0
+    soc_min: float = 5.0
+    soc_max: float = 95.0
+    derate_band: float = 10.0
+    efficiency: float = 0.95  # one-way; charging stores P * efficiency, discharging draws P / efficiency
+    ramp_kw_per_s: float = 50.0
+    ambient_c: float = 25.0
+    temperature: float = 25.0
+    heat_k_at_max: float = 15.0  # steady-state rise at max power
+    thermal_tau_s: float = 900.0
+    setpoint: float = 0.0
+    power: float = 0.0
+    fault: int = 0  # 0 = none; see inject_fault
+
+    OVER_TEMPERATURE: ClassVar[int] = 1
+
+    def set_input(self, name: str, value: Any) -> None:
+        if name != "ActivePowerSetpoint":
+            raise KeyError(name)
+        self.setpoint = float(value)
+
+    def limits(self) -> tuple[float, float]:
+        """(max charge, max discharge) in kW, both >= 0."""
+        thermal = _clamp((55.0 - self.temperature) / 10.0, 0.0, 1.0)
+        dis = self.max_power_kw * _clamp((self.soc - self.soc_min) / self.derate_band, 0.0, 1.0) * thermal
+        chg = self.max_power_kw * _clamp((self.soc_max - self.soc) / self.derate_band, 0.0, 1.0) * thermal
+        return chg, dis
+
+    def inject_fault(self, code: int) -> None:
+        """A fault trips the battery: power goes to 0 and stays there until `clear_fault`."""
+        self.fault = code
+
+    def clear_fault(self) -> None:
+        self.fault = 0
+
+    def step(self, dt: float, plant: Plant) -> None:
+        dt *= self.time_scale
+        chg, dis = self.limits()
+        target = 0.0 if self.fault else _clamp(self.setpoint, -chg, dis)
+        ramp = self.ramp_kw_per_s * dt
+        self.power += _clamp(target - self.power, -ramp, ramp)
+        energy_kwh = self.power * dt / 3600.0
+        drawn = energy_kwh / self.efficiency if energy_kwh > 0 else energy_kwh * self.efficiency
+        self.soc = _clamp(self.soc - drawn / self.capacity_kwh * 100.0, 0.0, 100.0)
+        rise = self.heat_k_at_max * (self.power / self.max_power_kw) ** 2
+        self.temperature += (self.ambient_c + rise - self.temperature) * min(1.0, dt / self.thermal_tau_s)
+        if self.temperature >= 60.0 and not self.fault:
+            self.fault = self.OVER_TEMPERATURE
+
+    def outputs(self) -> dict[str, Any]:
+        chg, dis = self.limits()
+        return {
+            "StateOfCharge": self.soc, "ActivePower": self.power, "MaxChargePower": chg, "MaxDischargePower": dis,
+            "CellTemperatureMax": self.temperature, "DcVoltage": 720.0 + 1.0 * self.soc - 0.3 * self.power,
+            "Running": not self.fault, "FaultCode": self.fault, "ActivePowerSetpoint": self.setpoint,
+        }
+
+
+@dataclass
+class PvInverter(Model):
+    """Irradiance follows the sun over an accelerated day (seeded clouds); output = min(available, curtailment)."""
+
+    kind: ClassVar[str] = "pv"
+    inputs: ClassVar[tuple[str, ...]] = ("CurtailmentSetpoint",)
+    peak_kw: float = 80.0
+    start_hour: float = 10.0
+    sunrise: float = 6.0
+    sunset: float = 20.0
+    seed: float = 1.0
+    curtailment: float = 100.0  # % of peak
+    hours: float = field(init=False, default=0.0)
+    irradiance: float = field(init=False, default=0.0)
+    power: float = field(init=False, default=0.0)
+    energy_kwh: float = field(init=False, default=0.0)
+    _cloud: float = field(init=False, default=1.0)
+    _rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.hours = self.start_hour
+        self._rng = random.Random(int(self.seed))
+        self._update_sun()
+
+    def set_input(self, name: str, value: Any) -> None:
+        if name != "CurtailmentSetpoint":
+            raise KeyError(name)
+        self.curtailment = _clamp(float(value), 0.0, 100.0)
+
+    def _update_sun(self) -> None:
+        h = self.hours % 24.0
+        day = self.sunset - self.sunrise
+        sun = math.sin(math.pi * (h - self.sunrise) / day) if self.sunrise < h < self.sunset else 0.0
+        self.irradiance = 1000.0 * sun * self._cloud
+        self.power = min(self.peak_kw * self.irradiance / 1000.0, self.peak_kw * self.curtailment / 100.0)
+
+    def step(self, dt: float, plant: Plant) -> None:
+        dt *= self.time_scale
+        before = int(self.hours * 60)
+        self.hours += dt / 3600.0
+        for _ in range(min(int(self.hours * 60) - before, 60)):  # clouds move once per simulated minute
+            self._cloud = _clamp(self._cloud + self._rng.uniform(-0.08, 0.08), 0.55, 1.0)
+        self._update_sun()
+        self.energy_kwh += self.power * dt / 3600.0
+
+    def outputs(self) -> dict[str, Any]:
+        return {"ActivePower": self.power, "Irradiance": self.irradiance, "DailyEnergy": self.energy_kwh,
+                "CurtailmentSetpoint": self.curtailment, "Running": self.power > 0.0}
+
+
+@dataclass
+class Load(Model):
+    """Site consumption: a base, a midday bump and seeded noise."""
+
+    kind: ClassVar[str] = "load"
+    base_kw: float = 60.0
+    peak_kw: float = 40.0
+    start_hour: float = 10.0
+    seed: float = 2.0
+    hours: float = field(init=False, default=0.0)
+    power: float = field(init=False, default=0.0)
+    _noise: float = field(init=False, default=0.0)
+    _rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.hours = self.start_hour
+        self._rng = random.Random(int(self.seed))
+        self.step(0.0, Plant([]))
+
+    def step(self, dt: float, plant: Plant) -> None:
+        self.hours += dt * self.time_scale / 3600.0
+        if dt:
+            self._noise = _clamp(self._noise + self._rng.uniform(-1.0, 1.0), -5.0, 5.0)
+        bump = max(0.0, math.sin(math.pi * ((self.hours % 24.0) - 7.0) / 12.0))
+        self.power = self.base_kw + self.peak_kw * bump + self._noise
+
+    def outputs(self) -> dict[str, Any]:
+        return {"ActivePower": self.power}
+
+
+@dataclass
+class GridMeter(Model):
+    """Grid power = load - PV - battery of the whole simulated site; energies integrate it."""
+
+    kind: ClassVar[str] = "meter"
+    base_load_kw: float = 60.0  # used when the site has no simulated load device
+    seed: float = 3.0
+    power: float = field(init=False, default=0.0)
+    frequency: float = field(init=False, default=50.0)
+    import_kwh: float = field(init=False, default=0.0)
+    export_kwh: float = field(init=False, default=0.0)
+    _rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(int(self.seed))
+
+    def step(self, dt: float, plant: Plant) -> None:
+        loads = plant.of(Load)
+        load = sum(m.power for m in loads) if loads else self.base_load_kw
+        self.power = load - sum(m.power for m in plant.of(PvInverter)) - sum(m.power for m in plant.of(Battery))
+        if dt:
+            self.frequency = _clamp(self.frequency + self._rng.uniform(-0.004, 0.004), 49.95, 50.05)
+        energy = self.power * dt * self.time_scale / 3600.0
+        if energy > 0:
+            self.import_kwh += energy
+        else:
+            self.export_kwh -= energy
+
+    def outputs(self) -> dict[str, Any]:
+        return {"ActivePower": self.power, "Frequency": self.frequency, "ImportEnergy": self.import_kwh,
+                "ExportEnergy": self.export_kwh, "Voltage": 230.0 + (self.frequency - 50.0) * 20.0}
+
+
+MODELS: dict[str, type[Model]] = {m.kind: m for m in (Battery, PvInverter, Load, GridMeter)}
+
+
+def parse_model(spec: str) -> Model:
+    """'battery?capacity_kwh=200' -> Battery(capacity_kwh=200.0); ValueError names what is wrong."""
+    parts = urlsplit(spec)
+    kind = parts.path.strip("/")
+    cls = MODELS.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown simulator '{kind}' (known: {', '.join(MODELS)})")
+    allowed = {f.name: f for f in fields(cls) if f.init}
+    kwargs: dict[str, float] = {}
+    for key, raw in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in allowed:
+            raise ValueError(f"simulator '{kind}' has no parameter '{key}' (has: {', '.join(sorted(allowed))})")
+        try:
+            kwargs[key] = float(raw)
+        except ValueError:
+            raise ValueError(f"simulator parameter {key}='{raw}' is not a number") from None
+    return cls(**kwargs)  # type: ignore[arg-type]
+
+
+class Plant:
+    """The models of one simulated site, stepped together: producers and storage first, the meter last."""
+
+    def __init__(self, models: list[Model]) -> None:
+        self.models = models
+
+    def of(self, cls: type[Model]) -> list[Any]:
+        return [m for m in self.models if isinstance(m, cls)]
+
+    def step(self, dt: float) -> None:
+        for m in sorted(self.models, key=lambda m: isinstance(m, GridMeter)):
+            m.step(dt, self)

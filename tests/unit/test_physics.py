@@ -1,0 +1,100 @@
+"""The plant models behind the simulators: stepped by hand, so every figure is exact."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.drivers.simulators.physics import Battery, GridMeter, Load, Plant, PvInverter, parse_model
+
+
+def test_soc_integrates_power_with_efficiency() -> None:
+    bat = Battery(capacity_kwh=100, max_power_kw=50, soc=50, ramp_kw_per_s=1e9, efficiency=0.9)
+    plant = Plant([bat])
+    bat.set_input("ActivePowerSetpoint", 36.0)  # discharge 36 kW for 100 s = 1 kWh delivered
+    for _ in range(100):
+        plant.step(1.0)
+    assert bat.power == pytest.approx(36.0)
+    assert bat.soc == pytest.approx(50 - 1 / 0.9)  # 1.11 kWh drawn from 100 kWh
+    bat.set_input("ActivePowerSetpoint", -36.0)  # charge 1 kWh: 0.9 kWh stored
+    for _ in range(100):
+        plant.step(1.0)
+    assert bat.soc == pytest.approx(50 - 1 / 0.9 + 0.9)
+
+
+def test_limits_derate_near_the_soc_limits_and_when_hot() -> None:
+    bat = Battery(max_power_kw=100, soc=50, soc_min=5, soc_max=95, derate_band=10)
+    assert bat.limits() == (100.0, 100.0)
+    bat.soc = 10.0  # halfway into the lower band
+    assert bat.limits() == pytest.approx((100.0, 50.0))
+    bat.soc = 5.0
+    assert bat.limits()[1] == 0.0
+    bat.soc, bat.temperature = 50.0, 50.0  # 5 K above 45 °C: half power both ways
+    assert bat.limits() == pytest.approx((50.0, 50.0))
+
+
+def test_setpoint_is_clamped_ramped_and_a_fault_trips_to_zero() -> None:
+    bat = Battery(max_power_kw=100, soc=50, ramp_kw_per_s=20)
+    plant = Plant([bat])
+    bat.set_input("ActivePowerSetpoint", 500.0)
+    plant.step(1.0)
+    assert bat.power == pytest.approx(20.0)  # ramp limited
+    for _ in range(10):
+        plant.step(1.0)
+    assert bat.power == pytest.approx(100.0)  # clamped to the discharge limit
+    bat.inject_fault(7)
+    for _ in range(10):
+        plant.step(1.0)
+    assert bat.power == 0.0 and bat.outputs()["Running"] is False and bat.outputs()["FaultCode"] == 7
+
+
+def test_temperature_follows_losses_derates_and_trips_at_60_degrees() -> None:
+    bat = Battery(max_power_kw=100, soc=50, ramp_kw_per_s=1e9, heat_k_at_max=40, thermal_tau_s=10)
+    plant = Plant([bat])
+    bat.set_input("ActivePowerSetpoint", 100.0)
+    plant.step(5.0)
+    assert 25.0 < bat.temperature < 65.0
+    for _ in range(100):
+        plant.step(5.0)
+    # The thermal derating finds its balance below the trip point: 40 °C at 25 kW here.
+    assert bat.temperature == pytest.approx(40.0, abs=0.5) and bat.power == pytest.approx(25.0, abs=1.0)
+    assert bat.fault == 0
+    bat.ambient_c = 65.0  # a failed cooling system
+    for _ in range(100):
+        plant.step(5.0)
+    assert bat.fault == Battery.OVER_TEMPERATURE and bat.power == 0.0
+
+
+def test_pv_follows_the_sun_and_the_curtailment() -> None:
+    pv = PvInverter(peak_kw=80, start_hour=13, sunrise=6, sunset=20, seed=1)
+    plant = Plant([pv])
+    assert 40.0 < pv.power <= 80.0  # early afternoon
+    pv.set_input("CurtailmentSetpoint", 25.0)
+    plant.step(1.0)
+    assert pv.power == pytest.approx(20.0)  # 25 % of 80 kW
+    pv.set_input("CurtailmentSetpoint", 100.0)
+    night = PvInverter(start_hour=23)
+    assert night.power == 0.0 and night.irradiance == 0.0
+    fast = PvInverter(start_hour=19.5, time_scale=3600)  # an hour per second
+    fast.step(1.0, Plant([fast]))
+    assert fast.power == 0.0  # 20:30, after sunset
+
+
+def test_meter_reads_load_minus_pv_minus_battery() -> None:
+    load, pv, bat, meter = Load(base_kw=60, peak_kw=0, seed=2), PvInverter(peak_kw=80, start_hour=13), \
+        Battery(ramp_kw_per_s=1e9), GridMeter()
+    plant = Plant([meter, load, pv, bat])  # the meter is stepped last whatever the order
+    bat.set_input("ActivePowerSetpoint", 30.0)
+    plant.step(1.0)
+    assert meter.power == pytest.approx(load.power - pv.power - 30.0)
+    assert meter.import_kwh > 0 or meter.export_kwh > 0
+
+
+def test_parse_model_names_what_is_wrong() -> None:
+    assert isinstance(parse_model("battery?capacity_kwh=200&soc=20"), Battery)
+    assert parse_model("battery?soc=20").soc == 20.0  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="unknown simulator 'boiler'"):
+        parse_model("boiler")
+    with pytest.raises(ValueError, match="has no parameter 'colour'"):
+        parse_model("pv?colour=red")
+    with pytest.raises(ValueError, match="is not a number"):
+        parse_model("load?base_kw=lots")
