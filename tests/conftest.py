@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +25,29 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+async def simulated_gateway(tmp_path: Path, free_port: int) -> AsyncIterator[Callable[[Path], Awaitable[object]]]:
+    """Start a gateway on a site under --simulate, with user operator1 / op-secret-1 (operator)."""
+    from gateway.security.roles import Role
+    from gateway.security.users import UserStore
+    from gateway.server import Gateway, GatewayConfig
+
+    started: list[Gateway] = []
+
+    async def start(site: Path) -> Gateway:
+        UserStore(tmp_path / "data" / "users.yaml").add("operator1", "op-secret-1", Role.operator)
+        gw = Gateway(GatewayConfig(nodesets=[site], endpoint=f"opc.tcp://127.0.0.1:{free_port}",
+                                   data_dir=tmp_path / "data", insecure=True, simulate=True))
+        started.append(gw)
+        await gw.load()
+        await gw.start()
+        return gw
+
+    yield start
+    for gw in started:
+        await gw.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -39,10 +39,18 @@ PUBLISH_MS = 100.0
 CHANGES_PER_S = 200.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports (the sockets stay bound until all are chosen, so none repeats)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -132,7 +140,7 @@ async def wait_port(port: int, within: float) -> None:
 async def run_case(n: int, m: int, period_ms: float, seconds: float, workdir: Path) -> dict[str, Any]:
     from asyncua import Client, ua
 
-    ports = [free_port() for _ in range(n)]
+    *ports, endpoint_port = free_ports(n + 1)
     site = workdir / f"bench-{n}x{m}.xml"
     build_site(n, m, period_ms, ports, site)
     log = workdir / f"sim-{n}x{m}.json"
@@ -140,7 +148,6 @@ async def run_case(n: int, m: int, period_ms: float, seconds: float, workdir: Pa
         {"ports": ports, "registers": m, "changes_per_s": CHANGES_PER_S, "log": str(log)}),
         stdout=asyncio.subprocess.PIPE)
     assert sims.stdout is not None and (await sims.stdout.readline()).strip() == b"ready"
-    endpoint_port = free_port()
     endpoint = f"opc.tcp://127.0.0.1:{endpoint_port}"
     gw = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.cli", "--nodeset", str(site), "--endpoint", endpoint,
@@ -171,10 +178,10 @@ async def run_case(n: int, m: int, period_ms: float, seconds: float, workdir: Pa
             rss, hwm = proc_mem_mb(gw.pid)
             await asyncio.sleep(period_ms / 1000 + 1.0)  # let the last changes arrive
     finally:
+        gw.send_signal(signal.SIGTERM)  # the gateway first, so it does not log the simulators going away
+        await asyncio.wait_for(gw.wait(), 60)
         sims.send_signal(signal.SIGTERM)
         await asyncio.wait_for(sims.wait(), 30)
-        gw.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(gw.wait(), 60)
     logged = json.loads(log.read_text())
     latencies, lost = [], 0
     for t, d, r, value in logged["changes"]:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from asyncua import Client, ua
 
 from gateway.drivers.modbus.simulators.site import SiteSimulation
-from gateway.security.roles import Role
-from gateway.security.users import UserStore
-from gateway.server import Gateway, GatewayConfig
+from gateway.server import Gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "nodesets" / "demo" / "demo-site.xml"
@@ -21,14 +18,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def demo(tmp_path: Path, free_port: int) -> AsyncIterator[Gateway]:
-    UserStore(tmp_path / "data" / "users.yaml").add("operator1", "op-secret-1", Role.operator)
-    gw = Gateway(GatewayConfig(nodesets=[DEMO], endpoint=f"opc.tcp://127.0.0.1:{free_port}",
-                               data_dir=tmp_path / "data", insecure=True, simulate=True))
-    await gw.load()
-    await gw.start()
-    yield gw
-    await gw.stop()
+async def demo(simulated_gateway) -> Gateway:
+    return await simulated_gateway(DEMO)
 
 
 async def _good_value(node, within: float = 5.0) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,7 @@ from asyncua import Client, ua
 from gateway.cli import main
 from gateway.drivers.modbus.simulators.site import SiteSimulation
 from gateway.nodeset.yaml_build import shipped_profiles
-from gateway.security.roles import Role
-from gateway.security.users import UserStore
-from gateway.server import Gateway, GatewayConfig
+from gateway.server import Gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE_YAML = ROOT / "nodesets" / "examples" / "profiles-site.yaml"
@@ -37,14 +34,8 @@ def test_the_example_site_is_built_from_the_profiles(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def site(tmp_path: Path, free_port: int) -> AsyncIterator[Gateway]:
-    UserStore(tmp_path / "data" / "users.yaml").add("operator1", "op-secret-1", Role.operator)
-    gw = Gateway(GatewayConfig(nodesets=[SITE_XML], endpoint=f"opc.tcp://127.0.0.1:{free_port}",
-                               data_dir=tmp_path / "data", insecure=True, simulate=True))
-    await gw.load()
-    await gw.start()
-    yield gw
-    await gw.stop()
+async def site(simulated_gateway) -> Gateway:
+    return await simulated_gateway(SITE_XML)
 
 
 @pytest.mark.integration
