@@ -49,7 +49,13 @@ async def test_signal_stops_cleanly_and_history_survives(tmp_path: Path, free_po
             await asyncio.sleep(1.0)  # about ten HighSpeed scans, all historized
             seen = await sine.read_value()
         proc.send_signal(sig)
-        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=20)
+        talk = asyncio.ensure_future(proc.communicate())
+        done, _ = await asyncio.wait([talk], timeout=60)
+        if not done:  # say where it hung: kill it and show what it logged
+            proc.kill()
+            _, stderr = await talk
+            pytest.fail(f"gateway did not stop within 60 s of {sig.name}; its log:\n{stderr.decode()[-4000:]}")
+        _, stderr = talk.result()
     finally:
         if proc.returncode is None:
             proc.kill()
