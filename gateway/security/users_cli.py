@@ -38,8 +38,14 @@ def _add(args: argparse.Namespace) -> int:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = getpass.getpass(f"password for {args.name}: ")
-        if getpass.getpass("again: ") != password:
+        try:
+            password = getpass.getpass(f"password for {args.name}: ")
+            again = getpass.getpass("again: ")
+        except EOFError:  # no terminal and nothing on stdin
+            print("error: no password given (type it at the prompt, or pipe it with --password-stdin)",
+                  file=sys.stderr)
+            return 1
+        if again != password:
             print("passwords differ; nothing changed", file=sys.stderr)
             return 1
     try:
