@@ -104,7 +104,8 @@ class ModbusDriver(Driver):
         f = layout_of(0, point, options)
         plan_reads([f.span], options)  # a point longer than one request is refused here, with its size
         if point.writable and f.span.table not in WRITABLE_TABLES:
-            raise ValueError(f"a writable variable needs a holding register or coil, not a {f.span.table} "
+            kind = "an input register" if f.span.table == "input" else "a discrete input"
+            raise ValueError(f"a writable variable needs a holding register or coil, not {kind} "
                              f"(make it read-only or bind it to holding/N)")
         if f.bit is not None and f.span.table in BIT_TABLES:
             raise ValueError(f"Bit applies to registers, not to a {f.span.table}")

@@ -25,6 +25,7 @@ def _clamp(x: float, lo: float, hi: float) -> float:
 class Model:
     kind: ClassVar[str] = ""
     inputs: ClassVar[tuple[str, ...]] = ()
+    state: ClassVar[frozenset[str]] = frozenset()  # fields that are the model's state, not parameters
     time_scale: float = 1.0
 
     def set_input(self, name: str, value: Any) -> None:
@@ -44,6 +45,7 @@ class Battery(Model):
 
     kind: ClassVar[str] = "battery"
     inputs: ClassVar[tuple[str, ...]] = ("ActivePowerSetpoint",)
+    state: ClassVar[frozenset[str]] = frozenset({"setpoint", "power", "fault"})
     capacity_kwh: float = 200.0
     max_power_kw: float = 100.0
     soc: float = 50.0
@@ -227,7 +229,7 @@ def parse_model(spec: str) -> Model:
     cls = MODELS.get(kind)
     if cls is None:
         raise ValueError(f"unknown simulator '{kind}' (known: {', '.join(MODELS)})")
-    allowed = {f.name: f for f in fields(cls) if f.init}
+    allowed = {f.name: f for f in fields(cls) if f.init and f.name not in cls.state}
     kwargs: dict[str, float] = {}
     for key, raw in parse_qsl(parts.query, keep_blank_values=True):
         if key not in allowed:
