@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,7 +34,10 @@ class LinkDown(Exception):
 class ModbusLink:
     """A pymodbus client shared by the devices of one link; see the module docstring."""
 
-    _open: dict[tuple[str, str, int], ModbusLink] = {}
+    # Per event loop: a link (its lock, its client's transport) belongs to the loop that opened it, and a
+    # link left open by a loop that has gone must never be handed to another one.
+    _open: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, int], ModbusLink]] = (
+        weakref.WeakKeyDictionary())
 
     def __init__(self, options: DeviceOptions, clock: Clock) -> None:
         self.options = options
@@ -48,9 +52,10 @@ class ModbusLink:
     @classmethod
     def acquire(cls, options: DeviceOptions, clock: Clock = SYSTEM_CLOCK) -> ModbusLink:
         """The link of `options.link_key`, opened lazily; every acquire needs a `release`."""
-        link = cls._open.get(options.link_key)
+        links = cls._open.setdefault(asyncio.get_running_loop(), {})
+        link = links.get(options.link_key)
         if link is None:
-            link = cls._open[options.link_key] = ModbusLink(options, clock)
+            link = links[options.link_key] = ModbusLink(options, clock)
         link.users += 1
         # One client, one timeout: the most patient device sets it, so no device is cut short.
         link.timeout_s = max(link.timeout_s, options.timeout_ms / 1000.0)
@@ -60,8 +65,9 @@ class ModbusLink:
         self.users -= 1
         if self.users <= 0:
             self.close()
-            if ModbusLink._open.get(self.key) is self:
-                del ModbusLink._open[self.key]
+            for links in ModbusLink._open.values():
+                if links.get(self.key) is self:
+                    del links[self.key]
 
     def close(self) -> None:
         if self._client is not None:
@@ -101,7 +107,12 @@ class ModbusLink:
                     if not await self._client.connect():
                         self.close()
                         raise LinkDown(f"cannot connect to {self._where()}")
-                return await request(self._client)
+                # pymodbus bounds the request by timeout_s itself; this outer bound only guards against a
+                # request that never resolves (a transport gone without a close), so a device cannot hang.
+                return await asyncio.wait_for(request(self._client), 2 * self.timeout_s + 1.0)
+            except TimeoutError as exc:
+                self.close()
+                raise LinkDown(f"no answer from {self._where()} (request stuck; connection reset)") from exc
             except ModbusIOException as exc:
                 if self.options.transport != "tcp":
                     # RTU frames carry no transaction id: a late answer would be taken for the next
