@@ -2,9 +2,14 @@
 
 Polling is drift-free (each period is scheduled from the previous deadline, missed deadlines are
 skipped, not bunched). A failed scan marks that scan class's variables BadCommunicationError
-(values and source timestamps kept) and backs the device off exponentially, capped; the first
-good scan restores Good. Driver calls are serialised per device: one connection, one request
-at a time, as fieldbuses need.
+(values and source timestamps kept) and backs that scan class off exponentially, capped; the
+first good scan restores Good, and a good answer on any scan class makes the classes sleeping in
+backoff retry at once, so a device that returns is Good everywhere within one period. Driver
+calls are serialised per device: one connection, one request at a time, as fieldbuses need.
+
+Every driver call is bounded with `asyncio.timeout`, never `asyncio.wait_for`: on Python 3.11
+wait_for returns the inner result and swallows a cancellation that arrives as the call finishes,
+which left cancelled poll tasks looping for ever and stop() waiting on them.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import time
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from asyncua import ua
@@ -27,6 +33,15 @@ from gateway.tags import Tag, TagTable
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
+STOP_WITHIN_S = 1.0  # how long stop() waits for the poll tasks, then for the driver to close
+
+
+@dataclass(slots=True)
+class _ScanClassState:
+    period_s: float
+    failures: int = 0  # consecutive failed scans: this class's backoff, not the device's
+    last_error: str = ""
+    retry_now: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class DeviceRunner:
@@ -54,7 +69,7 @@ class DeviceRunner:
         self.driver: Driver = cfg.driver(cfg.url, by_class, clock)
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
-        self._failures = 0
+        self._classes = {sc: _ScanClassState(scan_classes[sc] / 1000.0) for sc in by_class}
         self._own_errors = 0  # failures the driver did not count: timeouts, driver bugs
 
     async def start(self) -> None:
@@ -64,19 +79,31 @@ class DeviceRunner:
         await self._report()
         await self.driver.start()
         for sc in self.driver.points_by_class:
-            self._tasks.append(asyncio.create_task(self._poll(sc, self.scan_classes[sc] / 1000.0),
-                                                   name=f"poll {self.cfg.name} {sc}"))
+            self._tasks.append(asyncio.create_task(self._poll(sc), name=f"poll {self.cfg.name} {sc}"))
 
-    async def stop(self) -> None:
-        for t in self._tasks:
+    async def stop(self, within_s: float = STOP_WITHIN_S) -> None:
+        """Cancel polling and close the driver; each step waits at most `within_s`, then is left behind."""
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        await self.driver.stop()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=within_s)
+            if pending:
+                log.error("device %s: %d poll task(s) still running %g s after stop; left behind",
+                          self.cfg.name, len(pending), within_s)
+        try:
+            async with asyncio.timeout(within_s):
+                await self.driver.stop()
+        except TimeoutError:
+            log.error("device %s: driver did not close within %g s", self.cfg.name, within_s)
+        except Exception:
+            log.exception("device %s: driver failed while closing", self.cfg.name)
         self.health.state = "Stopped"
         await self._report()
 
-    async def _poll(self, scan_class: str, period: float) -> None:
+    async def _poll(self, scan_class: str) -> None:
+        state = self._classes[scan_class]
+        period = state.period_s
         # Each device keeps a phase of its own inside the period, derived from its name, so a hundred
         # devices of one scan class do not all scan in the same instant: bunched, their work held the
         # event loop for 300 ms each second at 10,000 values/s (bench_history); spread, it is a few ms
@@ -85,28 +112,45 @@ class DeviceRunner:
         await self.clock.sleep(fraction * min(period, 1.0))
         deadline = self.clock.monotonic() + fraction * max(0.0, period - 1.0) - period
         while True:
-            ok = await self.scan(scan_class)
-            if ok:
+            if await self.scan(scan_class):
                 deadline += period
                 now = self.clock.monotonic()
                 if deadline < now:  # overran: skip the missed periods rather than burst
                     deadline = now + period - ((now - deadline) % period)
-                delay = deadline - now
+                await self.clock.sleep(max(0.0, deadline - now))
             else:
-                delay = min(MAX_BACKOFF_S, period * 2 ** min(self._failures, 16))
-                deadline = self.clock.monotonic() + delay
-            await self.clock.sleep(max(0.0, delay))
+                delay = min(MAX_BACKOFF_S, period * 2 ** min(state.failures, 16))
+                await self._backoff(state, delay)
+                deadline = self.clock.monotonic() - period
+
+    async def _backoff(self, state: _ScanClassState, delay: float) -> None:
+        """Sleep `delay`, or less if another scan class of the device gets an answer meanwhile."""
+        if state.retry_now.is_set():  # the device answered another class while this one was failing
+            state.retry_now.clear()
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+        woken = asyncio.ensure_future(state.retry_now.wait())
+        try:
+            await asyncio.wait((sleeper, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            woken.cancel()
+        state.retry_now.clear()
 
     async def scan(self, scan_class: str) -> bool:
         """One read of a scan class; returns False when the device failed."""
         started = time.perf_counter()
+        limit = self.driver.call_timeout(self.timeout_s)
         try:
             async with self._lock:
-                readings: Mapping[int, Reading] = await asyncio.wait_for(
-                    self.driver.read(scan_class), self.driver.call_timeout(self.timeout_s))
-        except (DriverError, TimeoutError, OSError) as exc:
+                async with asyncio.timeout(limit):
+                    readings: Mapping[int, Reading] = await self.driver.read(scan_class)
+        except TimeoutError:
+            await self._failed(scan_class, ua.StatusCodes.BadTimeout, f"no answer within {limit:g} s", False)
+            return False
+        except (DriverError, OSError) as exc:
             status = exc.status if isinstance(exc, DriverError) else ua.StatusCodes.BadCommunicationError
-            message = str(exc) or f"no answer within {self.timeout_s:g} s"
+            message = str(exc) if isinstance(exc, DriverError) else _os_error_text(exc)
             await self._failed(scan_class, status, message, isinstance(exc, DriverError))
             return False
         except Exception as exc:  # a driver bug must not stop polling of the device
@@ -115,10 +159,18 @@ class DeviceRunner:
             return False
         self.health.response_ms = (time.perf_counter() - started) * 1000.0
         self.health.last_success = self.clock.now()
-        if self._failures or self.health.state != "Connected":
-            if self._failures:
+        state = self._classes[scan_class]
+        if state.failures:
+            state.failures, state.last_error = 0, ""
+            # This class was failing and answers again: the device is back, so the classes sleeping in
+            # backoff retry now rather than in up to MAX_BACKOFF_S. (A class that never failed does not
+            # wake them: one block that always fails must not be polled at another class's rate.)
+            for other in self._classes.values():
+                if other.failures:
+                    other.retry_now.set()
+        if self.health.state != "Connected":
+            if self.health.state == "Disconnected":
                 log.info("device %s answers again", self.cfg.name)
-            self._failures = 0
             self.health.state = "Connected"
         for key, reading in readings.items():
             await self.tags.publish_raw(self.tag_of[key], reading.value, reading.status, reading.source_time)
@@ -128,11 +180,13 @@ class DeviceRunner:
     async def _failed(self, scan_class: str, status: int, message: str, counted: bool) -> None:
         if not counted:
             self._own_errors += 1
-        if self.health.last_error != message or self._failures == 0:
-            log.warning("device %s: %s", self.cfg.name, message)  # once per state change, not per poll
-        self.health.last_error = message
-        self.health.state = "Disconnected"
-        self._failures += 1
+        state = self._classes[scan_class]
+        if state.last_error != message:
+            log.warning("device %s: %s", self.cfg.name, message)  # once per change, not per poll
+        state.last_error = self.health.last_error = message
+        state.failures += 1
+        if all(c.failures for c in self._classes.values()):  # one failing block is not a lost device
+            self.health.state = "Disconnected"
         for pt in self.driver.points_by_class.get(scan_class, ()):
             await self.tags.set_status(self.tag_of[pt.key], status)
         await self._report()
@@ -148,10 +202,11 @@ class DeviceRunner:
         key = self.key_of[nodeid]
         tag, point = self.tag_of[key], self.points[key]
         raw = tag.to_raw(value)
+        limit = self.driver.call_timeout(self.timeout_s)
         try:
             async with self._lock:
-                readback = await asyncio.wait_for(self.driver.write(point, raw),
-                                                  self.driver.call_timeout(self.timeout_s))
+                async with asyncio.timeout(limit):
+                    readback = await self.driver.write(point, raw)
         except DriverError as exc:
             self.health.last_error = str(exc)
             log.warning("write to %s/%s failed: %s", self.cfg.name, point.name, exc)
@@ -159,10 +214,18 @@ class DeviceRunner:
             return exc.status
         except (TimeoutError, OSError) as exc:
             self._own_errors += 1
-            self.health.last_error = f"write to {point.name}: {exc or 'timeout'}"
+            cause = f"no answer within {limit:g} s" if isinstance(exc, TimeoutError) else _os_error_text(exc)
+            self.health.last_error = f"write to {point.name}: {cause}"
+            log.warning("write to %s/%s failed: %s", self.cfg.name, point.name, cause)
             await self._report()
             return ua.StatusCodes.BadCommunicationError
         shown = tag.to_engineering(readback) if readback is not None else value
         await self.tags.publish(tag, shown, ua.StatusCodes.Good, self.clock.now(), force=True)
         await self._report()
         return ua.StatusCodes.Good
+
+
+def _os_error_text(exc: OSError) -> str:
+    """What went wrong on the socket or port, in words ("connection refused", not a bare errno)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return reason[0].lower() + reason[1:] if reason else type(exc).__name__

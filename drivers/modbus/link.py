@@ -109,7 +109,9 @@ class ModbusLink:
                         raise LinkDown(f"cannot connect to {self._where()}")
                 # pymodbus bounds the request by timeout_s itself; this outer bound only guards against a
                 # request that never resolves (a transport gone without a close), so a device cannot hang.
-                return await asyncio.wait_for(request(self._client), 2 * self.timeout_s + 1.0)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation of a stop.
+                async with asyncio.timeout(2 * self.timeout_s + 1.0):
+                    return await request(self._client)
             except TimeoutError as exc:
                 self.close()
                 raise LinkDown(f"no answer from {self._where()} (request stuck; connection reset)") from exc

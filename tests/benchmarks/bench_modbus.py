@@ -179,9 +179,11 @@ async def run_case(n: int, m: int, period_ms: float, seconds: float, workdir: Pa
             await asyncio.sleep(period_ms / 1000 + 1.0)  # let the last changes arrive
     finally:
         gw.send_signal(signal.SIGTERM)  # the gateway first, so it does not log the simulators going away
-        await asyncio.wait_for(gw.wait(), 60)
+        async with asyncio.timeout(60):
+            await gw.wait()
         sims.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(sims.wait(), 30)
+        async with asyncio.timeout(30):
+            await sims.wait()
     logged = json.loads(log.read_text())
     latencies, lost = [], 0
     for t, d, r, value in logged["changes"]:

@@ -27,6 +27,11 @@ def _need(tool: str) -> str:
     return path
 
 
+async def _output(proc: asyncio.subprocess.Process) -> str:
+    async with asyncio.timeout(20):
+        return (await proc.communicate())[0].decode()
+
+
 async def test_mbpoll_reads_and_writes_the_simulator(free_port: int) -> None:
     mbpoll = _need("mbpoll")
     mem = UnitMemory(7)
@@ -39,18 +44,18 @@ async def test_mbpoll_reads_and_writes_the_simulator(free_port: int) -> None:
         read = await asyncio.create_subprocess_exec(
             mbpoll, "-m", "tcp", "-p", str(free_port), "-a", "7", "-t", "4", "-r", "1", "-c", "2", "-1",
             "127.0.0.1", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        out = (await asyncio.wait_for(read.communicate(), 20))[0].decode()
+        out = await _output(read)
         assert read.returncode == 0, out
         assert "[1]: \t100" in out and "[2]: \t65535 (-1)" in out, out
         flt = await asyncio.create_subprocess_exec(
             mbpoll, "-m", "tcp", "-p", str(free_port), "-a", "7", "-t", "4:float", "-B", "-r", "3", "-c", "1", "-1",
             "127.0.0.1", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        out = (await asyncio.wait_for(flt.communicate(), 20))[0].decode()
+        out = await _output(flt)
         assert flt.returncode == 0 and "3.5" in out, out
         write = await asyncio.create_subprocess_exec(
             mbpoll, "-m", "tcp", "-p", str(free_port), "-a", "7", "-t", "4", "-r", "6", "127.0.0.1", "4242",
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        out = (await asyncio.wait_for(write.communicate(), 20))[0].decode()
+        out = await _output(write)
         assert write.returncode == 0, out
         assert mem.get("holding", 5, 1) == [4242]
     finally:

@@ -31,7 +31,8 @@ async def run_node_client(script: dict[str, Any], within_s: float = 60.0) -> dic
         stderr=asyncio.subprocess.PIPE, env=env, cwd=HERE,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(json.dumps(script).encode()), within_s)
+        async with asyncio.timeout(within_s):
+            out, err = await proc.communicate(json.dumps(script).encode())
     except TimeoutError:
         proc.kill()
         await proc.wait()
