@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import faulthandler
 import logging
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from gateway.nodeset.model import NodesetError
@@ -15,8 +19,83 @@ from gateway.server import Gateway, GatewayConfig
 log = logging.getLogger("gateway")
 
 
-async def serve(config: GatewayConfig) -> int:
+STOP_DEADLINE_S = 5.0  # from the signal to the end of the process, whatever the gateway is doing
+
+
+class StopSignals:
+    """SIGINT and SIGTERM. The first asks the gateway to stop and arms a watchdog that ends the
+    process if stopping overruns STOP_DEADLINE_S (with every thread's stack on stderr, to show what
+    hung); a second signal ends the process at once.
+
+    Plain `signal.signal` handlers rather than the loop's add_signal_handler: they also run while
+    the loop is busy with a long synchronous step (parsing a large site at start-up), so the
+    watchdog is armed at the signal, not when the loop next gets control.
+    """
+
+    def __init__(self, deadline_s: float = STOP_DEADLINE_S) -> None:
+        self.deadline_s = deadline_s
+        self.requested = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._finished = threading.Event()
+        self._received = 0
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def finished(self) -> None:
+        """The process is about to exit on its own: disarm the watchdog."""
+        self._finished.set()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        # Runs between two bytecodes of the main thread: no logging here (its lock may be held).
+        self._received += 1
+        if self._received > 1:
+            os.write(2, b"gateway: second signal, exiting now\n")
+            os._exit(1)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self.requested.set)
+        threading.Thread(target=self._watchdog, args=(signal.Signals(signum).name,), name="stop watchdog",
+                         daemon=True).start()
+
+    def _watchdog(self, name: str) -> None:
+        if self._finished.wait(self.deadline_s):
+            return
+        log.critical("stopping took longer than %g s after %s; exiting now (thread stacks follow)",
+                     self.deadline_s, name)
+        faulthandler.dump_traceback(all_threads=True)
+        os._exit(1)
+
+
+async def serve(config: GatewayConfig, signals: StopSignals | None = None) -> int:
+    """Load and start the site, serve until a stop is requested, stop. Returns the exit code."""
+    signals = signals or StopSignals()
+    signals.install(asyncio.get_running_loop())
+    log.info("starting: loading %s", ", ".join(str(p) for p in config.nodesets))
     gw = Gateway(config)
+    starting = asyncio.ensure_future(_start(gw))
+    stop_requested = asyncio.ensure_future(signals.requested.wait())
+    try:
+        await asyncio.wait((starting, stop_requested), return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            log.info("signal received during start-up, stopping")
+            starting.cancel()
+            await asyncio.wait([starting], timeout=1.0)
+            return 0
+        code = starting.result()
+        if code:
+            return code
+        await stop_requested
+        log.info("signal received, stopping")
+        return 0
+    finally:
+        stop_requested.cancel()
+        await gw.stop()
+
+
+async def _start(gw: Gateway) -> int:
+    """Load and start; a site or a set-up that cannot be served is a message and exit code 2."""
     try:
         await gw.load()
     except NodesetError as exc:
@@ -24,20 +103,16 @@ async def serve(config: GatewayConfig) -> int:
         for p in exc.problems:
             print(f"  {p}", file=sys.stderr)
         return 2
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        try:
-            await gw.start()
-        except (ValueError, NotImplementedError) as exc:  # a simulator that cannot serve this site
-            print(f"gateway: cannot start: {exc}", file=sys.stderr)
-            return 2
-        await stop.wait()
-        log.info("signal received, stopping")
-    finally:
-        await gw.stop()
+        await gw.start()
+    except (ValueError, NotImplementedError) as exc:  # a simulator that cannot serve this site
+        print(f"gateway: cannot start: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"gateway: cannot listen on {gw.config.endpoint}: the port is already in use", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -50,4 +125,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         allow_anonymous=not args.no_anonymous,
         simulate=args.simulate,
     )
-    return asyncio.run(serve(config))
+    signals = StopSignals()
+    try:
+        return asyncio.run(serve(config, signals))
+    finally:
+        signals.finished()

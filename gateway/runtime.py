@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
 STOP_WITHIN_S = 1.0  # how long stop() waits for the poll tasks, then for the driver to close
+TASK_RESTART_S = 1.0  # pause before a poll task that failed is started again
 
 
 @dataclass(slots=True)
@@ -70,6 +71,8 @@ class DeviceRunner:
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._classes = {sc: _ScanClassState(scan_classes[sc] / 1000.0) for sc in by_class}
+        self.task_failures = 0  # poll tasks that ended with an error (shown on Gateway/Diagnostics)
+        self.last_task_error = ""
         self._own_errors = 0  # failures the driver did not count: timeouts, driver bugs
 
     async def start(self) -> None:
@@ -79,10 +82,14 @@ class DeviceRunner:
         await self._report()
         await self.driver.start()
         for sc in self.driver.points_by_class:
-            self._tasks.append(asyncio.create_task(self._poll(sc), name=f"poll {self.cfg.name} {sc}"))
+            self._tasks.append(asyncio.create_task(self._poll_supervised(sc), name=f"poll {self.cfg.name} {sc}"))
 
     async def stop(self, within_s: float = STOP_WITHIN_S) -> None:
         """Cancel polling and close the driver; each step waits at most `within_s`, then is left behind."""
+        await self.stop_polling(within_s)
+        await self.close(within_s)
+
+    async def stop_polling(self, within_s: float = STOP_WITHIN_S) -> None:
         tasks, self._tasks = self._tasks, []
         for t in tasks:
             t.cancel()
@@ -91,6 +98,9 @@ class DeviceRunner:
             if pending:
                 log.error("device %s: %d poll task(s) still running %g s after stop; left behind",
                           self.cfg.name, len(pending), within_s)
+
+    async def close(self, within_s: float = STOP_WITHIN_S) -> None:
+        """Close the driver (after stop_polling); a driver that hangs is left behind after `within_s`."""
         try:
             async with asyncio.timeout(within_s):
                 await self.driver.stop()
@@ -100,6 +110,21 @@ class DeviceRunner:
             log.exception("device %s: driver failed while closing", self.cfg.name)
         self.health.state = "Stopped"
         await self._report()
+
+    async def _poll_supervised(self, scan_class: str) -> None:
+        """Poll; if polling itself fails (a bug: driver errors are handled in scan), say so, mark the
+        values Bad, and start again after a pause instead of leaving the device silently unpolled."""
+        while True:
+            try:
+                await self._poll(scan_class)
+            except Exception as exc:
+                self.task_failures += 1
+                self.last_task_error = f"polling {self.cfg.name}/{scan_class} failed: {exc!r}"
+                log.exception("polling %s/%s failed; restarting it in %g s", self.cfg.name, scan_class,
+                              TASK_RESTART_S)
+                for pt in self.driver.points_by_class.get(scan_class, ()):
+                    await self.tags.set_status(self.tag_of[pt.key], ua.StatusCodes.BadInternalError)
+                await self.clock.sleep(TASK_RESTART_S)
 
     async def _poll(self, scan_class: str) -> None:
         state = self._classes[scan_class]

@@ -20,7 +20,7 @@ from typing import Any
 from asyncua import Server, ua
 from asyncua.server.history import HistoryManager, HistoryStorageInterface
 
-from gateway.history.store import ContinuationPointError, HistoryStore
+from gateway.history.store import ContinuationPointError, HistoryStore, HistoryUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,9 @@ class GatewayHistoryManager(HistoryManager):
                 bool(details.ReturnBounds), timestamps)
         except ContinuationPointError:
             result.StatusCode = _status(ua.StatusCodes.BadContinuationPointInvalid)
+            return result
+        except HistoryUnavailable:  # the database cannot be opened now (full disk): the client is told so
+            result.StatusCode = _status(ua.StatusCodes.BadResourceUnavailable)
             return result
         except Exception:  # one node's failure must not fault the other nodes of the request
             log.exception("HistoryRead of %s failed", rv.NodeId.to_string())

@@ -50,8 +50,17 @@ _CP_MAGIC = b"GWH1"
 _ROWID_MAX = 2**63 - 1
 RETENTION_EVERY_S = 600.0
 RETENTION_NODES_PER_STEP = 500  # nodes purged per writer cycle, so batches keep flowing during a pass
-MAX_ROWS_PER_TRANSACTION = 50_000  # bounds memory and commit time when a backlog has built up
-RETRY_AFTER_S = 1.0  # a failed commit (disk full, I/O error) is retried after this pause
+# Transactions are bounded: a backlog is written in slices, and after a failed commit (disk full,
+# I/O error) the slice shrinks to MIN_ROWS_PER_TRANSACTION, so a little freed space lets writing
+# resume at once. (One 50,000-row transaction retried on a full disk never fit into the 1 MB freed
+# and writing did not resume at all.)
+MAX_ROWS_PER_TRANSACTION = 5_000
+MIN_ROWS_PER_TRANSACTION = 100
+RETRY_AFTER_S = 1.0  # a failed commit or open is retried after this pause
+
+
+class HistoryUnavailable(RuntimeError):
+    """The database cannot be opened (disk full, permissions): reads cannot be answered now."""
 
 
 class ContinuationPointError(ValueError):
@@ -125,10 +134,15 @@ class HistoryStore:
         self._read_lock = threading.Lock()
         self._node_ids: dict[str, int] = {}
         self._dropping = False
+        self.last_error = ""  # the last write or open failure, shown on the Gateway diagnostics object
         # Writer-thread state.
+        self._writer_conn: sqlite3.Connection | None = None
         self._pending: list[tuple[Any, ...]] = []  # rows whose commit failed, retried first
         self._pending_markers: list[_FlushMarker] = []
         self._failing = False
+        self._chunk = MAX_ROWS_PER_TRANSACTION
+        self._failure_logged = float("-inf")
+        self._abandon = False  # stop() gave up waiting: write nothing more, count the rest as lost
         self._last_retention = float("-inf")  # so a pass runs right after start
         self._retention_todo: list[int] = []
         self._retention_cutoff = 0
@@ -141,18 +155,49 @@ class HistoryStore:
         """Values appended and not yet committed (flush markers included)."""
         return len(self._queue) + len(self._pending)
 
+    @property
+    def state(self) -> str:
+        """Stopped, Unavailable (cannot open), Failing (commits fail: values wait in memory), Writing, or Dead."""
+        if self._thread is None:
+            return "Stopped"
+        if not self._thread.is_alive():
+            return "Dead"
+        if self._writer_conn is None:
+            return "Unavailable"
+        return "Failing" if self._failing else "Writing"
+
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
-        """Create the directory and the schema, then start the writer thread."""
-        await asyncio.to_thread(self._open)
-        self._stopping = False
-        writer = self._writer_conn
-        self._thread = threading.Thread(target=self._run, args=(writer,), name="history-writer", daemon=True)
+        """Create the directory and the schema, then start the writer thread.
+
+        A database that cannot be opened (full disk, permissions) does not stop the gateway: history
+        starts degraded, values wait in the bounded queue, and the writer retries opening it.
+        """
+        self._stopping = self._abandon = False
+        try:
+            await asyncio.to_thread(self._open)
+        except (sqlite3.Error, OSError) as exc:
+            self.last_error = f"cannot open {self.path}: {exc}"
+            log.warning("history unavailable (%s); serving live values, retrying every %.0f s",
+                        self.last_error, RETRY_AFTER_S)
+        self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
         self._thread.start()
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         writer = self._connect()
+        try:
+            self._create_schema(writer)
+            reader = self._connect()
+        except BaseException:
+            writer.close()
+            raise
+        self._node_ids = dict(writer.execute("SELECT key, id FROM nodes"))
+        with self._read_lock:
+            self._reader = reader
+        self._writer_conn = writer
+
+    def _create_schema(self, writer: sqlite3.Connection) -> None:
         writer.executescript("""
             CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
         """)
@@ -166,9 +211,6 @@ class HistoryStore:
                 node INTEGER NOT NULL, ts INTEGER NOT NULL, status INTEGER NOT NULL, dv BLOB NOT NULL);
             CREATE INDEX IF NOT EXISTS samples_node_time ON samples (node, ts);
         """)
-        self._node_ids = dict(writer.execute("SELECT key, id FROM nodes"))
-        self._writer_conn = writer
-        self._reader = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
         # check_same_thread off: connections are opened here and then used by one thread at a time
@@ -188,20 +230,32 @@ class HistoryStore:
         if not await asyncio.to_thread(marker.done.wait, within_s):
             raise TimeoutError(f"history flush did not finish in {within_s} s ({self.queued} values queued)")
 
-    async def stop(self) -> None:
-        """Flush, stop the writer thread, close the database."""
+    async def stop(self, within_s: float = 30.0) -> None:
+        """Flush, stop the writer thread, close the database; all within `within_s`.
+
+        What cannot be written in time (a full disk, a backlog bigger than the deadline allows) is
+        counted in `dropped` and logged, never silently lost.
+        """
         if self._thread is None:
             return
-        try:
-            await self.flush()
-        except TimeoutError:
-            log.error("history: stopping with %d values not written", self.queued)
+        deadline = time.monotonic() + within_s
+        if not self._failing and self._writer_conn is not None:
+            try:
+                await self.flush(within_s * 0.8)
+            except TimeoutError:
+                pass
         self._stopping = True
         self._wake.set()
-        await asyncio.to_thread(self._thread.join, 30)
+        await asyncio.to_thread(self._thread.join, max(0.05, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self._abandon = True  # the writer ends after its current transaction and counts the rest
+            self._wake.set()
+            await asyncio.to_thread(self._thread.join, 1.0)
+        if self._thread.is_alive():
+            log.error("history writer still busy after the stop deadline; left behind")
         self._thread = None
-        if self._reader is not None:
-            with self._read_lock:
+        with self._read_lock:
+            if self._reader is not None:
                 self._reader.close()
             self._reader = None
         log.info("history stopped: %d values written, %d dropped", self.written, self.dropped)
@@ -226,25 +280,59 @@ class HistoryStore:
         self._queue.append((key, dv, None if dv.ServerTimestamp is not None else self.clock.now()))
 
     # -- the writer thread -------------------------------------------------------------------
-    def _run(self, conn: sqlite3.Connection) -> None:
+    def _run(self) -> None:
         try:
             while True:
-                busy = len(self._queue) >= MAX_ROWS_PER_TRANSACTION or bool(self._retention_todo)
-                self._wake.wait(RETRY_AFTER_S if self._failing else (0 if busy else self.batch_interval))
+                busy = len(self._queue) >= self._chunk or bool(self._retention_todo)
+                idle = self._failing or self._writer_conn is None
+                self._wake.wait(RETRY_AFTER_S if idle else (0 if busy else self.batch_interval))
                 self._wake.clear()
-                markers = self._write_batch(conn)
-                for m in markers:
+                if self._abandon or (self._stopping and (self._failing or self._writer_conn is None)):
+                    self._lose_the_rest()
+                    break
+                conn = self._writer_conn or self._reopen()
+                if conn is None:
+                    continue
+                for m in self._write_batch(conn):
                     m.done.set()
                 if not self._failing:
                     self._retention_step(conn)
-                if self._stopping and not self._queue:
-                    if self._pending:
-                        log.error("history: %d values could not be written and are lost", len(self._pending))
+                if self._stopping and not self._queue and not self._pending:
                     break
         except Exception:  # a bug, not an I/O error (those are retried): say so loudly
+            self.last_error = "history writer crashed (see the log)"
             log.exception("history writer failed; values are no longer stored")
         finally:
-            conn.close()
+            if self._writer_conn is not None:
+                self._writer_conn.close()
+                self._writer_conn = None
+
+    def _reopen(self) -> sqlite3.Connection | None:
+        try:
+            self._open()
+        except (sqlite3.Error, OSError) as exc:
+            self.last_error = f"cannot open {self.path}: {exc}"
+            return None
+        log.warning("history: %s opened; writing %d queued values", self.path, self.queued)
+        return self._writer_conn
+
+    def _lose_the_rest(self) -> None:
+        """At a stop that cannot write any more: count what is left as dropped, and say so."""
+        lost = len(self._pending)
+        self._pending = []
+        while self._queue:
+            item = self._queue.popleft()
+            if isinstance(item, _FlushMarker):
+                item.done.set()
+            else:
+                lost += 1
+        for m in self._pending_markers:
+            m.done.set()
+        self._pending_markers = []
+        if lost:
+            self.dropped += lost
+            log.error("history: %d values could not be written before the stop and are lost (%s)", lost,
+                      self.last_error or "stop deadline")
 
     def _write_batch(self, conn: sqlite3.Connection) -> list[_FlushMarker]:
         """Commit queued values; returns the flush markers that are now satisfied."""
@@ -252,13 +340,18 @@ class HistoryStore:
         markers = self._pending_markers
         self._pending, self._pending_markers = [], []
         queue = self._queue
-        while queue and len(rows) < MAX_ROWS_PER_TRANSACTION:
+        while queue and len(rows) < self._chunk:
             item = queue.popleft()
             if isinstance(item, _FlushMarker):
                 markers.append(item)
                 continue
             try:
                 rows.append(self._row(conn, *item))
+            except sqlite3.Error as e:  # the nodes table could not grow (disk full): retried with the rows
+                queue.appendleft(item)
+                if not rows:
+                    return self._commit_failed(e, rows, markers)
+                break
             except Exception as e:  # a value we cannot encode: drop it, keep the rest
                 self.dropped += 1
                 log.warning("history: cannot store %r for %s: %s", item[1], item[0], e)
@@ -267,24 +360,40 @@ class HistoryStore:
         t0 = time.perf_counter()
         try:
             conn.execute("BEGIN")
-            conn.executemany("INSERT INTO samples (node, ts, status, dv) VALUES (?,?,?,?)", rows)
+            conn.executemany("INSERT INTO samples (node, ts, status, dv) VALUES (?,?,?,?)", rows[:self._chunk])
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            if not self._failing:
-                log.error("history: writing %d values failed (%s); retrying every %.0f s", len(rows), e, RETRY_AFTER_S)
-            self._failing = True
-            self._pending, self._pending_markers = rows, markers
-            return []
+            return self._commit_failed(e, rows, markers)
+        done, self._pending = rows[:self._chunk], rows[self._chunk:]
+        if self._pending:  # a shrunken slice: the rest waits, with the flush markers, for the next one
+            self._pending_markers = markers
+            markers = []
         if self._failing:
-            log.warning("history: writing works again")
+            if self._failure_logged == float("-inf") or time.monotonic() - self._failure_logged < 60.0:
+                log.warning("history: writing works again (%d values waiting)", self.queued)
             self._failing = False
+            self.last_error = ""
+        self._chunk = min(MAX_ROWS_PER_TRANSACTION, self._chunk * 2)
         elapsed = time.perf_counter() - t0
         self.max_batch_s = max(self.max_batch_s, elapsed)
         self.batches += 1
-        self.written += len(rows)
+        self.written += len(done)
         return markers
+
+    def _commit_failed(self, e: sqlite3.Error, rows: list[tuple[Any, ...]], markers: list[_FlushMarker]
+                       ) -> list[_FlushMarker]:
+        self.last_error = f"writing failed: {e}"
+        if not self._failing and time.monotonic() - self._failure_logged >= 60.0:  # a disk that keeps refilling
+            self._failure_logged = time.monotonic()                                # is one line a minute
+            log.error("history: writing %d values failed (%s); values wait in memory (at most %d) and writing "
+                      "is retried every %.0f s", len(rows), e, self.max_queue, RETRY_AFTER_S)
+        self._failing = True
+        # Retry with a small slice: it fits as soon as a little space is free again.
+        self._chunk = MIN_ROWS_PER_TRANSACTION
+        self._pending, self._pending_markers = rows, markers
+        return []
 
     def _row(self, conn: sqlite3.Connection, key: str, dv: ua.DataValue, arrived: datetime | None) -> tuple[Any, ...]:
         node = self._node_ids.get(key)
@@ -415,7 +524,7 @@ class HistoryStore:
         with self._read_lock:
             reader = self._reader
             if reader is None:
-                raise RuntimeError("history store is not started")
+                raise HistoryUnavailable(self.last_error or "history store is not started")
             row = reader.execute("SELECT id FROM nodes WHERE key = ?", (key,)).fetchone()
             if row is None:
                 if continuation:
