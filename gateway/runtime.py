@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import zlib
 from collections.abc import Mapping
@@ -252,5 +253,5 @@ class DeviceRunner:
 
 def _os_error_text(exc: OSError) -> str:
     """What went wrong on the socket or port, in words ("connection refused", not a bare errno)."""
-    reason = exc.strerror or str(exc) or type(exc).__name__
+    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc) or type(exc).__name__)
     return reason[0].lower() + reason[1:] if reason else type(exc).__name__

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -90,6 +91,24 @@ class ModbusLink:
         o = self.options
         return o.serial_port if o.transport == "rtu" else f"{o.host}:{o.port}"
 
+    async def _why_not_connected(self) -> str:
+        """The cause of a failed connect, in words: pymodbus only logs it, and "refused" (nothing
+        listens: wrong port, device restarting) needs another fix than "no answer" (wrong address,
+        cable, firewall). Asked once per failed connect, which backoff keeps rare."""
+        o = self.options
+        if o.transport == "rtu":
+            return "no such serial port" if not os.path.exists(o.serial_port) else "cannot open the serial port"
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                _, writer = await asyncio.open_connection(o.host, o.port)
+        except TimeoutError:
+            return f"no answer within {self.timeout_s:g} s"
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+            return reason[0].lower() + reason[1:] if reason else type(exc).__name__
+        writer.close()
+        return "the connection closed at once"
+
     async def call(self, min_interval_ms: int, request: Callable[[Any], Awaitable[ModbusPDU]]) -> ModbusPDU:
         """Run one request on the link, in turn; returns the response PDU (possibly an exception response).
 
@@ -106,7 +125,7 @@ class ModbusLink:
                     self._client = self._make_client()
                     if not await self._client.connect():
                         self.close()
-                        raise LinkDown(f"cannot connect to {self._where()}")
+                        raise LinkDown(f"cannot connect to {self._where()}: {await self._why_not_connected()}")
                 # pymodbus bounds the request by timeout_s itself; this outer bound only guards against a
                 # request that never resolves (a transport gone without a close), so a device cannot hang.
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation of a stop.

@@ -161,12 +161,15 @@ async def test_device_down_then_up(unit1) -> None:
             await drv.read("MediumSpeed")
         mem.offline = False
         assert (await drv.read("MediumSpeed"))[0].value == 11
-        await server.stop()  # the whole device goes away: connection refused
+        await server.stop()  # the whole device goes away
         with pytest.raises(DriverError):
+            await drv.read("MediumSpeed")  # the open connection is lost
+        # Reconnecting, nothing listens: the message says so, not "no answer".
+        with pytest.raises(DriverError, match="cannot connect to 127.0.0.1:[0-9]+: connection refused"):
             await drv.read("MediumSpeed")
         await server.start()
         assert (await drv.read("MediumSpeed"))[0].value == 11
-        assert drv.request_errors == 2
+        assert drv.request_errors == 3
     finally:
         await drv.stop()
 
