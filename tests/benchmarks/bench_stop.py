@@ -94,7 +94,8 @@ async def one_round(site: Path, workdir: Path, scenario: str, clients: int, item
         else:
             await read_until(gw.stderr, "serving", 300)
             cl = await asyncio.create_subprocess_exec(sys.executable, "-c", CLIENTS, url, str(clients), str(items),
-                                                      stdout=asyncio.subprocess.PIPE)
+                                                      stdout=asyncio.subprocess.PIPE,
+                                                      stderr=asyncio.subprocess.DEVNULL)
             assert cl.stdout is not None
             await read_until(cl.stdout, "subscribed", 300)
             await asyncio.sleep(load_s)
