@@ -134,6 +134,8 @@ class HistoryStore:
         self._read_lock = threading.Lock()
         self._node_ids: dict[str, int] = {}
         self._dropping = False
+        self._gaps: collections.deque[tuple[str, datetime]] = collections.deque()  # (node, first value lost)
+        self._gap_marked: set[str] = set()
         self.last_error = ""  # the last write or open failure, shown on the Gateway diagnostics object
         # Writer-thread state.
         self._writer_conn: sqlite3.Connection | None = None
@@ -263,19 +265,25 @@ class HistoryStore:
     # -- the event loop's side ---------------------------------------------------------------
     def append(self, node_id: ua.NodeId, dv: ua.DataValue) -> None:
         """Queue one value for the writer thread. O(1), never blocks, never raises."""
+        key = self._keys.get(node_id)
+        if key is None:
+            key = self._keys[node_id] = self.key_of(node_id)
         if len(self._queue) >= self.max_queue:
             self.dropped += 1
             if not self._dropping:
                 self._dropping = True
                 log.error("history queue full (%d values): dropping values until the writer catches up",
                           self.max_queue)
+            if key not in self._gap_marked:
+                # The node's history will show where values are missing (a BadDataLost entry at the first
+                # one lost) instead of a silent gap that reads as "no data".
+                self._gap_marked.add(key)
+                self._gaps.append((key, dv.SourceTimestamp or dv.ServerTimestamp or self.clock.now()))
             return
         if self._dropping:
             self._dropping = False
+            self._gap_marked.clear()
             log.warning("history queue below its limit again; %d values dropped in total", self.dropped)
-        key = self._keys.get(node_id)
-        if key is None:
-            key = self._keys[node_id] = self.key_of(node_id)
         # A value without a server timestamp gets the time it reached the gateway (Part 11 reads return both).
         self._queue.append((key, dv, None if dv.ServerTimestamp is not None else self.clock.now()))
 
@@ -339,6 +347,13 @@ class HistoryStore:
         rows = self._pending
         markers = self._pending_markers
         self._pending, self._pending_markers = [], []
+        while self._gaps:
+            key, at = self._gaps.popleft()
+            try:
+                rows.append(self._row(conn, key, _lost_marker(at), None))
+            except sqlite3.Error as e:
+                self._gaps.appendleft((key, at))
+                return self._commit_failed(e, rows, markers)
         queue = self._queue
         while queue and len(rows) < self._chunk:
             item = queue.popleft()
@@ -379,7 +394,7 @@ class HistoryStore:
         elapsed = time.perf_counter() - t0
         self.max_batch_s = max(self.max_batch_s, elapsed)
         self.batches += 1
-        self.written += len(done)
+        self.written += sum(1 for row in done if row[2] != _DATA_LOST)  # gap markers are not values
         return markers
 
     def _commit_failed(self, e: sqlite3.Error, rows: list[tuple[Any, ...]], markers: list[_FlushMarker]
@@ -609,6 +624,14 @@ class HistoryStore:
             where.append("(ts, rowid) < (?, ?)" if backward else "(ts, rowid) > (?, ?)")
             args += list(cp)
         return " AND ".join(where), args, dummies
+
+
+_DATA_LOST = ua.StatusCodes.BadDataLost
+
+
+def _lost_marker(at: datetime) -> ua.DataValue:
+    return ua.DataValue(ua.Variant(), ua.StatusCode(ua.StatusCodes.BadDataLost), SourceTimestamp=at,
+                        ServerTimestamp=at)
 
 
 def _decode_cp(data: bytes) -> tuple[int, int, int, int]:

@@ -137,7 +137,32 @@ async def test_a_full_disk_at_start_degrades_history_instead_of_failing(small_di
         feed = _Feed(store)
         feed.burst(500)
         ballast.unlink()
-        await _until(lambda: store.state == "Writing" and store.queued == 0, 10)
+        await _until(lambda: store.state == "Writing", 10)
+        await store.flush(5)
         assert store.written == feed.appended == await _stored(store)
+    finally:
+        await store.stop(within_s=2)
+
+
+async def test_values_dropped_in_a_long_outage_leave_a_visible_gap(small_disk: Path) -> None:
+    store = HistoryStore(small_disk / "h.sqlite3", retention=None, batch_interval=0.05, max_queue=500)
+    await store.start()
+    feed = _Feed(store)
+    try:
+        ballast = _fill(small_disk)
+        await _until(lambda: store.state == "Failing", 20, feed)
+        before = feed.appended
+        feed.burst(3000)  # far more than the queue holds
+        assert store.dropped > 0
+        ballast.unlink()
+        await _until(lambda: store.state == "Writing" and store.queued == 0, 10)
+        await store.flush(5)
+        assert store.written + store.dropped == feed.appended
+        values, _ = await store.read_raw(ua.NodeId("n0", 1), datetime(2025, 1, 1, tzinfo=UTC),
+                                         datetime(2027, 1, 1, tzinfo=UTC), 0)
+        lost = [v for v in values if v.StatusCode.value == ua.StatusCodes.BadDataLost]
+        assert len(lost) == 1, "one marker where node n0 lost values"
+        first_lost = lost[0].SourceTimestamp
+        assert feed.t0 + timedelta(milliseconds=before) <= first_lost
     finally:
         await store.stop(within_s=2)

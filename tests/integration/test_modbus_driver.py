@@ -165,7 +165,7 @@ async def test_device_down_then_up(unit1) -> None:
         with pytest.raises(DriverError):
             await drv.read("MediumSpeed")  # the open connection is lost
         # Reconnecting, nothing listens: the message says so, not "no answer".
-        with pytest.raises(DriverError, match="cannot connect to 127.0.0.1:[0-9]+: connection refused"):
+        with pytest.raises(DriverError, match=r"cannot connect to 127\.0\.0\.1:[0-9]+: connection refused"):
             await drv.read("MediumSpeed")
         await server.start()
         assert (await drv.read("MediumSpeed"))[0].value == 11
