@@ -23,11 +23,13 @@ from gateway.bindings import DeviceConfig, SiteBindings
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.diagnostics import ensure_diagnostics
 from gateway.drivers.base import Driver, Simulation
+from gateway.events.audit import AuditTrail
 from gateway.health.monitor import GatewayHealth, HealthSources
 from gateway.history.service import install_history
 from gateway.history.store import HistoryStore, namespace_key
 from gateway.nodeset.loader import LoadedSite
 from gateway.nodesets import GATEWAY_NAMESPACE
+from gateway.parameters import ParameterStore
 from gateway.runtime import DeviceRunner
 from gateway.security.setup import configure_security
 from gateway.session import GatewayInternalServer
@@ -72,6 +74,7 @@ class Gateway:
         self.runners: dict = {}
         self.history: HistoryStore | None = None
         self.write_path: WritePath | None = None
+        self.parameters: ParameterStore | None = None
         self.simulations: list[Simulation] = []
         self.health: GatewayHealth | None = None
         self._started = False
@@ -108,7 +111,12 @@ class Gateway:
             diag = await ensure_diagnostics(self.server, dev.nodeid, gw_ns, self.clock)
             self.runners[dev.nodeid] = DeviceRunner(dev, self.tags, self.bindings.scan_classes, diag, self.clock,
                                                     cfg.device_timeout_s)
-        self.write_path = WritePath(aspace, self.tags, self.runners, self.history, self.clock)
+        self.parameters = ParameterStore(cfg.data_dir / "parameters.json", namespaces)
+        self.write_path = WritePath(aspace, self.tags, self.runners, self.history, self.clock, AuditTrail(self.clock),
+                                    self.parameters)
+        restored = self.write_path.restore_parameters(self.parameters.load())
+        if restored:
+            log.info("restored %d parameter(s) from %s", restored, self.parameters.path)
         self.server.iserver.write_path = self.write_path
         await self.server.start()
         self._started = True

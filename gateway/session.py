@@ -19,7 +19,8 @@ from asyncua.server.user_managers import UserManager
 
 from gateway.security.pki import ClientCertificateValidator
 from gateway.security.roles import Role, role_of
-from gateway.writepath import WritePath
+from gateway.writepath import WritePath, Writer
+from gateway.writepath.access import answer_per_user
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +44,29 @@ class GatewaySession(InternalSession):
             validator.check(peer_certificate, self._client_description)
         return super().activate_session(params, peer_certificate)
 
+    async def read(self, params: ua.ReadParameters) -> list[ua.DataValue]:
+        # UserAccessLevel, UserWriteMask and UserExecutable answer for this session's role, by the rule the
+        # write path enforces.
+        results = await super().read(params)
+        return answer_per_user(self.iserver.aspace, params.NodesToRead, results, role_of(self.user))
+
+    def _writer(self) -> Writer:
+        peer = f"{self.name[0]}:{self.name[1]}" if isinstance(self.name, tuple) and len(self.name) >= 2 else self.name
+        return Writer(getattr(self.user, "name", None) or "anonymous", role_of(self.user),
+                      client=f"{peer} session {self.session_id.to_string()}")
+
     async def write(self, params: ua.WriteParameters) -> list[ua.StatusCode]:
         path = self.iserver.write_path
         if path is None:  # not yet serving a site: nothing is writable
             return [ua.StatusCode(ua.StatusCodes.BadNotWritable) for _ in params.NodesToWrite]
-        role = role_of(self.user)
-        who = getattr(self.user, "name", None) or "anonymous"
-        return [await path.write(wv, role, who) for wv in params.NodesToWrite]
+        writer = self._writer()
+        return [await path.write(wv, writer) for wv in params.NodesToWrite]
 
     async def call(self, params: list[ua.CallMethodRequest]) -> list[ua.CallMethodResult]:
+        path = self.iserver.write_path
+        if path is not None:  # serving a site: checked and audited per call
+            writer, invoke = self._writer(), super().call
+            return [await path.call(request, writer, invoke) for request in params]
         if not role_of(self.user).allows(Role.operator):
             return [ua.CallMethodResult(StatusCode=ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)) for _ in params]
         return await super().call(params)

@@ -3,7 +3,12 @@
 Drivers deliver raw field values; a Tag scales them to engineering units, casts them to the
 variable's type, drops what did not change (or stayed within the deadband), and stores the rest
 in the address space and the history store. A device that stops answering changes only the
-status: the last value and its source timestamp stay.
+status: the last value and its source timestamp stay. A NaN or an infinity from a device is no
+value: the tag turns BadSensorFailure and keeps its last good value, as for a lost device.
+
+The other way, a written engineering value becomes a raw value only if the field type holds it
+exactly: a whole number in range for an integer field (12.34 at scale 0.1 is refused, not rounded
+to 123), a finite number in range for a float field.
 """
 
 from __future__ import annotations
@@ -27,6 +32,20 @@ _INT_RANGE = {
     ua.VariantType.Int64: (-(2**63), 2**63 - 1), ua.VariantType.UInt64: (0, 2**64 - 1),
 }
 _FLOATS = (ua.VariantType.Float, ua.VariantType.Double)
+_FLOAT32_MAX = 3.4028234663852886e38
+_FIELD_INT_RANGE = {
+    "xsd:byte": (-(2**7), 2**7 - 1), "xsd:unsignedByte": (0, 2**8 - 1),
+    "xsd:short": (-(2**15), 2**15 - 1), "xsd:unsignedShort": (0, 2**16 - 1),
+    "xsd:int": (-(2**31), 2**31 - 1), "xsd:unsignedInt": (0, 2**32 - 1),
+    "xsd:long": (-(2**63), 2**63 - 1), "xsd:unsignedLong": (0, 2**64 - 1),
+}
+_FIELD_FLOAT_MAX = {"xsd:float": _FLOAT32_MAX, "xsd:double": float("inf")}
+# Relative precision of an engineering value of each type. An integer field takes a scaled value when
+# it lands within a few of these of a whole number: 12.3 / 0.1 is 123.00000000000001 in doubles, and a
+# Float 12.3 arrives as 12.300000190734863.
+_EPSILON = {ua.VariantType.Float: 2.0**-23}
+_DOUBLE_EPSILON = 2.0**-52
+_ULPS = 8
 
 
 class HistorySink(Protocol):
@@ -35,6 +54,10 @@ class HistorySink(Protocol):
 
 class ConversionError(ValueError):
     pass
+
+
+class NotFinite(ConversionError):
+    """A device sent NaN or an infinity: no value at all."""
 
 
 @dataclass(slots=True)
@@ -60,7 +83,11 @@ class Tag:
             return str(raw)
         if isinstance(raw, bool | int | float):
             eng = raw * b.scale + b.offset if (b.scale != 1.0 or b.offset != 0.0) else raw
+            if isinstance(eng, float) and not math.isfinite(eng):
+                raise NotFinite(f"{raw!r} is not a number")
             if vt in _FLOATS:
+                if vt == ua.VariantType.Float and abs(eng) > _FLOAT32_MAX:
+                    raise ConversionError(f"{eng} is out of range for Float")
                 return float(eng)
             if vt in _INT_RANGE:
                 if isinstance(eng, float) and not math.isfinite(eng):
@@ -73,13 +100,33 @@ class Tag:
         raise ConversionError(f"cannot turn {raw!r} into a {vt.name}")
 
     def to_raw(self, eng: Any) -> Any:
-        """Engineering value -> raw field value (inverse scaling; integers rounded for integer fields)."""
+        """Engineering value -> raw field value (inverse scaling); ConversionError if the field cannot
+        hold it exactly: not a whole number for an integer field, out of the field type's range, not finite."""
         b = self.var.binding
-        if isinstance(eng, bool) or not isinstance(eng, int | float) or (b.scale == 1.0 and b.offset == 0.0):
+        if isinstance(eng, bool) or not isinstance(eng, int | float):
             return eng
-        raw = (eng - b.offset) / b.scale
-        if self.var.field_type not in ("xsd:float", "xsd:double"):
-            return round(raw)
+        if isinstance(eng, float) and not math.isfinite(eng):
+            raise ConversionError(f"{eng} cannot be written to a device")
+        scaled = b.scale != 1.0 or b.offset != 0.0
+        raw = (eng - b.offset) / b.scale if scaled else eng
+        field_type = self.var.field_type
+        if field_type in _FIELD_INT_RANGE:
+            whole = round(raw)
+            if isinstance(raw, float):
+                # How far float arithmetic may have moved a value that was meant to be whole.
+                magnitude = max(abs(eng), abs(b.offset)) / abs(b.scale)
+                tolerance = _ULPS * _EPSILON.get(self.var.vtype, _DOUBLE_EPSILON) * max(magnitude, 1.0)
+                if abs(raw - whole) > tolerance:
+                    raise ConversionError(f"{eng} is {raw:.6g} in the field, not a whole number for {field_type}")
+            lo, hi = _FIELD_INT_RANGE[field_type]
+            if not lo <= whole <= hi:
+                raise ConversionError(f"{eng} is {whole} in the field, out of range for {field_type}")
+            return whole
+        limit = _FIELD_FLOAT_MAX.get(field_type)
+        if limit is not None:
+            if not math.isfinite(raw) or abs(raw) > limit:
+                raise ConversionError(f"{eng} is out of range for {field_type}")
+            return float(raw)
         return raw
 
     def changed(self, value: Any, status: int) -> bool:
@@ -89,7 +136,8 @@ class Tag:
             return value != self.value
         db = self.var.binding.deadband
         if db > 0 and isinstance(value, int | float) and not isinstance(value, bool):
-            return abs(value - self.value) > db
+            difference = abs(value - self.value)
+            return not difference <= db  # a NaN on either side is a change, never a frozen deadband
         return value != self.value
 
 
@@ -121,6 +169,8 @@ class TagTable:
             return await self.set_status(tag, status)
         try:
             value = tag.to_engineering(raw)
+        except NotFinite:
+            return await self.set_status(tag, ua.StatusCodes.BadSensorFailure)
         except (ConversionError, TypeError, ValueError):
             return await self.set_status(tag, ua.StatusCodes.BadTypeMismatch)
         return await self.publish(tag, value, status, source_time)
