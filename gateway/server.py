@@ -161,7 +161,8 @@ class Gateway:
         if self.history is not None:
             await _stage("flushing history", STOP_HISTORY_S, self.history.stop(within_s=STOP_HISTORY_S))
         await _stage("closing drivers", STOP_DRIVERS_S,
-                     *(r.close(STOP_DRIVERS_S) for r in runners), self._stop_simulations())
+                     *(r.close(STOP_DRIVERS_S) for r in runners), self._stop_simulations(),
+                     *([asyncio.to_thread(self.parameters.close)] if self.parameters is not None else []))
         if self._started or self.server.bserver is not None:  # also a start cut short by a stop
             self._started = False
             await _stage("closing the server", STOP_SERVER_S, self._stop_server())
