@@ -123,6 +123,19 @@ class Driver(abc.ABC):
         """
 
     @classmethod
+    def validate_devices(cls, urls: Sequence[SplitResult]) -> list[tuple[int, str]]:
+        """Problems between devices of this driver (each URL already accepted by validate_connection):
+        (index into `urls` of the device at fault, message). Two devices on one serial port that
+        disagree on its line settings, for example."""
+        return []
+
+    @classmethod
+    def point_warnings(cls, url: SplitResult, points: Sequence[Point]) -> list[tuple[int, str]]:
+        """What is suspect but servable in one device's points, as (point key, message): bindings
+        that overlap, for example. Printed by `nodeset check` and logged at start."""
+        return []
+
+    @classmethod
     async def simulate(cls, devices: Sequence[DeviceConfig], clock: Clock) -> Simulation:
         """Start simulators of these devices (all of this driver) for `gateway --simulate`."""
         raise NotImplementedError(f"the {', '.join(cls.schemes)} driver has no simulator")

@@ -8,6 +8,7 @@ group (value: the module to import).
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 import pkgutil
@@ -57,3 +58,11 @@ def driver_for(scheme: str) -> type[Driver] | None:
 def known_schemes() -> list[str]:
     _load_all()
     return sorted(_DRIVERS)
+
+
+def unknown_scheme(scheme: str) -> str:
+    """The message for a connection scheme no driver registered, with the nearest known one if any."""
+    known = known_schemes()
+    close = difflib.get_close_matches(scheme.lower(), known, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"unknown connection scheme '{scheme}' ({hint}known: {', '.join(known)})"

@@ -17,7 +17,7 @@ from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
 from gateway.drivers.base import XSD_TYPES, Binding, Driver, Point
-from gateway.drivers.registry import driver_for, known_schemes
+from gateway.drivers.registry import driver_for, unknown_scheme
 from gateway.nodeset.loader import LoadedSite
 from gateway.nodeset.model import Problem
 from gateway.nodeset.typecheck import TypeIndex
@@ -71,6 +71,7 @@ class DeviceConfig:
 class SiteBindings:
     scan_classes: dict[str, float]  # name -> interval in ms
     devices: list[DeviceConfig]
+    warnings: list[Problem] = field(default_factory=list)  # servable but suspect (overlapping bindings)
 
 
 class _View:
@@ -128,9 +129,11 @@ def resolve_bindings(
     view = _View(aspace, gw_ns)
     problems: list[Problem] = []
 
-    def problem(nid: ua.NodeId, message: str) -> None:
+    warnings: list[Problem] = []
+
+    def problem(nid: ua.NodeId, message: str, into: list[Problem] = problems) -> None:
         path, line, written = site.origins.get(nid, ("<gateway>", 0, nid.to_string()))
-        problems.append(Problem(path, line or None, written, message))
+        into.append(Problem(path, line or None, written, message))
 
     scan_classes = dict(DEFAULT_SCAN_CLASSES)
     devices: list[DeviceConfig] = []
@@ -159,16 +162,16 @@ def resolve_bindings(
     types = TypeIndex(aspace, {})
     for dev in connection_holders:
         conn = view.gw_props(dev)["Connection"]
-        url = urlsplit(str(conn or ""))
-        driver = driver_for(url.scheme)
-        if driver is None:
-            known = ", ".join(known_schemes())
-            problem(dev, f"Connection '{conn}': no driver for scheme '{url.scheme}' (known: {known})")
-            continue
         try:
+            url = urlsplit(str(conn or ""))
+            driver = driver_for(url.scheme)
+            if driver is None:
+                raise ValueError(unknown_scheme(url.scheme))
             driver.validate_connection(url)
         except ValueError as exc:
             problem(dev, f"Connection '{conn}': {exc}")
+            # One problem per device: its variables are not reported again as bound outside a device.
+            reached.update(var for var, _ in _walk(view, dev, devices_set))
             continue
         cfg = DeviceConfig(dev, view.name(dev), str(conn), url, driver,
                            simulator=str(view.gw_props(dev).get("Simulator") or ""))
@@ -187,7 +190,16 @@ def resolve_bindings(
         devices.append(cfg)
     for var in sorted(bound_anywhere - reached, key=str):
         problem(var, "has a FieldAddress but is not below a device object with a Connection property")
-    return SiteBindings(scan_classes, devices), problems
+    for driver in {d.driver for d in devices}:
+        own = [d for d in devices if d.driver is driver]
+        for index, message in driver.validate_devices([d.url for d in own]):
+            problem(own[index].nodeid, f"Connection '{own[index].connection}': {message}")
+    for dev in devices:
+        points = [Point(i, v.name, v.binding, v.field_type, v.writable) for i, v in enumerate(dev.variables)]
+        for key, message in dev.driver.point_warnings(dev.url, points):
+            problem(dev.variables[key].nodeid, message, warnings)
+    warnings.sort(key=lambda w: (w.file, w.line or 0))
+    return SiteBindings(scan_classes, devices, warnings), problems
 
 
 BrowsePath = tuple[tuple[int, str], ...]  # (namespace index, name) per step
@@ -259,6 +271,9 @@ def _bound_variable(
             raise ValueError(f"set FieldType: no default field type for DataType {vtype.name}")
         if field_type not in XSD_TYPES:
             raise ValueError(f"FieldType '{field_type}' is not one of {', '.join(XSD_TYPES)}")
+        mismatch = field_type_mismatch(vtype, field_type)
+        if mismatch:
+            raise ValueError(mismatch)
         access = view.attr(var, ua.AttributeIds.AccessLevel) or 0
         writable = bool(access & ua.AccessLevel.CurrentWrite.mask)
         driver.validate_point(url, Point(0, name, binding, field_type, writable))
@@ -276,6 +291,31 @@ def _bound_variable(
         writable=writable,
         historizing=bool(view.attr(var, ua.AttributeIds.Historizing)), eurange=eurange,
     )
+
+
+_NUMERIC_FIELDS = tuple(t for t in XSD_TYPES if t != "xsd:string")
+_INTEGER_FIELDS = tuple(t for t in _NUMERIC_FIELDS if t not in ("xsd:float", "xsd:double"))
+# Field types each DataType can take (the value path converts between them): a Boolean is a coil, a
+# discrete input or an integer that is 0 or not; a number any numeric field; a String a string field.
+FIELD_TYPES_OF: dict[ua.VariantType, tuple[str, ...]] = {
+    ua.VariantType.Boolean: _INTEGER_FIELDS,
+    ua.VariantType.String: ("xsd:string",),
+    **{vt: _NUMERIC_FIELDS for vt in (
+        ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16, ua.VariantType.Int32,
+        ua.VariantType.UInt32, ua.VariantType.Int64, ua.VariantType.UInt64, ua.VariantType.Float,
+        ua.VariantType.Double)},
+}
+
+
+def field_type_mismatch(vtype: ua.VariantType, field_type: str) -> str | None:
+    """Why a variable of this DataType cannot be bound to a field of this type, or None."""
+    allowed = FIELD_TYPES_OF.get(vtype)
+    if allowed is None:
+        supported = ", ".join(t.name for t in FIELD_TYPES_OF)
+        return f"a variable of DataType {vtype.name} cannot be bound to a field (bindable: {supported})"
+    if field_type not in allowed:
+        return f"FieldType '{field_type}' does not fit DataType {vtype.name} (it takes {', '.join(allowed)})"
+    return None
 
 
 def _opt_str(props: dict[str, Any], key: str) -> str | None:

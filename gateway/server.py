@@ -17,10 +17,10 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from asyncua import Server
-
+from gateway import product
 from gateway.bindings import DeviceConfig, SiteBindings
 from gateway.clock import SYSTEM_CLOCK, Clock
+from gateway.datadir import ensure_data_dir
 from gateway.diagnostics import ensure_diagnostics
 from gateway.drivers.base import Driver, Simulation
 from gateway.events.audit import AuditTrail
@@ -35,11 +35,12 @@ from gateway.security.setup import configure_security
 from gateway.session import GatewayInternalServer
 from gateway.site import load_site
 from gateway.tags import TagTable
+from gateway.transport import GatewayServer
 from gateway.writepath import WritePath
 
 log = logging.getLogger(__name__)
 
-APP_URI = "urn:opcua-gateway:server"
+APP_URI = product.APPLICATION_URI
 # Stop stages' deadlines (s). Their sum stays well under the 5 s the CLI's watchdog and the systemd
 # unit allow, so a stop always ends in time and on the gateway's own terms.
 STOP_POLLING_S = 0.5
@@ -59,7 +60,7 @@ class GatewayConfig:
     history_retention: timedelta | None = timedelta(days=30)
     device_timeout_s: float = 5.0
     simulate: bool = False  # serve every device from a simulator on loopback instead of its connection
-    name: str = "OPC UA Gateway"
+    name: str = product.PRODUCT_NAME
     hostnames: list[str] = field(default_factory=lambda: [socket.gethostname(), "localhost", "127.0.0.1"])
 
 
@@ -67,7 +68,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
         self.clock = clock
-        self.server = Server(iserver=GatewayInternalServer())
+        self.server = GatewayServer(iserver=GatewayInternalServer())
         self.site: LoadedSite | None = None
         self.bindings: SiteBindings | None = None
         self.tags: TagTable | None = None
@@ -80,11 +81,19 @@ class Gateway:
         self._started = False
 
     async def load(self) -> None:
+        # Named before init(), which writes the server's identity with asyncua's defaults otherwise.
+        build = product.build_info()
+        self.server.product_uri = build.product_uri
+        self.server.manufacturer_name = build.manufacturer
+        self.server.set_server_name(self.config.name)
         await self.server.init()
         self.server.set_endpoint(self.config.endpoint)
-        self.server.set_server_name(self.config.name)
         await self.server.set_application_uri(APP_URI)
+        await self.server.set_build_info(build.product_uri, build.manufacturer, build.product_name, build.version,
+                                         build.build_number, build.build_date)
         self.site, self.bindings = await load_site(self.server, self.config.nodesets)
+        for warning in self.bindings.warnings:
+            log.warning("site: %s", warning)
         n_vars = sum(len(d.variables) for d in self.bindings.devices)
         log.info("site loaded in %.2f s: %d nodes, %d devices, %d bound variables",
                  self.site.seconds, len(self.site.new_nodes), len(self.bindings.devices), n_vars)
@@ -92,7 +101,7 @@ class Gateway:
     async def start(self) -> None:
         assert self.bindings is not None, "load() first"
         cfg = self.config
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_data_dir(cfg.data_dir)
         host = urlsplit(cfg.endpoint).hostname or ""
         hostnames = [*cfg.hostnames, *([host] if host and host not in ("0.0.0.0", "::") else [])]
         await configure_security(self.server, cfg.data_dir, insecure=cfg.insecure,

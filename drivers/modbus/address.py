@@ -163,6 +163,23 @@ class DeviceOptions:
             return ("rtu", self.serial_port, 0)
         return (self.transport, self.host.lower(), self.port)
 
+    @property
+    def line_settings(self) -> str:
+        """The serial line as one text (19200 8E1); every device on one serial port must agree on it."""
+        return f"{self.baud} {self.bytesize}{self.parity}{self.stopbits}"
+
+
+def link_conflicts(devices: list[DeviceOptions]) -> list[tuple[int, int]]:
+    """(i, j) for each device i whose serial line settings differ from those of device j, the first one
+    on the same port: a port opens with one setting, so one of the two would never be understood."""
+    first: dict[tuple[str, str, int], int] = {}
+    out = []
+    for i, o in enumerate(devices):
+        j = first.setdefault(o.link_key, i)
+        if j != i and o.transport == "rtu" and o.line_settings != devices[j].line_settings:
+            out.append((i, j))
+    return out
+
 
 _ORDER = ("big", "little")
 _INT_OPTIONS: dict[str, tuple[int, int, str]] = {

@@ -24,7 +24,13 @@ from pymodbus.pdu import ModbusPDU
 
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.drivers.base import Driver, DriverError, Point, Reading, Simulation
-from gateway.drivers.modbus.address import BIT_TABLES, WRITABLE_TABLES, DeviceOptions, parse_connection
+from gateway.drivers.modbus.address import (
+    BIT_TABLES,
+    WRITABLE_TABLES,
+    DeviceOptions,
+    link_conflicts,
+    parse_connection,
+)
 from gateway.drivers.modbus.codec import decode, encode
 from gateway.drivers.modbus.link import LinkDown, ModbusLink
 from gateway.drivers.modbus.planner import PointSpan, ReadBlock, WriteRequest, plan_reads, plan_write, span_for
@@ -109,6 +115,18 @@ class ModbusDriver(Driver):
                              f"(make it read-only or bind it to holding/N)")
         if f.bit is not None and f.span.table in BIT_TABLES:
             raise ValueError(f"Bit applies to registers, not to a {f.span.table}")
+
+    @classmethod
+    def validate_devices(cls, urls: Sequence[SplitResult]) -> list[tuple[int, str]]:
+        options = [parse_connection(u) for u in urls]
+        return [(i, f"serial port {options[i].serial_port} is opened as {options[j].line_settings} for unit "
+                    f"{options[j].unit}, but this device (unit {options[i].unit}) says {options[i].line_settings}: "
+                    f"every device on one port needs the same baud, parity, stopbits and bytesize")
+                for i, j in link_conflicts(options)]
+
+    @classmethod
+    def point_warnings(cls, url: SplitResult, points: Sequence[Point]) -> list[tuple[int, str]]:
+        return [(p.key, message) for p, message in overlapping_points(parse_connection(url), points)]
 
     def call_timeout(self, default_s: float) -> float | None:
         return None  # every request is bounded by the device's timeout_ms; waiting for the link is not a failure
@@ -245,6 +263,29 @@ class ModbusDriver(Driver):
     async def _read_span(self, f: FieldLayout) -> list[Any]:
         block = ReadBlock(f.span.table, f.span.offset, f.span.count)
         return await self._read_block(block)
+
+
+def overlapping_points(options: DeviceOptions, points: Sequence[Point]) -> list[tuple[Point, str]]:
+    """Each point whose registers (or bits) another point of the device also binds, with the other one named.
+
+    Two Bit points of one register are not an overlap unless they name the same bit.
+    """
+    spans = sorted(((layout_of(p.key, p, options), p) for p in points),
+                   key=lambda fp: (fp[0].span.table, fp[0].span.offset, fp[0].span.count))
+    out: list[tuple[Point, str]] = []
+    active: list[tuple[FieldLayout, Point]] = []  # earlier points that reach the current offset (a sweep)
+    for f, p in spans:
+        active = [(g, q) for g, q in active
+                  if g.span.table == f.span.table and g.span.offset + g.span.count > f.span.offset]
+        active.append((f, p))
+        for g, q in active[:-1]:
+            if f.bit is not None and g.bit is not None and f.bit != g.bit:
+                continue
+            where = f"{f.span.table} {f.span.offset}" + (f"..{f.span.offset + f.span.count - 1}"
+                                                        if f.span.count > 1 else "")
+            out.append((p, f"{where} overlaps {q.name} ({q.binding.address}): the same field bound twice"))
+            break
+    return out
 
 
 def _send_write(client: Any, req: WriteRequest, unit: int) -> Any:

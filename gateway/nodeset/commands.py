@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
-from gateway.nodeset.model import NodesetError
+from gateway.nodeset.model import NodesetError, Problem
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,8 +37,8 @@ def _report(exc: NodesetError) -> int:
     return 1
 
 
-async def check_files(files: list[Path]) -> str:
-    """Run the start-up pipeline short of serving; returns a summary or raises NodesetError."""
+async def check_site(files: list[Path]) -> tuple[str, list[Problem]]:
+    """Run the start-up pipeline short of serving; returns a summary and the warnings, or raises NodesetError."""
     from asyncua import Server
 
     from gateway.site import load_site
@@ -47,15 +48,24 @@ async def check_files(files: list[Path]) -> str:
     site, bindings = await load_site(server, files)
     n_vars = sum(len(d.variables) for d in bindings.devices)
     classes = ", ".join(f"{k}={v:g}ms" for k, v in bindings.scan_classes.items())
+    warned = f", {len(bindings.warnings)} warning(s)" if bindings.warnings else ""
     return (f"ok: {len(site.new_nodes)} nodes in {len(site.documents)} nodeset(s), {len(bindings.devices)} devices, "
-            f"{n_vars} bound variables, scan classes {classes}")
+            f"{n_vars} bound variables, scan classes {classes}{warned}"), bindings.warnings
+
+
+async def check_files(files: list[Path]) -> str:
+    """check_site's summary."""
+    return (await check_site(files))[0]
 
 
 def _check(args: argparse.Namespace) -> int:
     try:
-        print(asyncio.run(check_files([Path(f) for f in args.files])))
+        summary, warnings = asyncio.run(check_site([Path(f) for f in args.files]))
     except NodesetError as exc:
         return _report(exc)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(summary)
     return 0
 
 
@@ -66,8 +76,17 @@ def _build(args: argparse.Namespace) -> int:
         build_file(Path(args.source), Path(args.output))
     except NodesetError as exc:
         return _report(exc)
+    _as_created_by_open(Path(args.output))
     print(f"wrote {args.output}")
     return 0
+
+
+def _as_created_by_open(path: Path) -> None:
+    """The mode a plain open() gives (0644 under the usual umask 022): a site file is read by the
+    gateway's service user, while the atomic write's temporary file starts out 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _import_instruments(args: argparse.Namespace) -> int:
@@ -84,8 +103,10 @@ def _import_instruments(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     write_atomically(Path(args.output), xml)
+    _as_created_by_open(Path(args.output))
     if args.yaml:
         write_atomically(Path(args.yaml), yaml.safe_dump(result.site, sort_keys=False, allow_unicode=True).encode())
+        _as_created_by_open(Path(args.yaml))
     n_vars = sum(len(d["variables"]) for d in result.site["devices"])
     print(f"wrote {args.output}: {len(result.site['devices'])} devices, {n_vars} variables")
     return 0

@@ -17,11 +17,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from asyncua import Server, ua
 from asyncua.common.structures104 import load_custom_struct_xml_import, load_enum_xml_import
 from asyncua.server.address_space import AddressSpace, AttributeValue, NodeData
 
+from gateway.nodeset.attributes import parse_attributes
 from gateway.nodeset.model import UA_NAMESPACE, NodesetDocument, NodesetError, NodeSpec, Problem
 from gateway.nodeset.order import order_documents
 from gateway.nodeset.parser import parse_nodeset
@@ -76,6 +78,7 @@ class _Resolved:
     browsename: ua.QualifiedName
     refs: list[tuple[ua.NodeId, ua.NodeId, bool, int]]  # reftype, target, forward, line
     datatype: ua.NodeId | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)  # typed XML attributes (attributes.py)
 
     def problem(self, message: str, line: int | None = None) -> Problem:
         return Problem(self.doc.path, line or self.spec.line, self.spec.nodeid, message)
@@ -152,6 +155,8 @@ def _resolve_all(
                 problems.append(Problem(doc.path, spec.line, spec.nodeid, str(exc)))
                 continue
             r = _Resolved(spec, doc, res, nid, _NODECLASS[spec.tag], bname, [])
+            r.attributes, wrong = parse_attributes(spec.attrs)
+            problems.extend(r.problem(message) for message in wrong)
             if nid in nodes:
                 first = nodes[nid]
                 problems.append(
@@ -243,55 +248,46 @@ def _lt(text: object) -> ua.LocalizedText:
     return ua.LocalizedText(Text=getattr(text, "text", None), Locale=getattr(text, "locale", None))
 
 
-def _bool(attrs: dict[str, str], name: str, default: bool) -> bool:
-    v = attrs.get(name)
-    return default if v is None else v.strip().lower() == "true"
-
-
-def _int(attrs: dict[str, str], name: str, default: int) -> int:
-    v = attrs.get(name)
-    return default if v is None or not v.strip() else int(v)
-
-
 _GROUP_ATTRS = ("WriteMask", "UserWriteMask", "EventNotifier", "ContainsNoLoops", "ValueRank", "AccessLevel",
                  "UserAccessLevel", "MinimumSamplingInterval", "Historizing", "IsAbstract", "Symmetric",
                  "Executable", "UserExecutable")
 
 
 def _common_attributes(nc: ua.NodeClass, datatype: ua.NodeId | None,
-                       attrs: dict[str, str]) -> list[tuple[ua.AttributeIds, ua.DataValue]]:
+                       attrs: dict[str, Any]) -> list[tuple[ua.AttributeIds, ua.DataValue]]:
     """The attributes a node shares with every node of the same class and settings (all but its
-    identity, names and value). A site has few distinct combinations, so they are built once."""
+    identity, names and value). A site has few distinct combinations, so they are built once.
+    `attrs` are the node's typed attributes (parse_attributes), defaults as Part 3 gives them."""
     out = [(ua.AttributeIds.NodeClass, _shared(int(nc), ua.VariantType.Int32)),
-           (ua.AttributeIds.WriteMask, _shared(_int(attrs, "WriteMask", 0), ua.VariantType.UInt32)),
-           (ua.AttributeIds.UserWriteMask, _shared(_int(attrs, "UserWriteMask", 0), ua.VariantType.UInt32))]
+           (ua.AttributeIds.WriteMask, _shared(attrs.get("WriteMask", 0), ua.VariantType.UInt32)),
+           (ua.AttributeIds.UserWriteMask, _shared(attrs.get("UserWriteMask", 0), ua.VariantType.UInt32))]
     if nc in (ua.NodeClass.Object, ua.NodeClass.View):
-        out.append((ua.AttributeIds.EventNotifier, _shared(_int(attrs, "EventNotifier", 0), ua.VariantType.Byte)))
+        out.append((ua.AttributeIds.EventNotifier, _shared(attrs.get("EventNotifier", 0), ua.VariantType.Byte)))
     if nc == ua.NodeClass.View:
         out.append((ua.AttributeIds.ContainsNoLoops,
-                    _shared(_bool(attrs, "ContainsNoLoops", False), ua.VariantType.Boolean)))
+                    _shared(attrs.get("ContainsNoLoops", False), ua.VariantType.Boolean)))
     if nc in (ua.NodeClass.Variable, ua.NodeClass.VariableType):
         out.append((ua.AttributeIds.DataType, _shared(datatype, ua.VariantType.NodeId)))
-        out.append((ua.AttributeIds.ValueRank, _shared(_int(attrs, "ValueRank", -1), ua.VariantType.Int32)))
+        out.append((ua.AttributeIds.ValueRank, _shared(attrs.get("ValueRank", -1), ua.VariantType.Int32)))
     if nc == ua.NodeClass.Variable:
-        access = _int(attrs, "AccessLevel", 1)
+        access = attrs.get("AccessLevel", 1)
         out.append((ua.AttributeIds.AccessLevel, _shared(access, ua.VariantType.Byte)))
         # Per-user rights are decided by the gateway's write path from the session's role;
         # the attribute shows what the node allows at all.
         out.append((ua.AttributeIds.UserAccessLevel,
-                    _shared(_int(attrs, "UserAccessLevel", access), ua.VariantType.Byte)))
+                    _shared(attrs.get("UserAccessLevel", access), ua.VariantType.Byte)))
         out.append((ua.AttributeIds.MinimumSamplingInterval,
-                    _shared(float(attrs.get("MinimumSamplingInterval", "0") or 0), ua.VariantType.Double)))
-        out.append((ua.AttributeIds.Historizing, _shared(_bool(attrs, "Historizing", False), ua.VariantType.Boolean)))
+                    _shared(attrs.get("MinimumSamplingInterval", 0.0), ua.VariantType.Double)))
+        out.append((ua.AttributeIds.Historizing, _shared(attrs.get("Historizing", False), ua.VariantType.Boolean)))
     if nc in (ua.NodeClass.ObjectType, ua.NodeClass.VariableType, ua.NodeClass.DataType,
               ua.NodeClass.ReferenceType):
-        out.append((ua.AttributeIds.IsAbstract, _shared(_bool(attrs, "IsAbstract", False), ua.VariantType.Boolean)))
+        out.append((ua.AttributeIds.IsAbstract, _shared(attrs.get("IsAbstract", False), ua.VariantType.Boolean)))
     if nc == ua.NodeClass.ReferenceType:
-        out.append((ua.AttributeIds.Symmetric, _shared(_bool(attrs, "Symmetric", False), ua.VariantType.Boolean)))
+        out.append((ua.AttributeIds.Symmetric, _shared(attrs.get("Symmetric", False), ua.VariantType.Boolean)))
     if nc == ua.NodeClass.Method:
-        out.append((ua.AttributeIds.Executable, _shared(_bool(attrs, "Executable", True), ua.VariantType.Boolean)))
+        out.append((ua.AttributeIds.Executable, _shared(attrs.get("Executable", True), ua.VariantType.Boolean)))
         out.append((ua.AttributeIds.UserExecutable,
-                    _shared(_bool(attrs, "UserExecutable", True), ua.VariantType.Boolean)))
+                    _shared(attrs.get("UserExecutable", True), ua.VariantType.Boolean)))
     return [(aid, av.value) for aid, av in out]
 
 
@@ -301,12 +297,12 @@ def _insert(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace) -> None:
         nd = NodeData(r.nodeid)
         a = nd.attributes
         spec = r.spec
-        attrs = spec.attrs
         nc = r.nodeclass
-        key = (nc, r.datatype, *(attrs.get(k) for k in _GROUP_ATTRS))
+        typed = r.attributes
+        key = (nc, r.datatype, *(typed.get(k) for k in _GROUP_ATTRS))
         group = groups.get(key)
         if group is None:
-            group = groups[key] = _common_attributes(nc, r.datatype, attrs)
+            group = groups[key] = _common_attributes(nc, r.datatype, typed)
         for aid, dv in group:
             a[aid] = AttributeValue(dv)
         display = _lt(spec.displayname) if spec.displayname else ua.LocalizedText(r.browsename.Name)
@@ -319,10 +315,9 @@ def _insert(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace) -> None:
         )
         if nc in (ua.NodeClass.Variable, ua.NodeClass.VariableType):
             a[ua.AttributeIds.Value] = AttributeValue(_NULL_VALUE)
-            dims = attrs.get("ArrayDimensions", "").strip()
+            dims = typed.get("ArrayDimensions")
             a[ua.AttributeIds.ArrayDimensions] = AttributeValue(
-                ua.DataValue(ua.Variant([int(d) for d in dims.split(",")], ua.VariantType.UInt32, is_array=True))
-                if dims else _NO_DIMENSIONS
+                ua.DataValue(ua.Variant(dims, ua.VariantType.UInt32, is_array=True)) if dims else _NO_DIMENSIONS
             )
         if nc == ua.NodeClass.ReferenceType and spec.inverse_name is not None:
             a[ua.AttributeIds.InverseName] = _dv(_lt(spec.inverse_name), ua.VariantType.LocalizedText)

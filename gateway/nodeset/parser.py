@@ -6,10 +6,13 @@ line the author has to fix.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from lxml import etree
 
+from gateway.nodeset.attributes import ATTRIBUTES, UINT32_MAX, integer, parse_boolean
 from gateway.nodeset.model import (
     NODE_TAGS,
     DefinitionSpec,
@@ -95,7 +98,12 @@ def _parse_node(path: str, tag: str, el: etree._Element, problems: list[Problem]
             for ref in child:
                 if _local(ref.tag) != "Reference":
                     continue
-                forward = ref.get("IsForward", "true").strip().lower() != "false"
+                try:
+                    forward = parse_boolean(ref.get("IsForward", "true"))
+                except ValueError as exc:
+                    problems.append(Problem(path, ref.sourceline, nodeid,
+                                            f"reference IsForward=\"{ref.get('IsForward')}\" {exc}"))
+                    continue
                 node.refs.append(RefSpec(ref.get("ReferenceType", ""), _text(ref), forward, ref.sourceline or 0))
         elif ctag == "DisplayName":
             if node.displayname is None:  # the first one is the default locale
@@ -109,34 +117,58 @@ def _parse_node(path: str, tag: str, el: etree._Element, problems: list[Problem]
         elif ctag == "Value":
             node.value = child
         elif ctag == "Definition":
-            node.definition = _parse_definition(child)
+            node.definition = _parse_definition(child, lambda line, message: problems.append(
+                Problem(path, line, nodeid, f"Definition: {message}")))
     return node
 
 
-def _parse_definition(el: etree._Element) -> DefinitionSpec:
+_FIELD_NUMBERS = {  # Field attribute -> (parser, default)
+    "ValueRank": (ATTRIBUTES["ValueRank"], -1),
+    "Value": (integer("Int64", -(2**63), 2**63 - 1), None),
+    "MaxStringLength": (integer("UInt32", 0, UINT32_MAX), 0),
+    "ArrayDimensions": (ATTRIBUTES["ArrayDimensions"], None),
+}
+
+
+def _parse_definition(el: etree._Element, problem: Callable[[int | None, str], None]) -> DefinitionSpec:
+    def flag(e: etree._Element, name: str) -> bool:
+        try:
+            return parse_boolean(e.get(name, "false"))
+        except ValueError as exc:
+            problem(e.sourceline, f"{name}=\"{e.get(name)}\" {exc}")
+            return False
+
     fields = []
     for f in el:
         if _local(f.tag) != "Field":
             continue
         desc = next((_text(c) for c in f if _local(c.tag) == "Description"), None)
         dname = next((_text(c) for c in f if _local(c.tag) == "DisplayName"), None)
-        value = f.get("Value")
+        numbers: dict[str, Any] = {}
+        for name, (parse, default) in _FIELD_NUMBERS.items():
+            text = f.get(name)
+            try:
+                numbers[name] = default if text is None else parse(text)
+            except ValueError as exc:
+                problem(f.sourceline, f"field '{f.get('Name', '')}' {name}=\"{text}\" {exc}")
+                numbers[name] = default
+        dims = numbers["ArrayDimensions"]
         fields.append(
             FieldSpec(
                 name=f.get("Name", ""),
                 datatype=f.get("DataType", "i=24"),
-                value_rank=int(f.get("ValueRank", "-1")),
-                array_dimensions=f.get("ArrayDimensions"),
-                value=int(value) if value is not None else None,
-                is_optional=f.get("IsOptional", "false").lower() == "true",
+                value_rank=numbers["ValueRank"],
+                array_dimensions=",".join(str(d) for d in dims) if dims else None,
+                value=numbers["Value"],
+                is_optional=flag(f, "IsOptional"),
                 description=desc,
                 display_name=dname,
-                max_string_length=int(f.get("MaxStringLength", "0")),
+                max_string_length=numbers["MaxStringLength"],
             )
         )
     return DefinitionSpec(
         name=el.get("Name", ""),
         fields=fields,
-        is_union=el.get("IsUnion", "false").lower() == "true",
-        is_option_set=el.get("IsOptionSet", "false").lower() == "true",
+        is_union=flag(el, "IsUnion"),
+        is_option_set=flag(el, "IsOptionSet"),
     )

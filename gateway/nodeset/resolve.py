@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from asyncua import ua
 
 from gateway.nodeset.model import NodesetDocument
+
+_MAX_STRING_ID = 4096  # Part 3, 8.2.4: a String identifier is at most 4096 characters
 
 
 class Resolver:
@@ -28,6 +33,9 @@ class Resolver:
             parsed = ua.NodeId.from_string(raw)
         except Exception:
             raise ValueError(f"'{text}' is not a NodeId or a known alias") from None
+        problem = _identifier_problem(raw, parsed)
+        if problem:
+            raise ValueError(f"'{text}' is not a valid NodeId: {problem}")
         local = parsed.NamespaceIndex
         if local >= len(self.ns_map):
             raise ValueError(f"'{text}' uses namespace index {local}, but the file declares {len(self.ns_map) - 1}")
@@ -45,3 +53,29 @@ class Resolver:
         if local_index >= len(self.ns_map):
             raise ValueError(f"QualifiedName '{local_index}:{name}' uses an undeclared namespace index")
         return ua.QualifiedName(name, self.ns_map[local_index])
+
+
+def _identifier_problem(raw: str, parsed: ua.NodeId) -> str | None:
+    """What asyncua's parser lets through but no server may hold (Part 3, 8.2 and Part 6, 5.2.2.9)."""
+    if isinstance(parsed, ua.ExpandedNodeId) and (parsed.NamespaceUri or parsed.ServerIndex):
+        return "a NodeSet2 file names namespaces by index (ns=N), not by nsu= or svr="
+    if not 0 <= parsed.NamespaceIndex <= 0xFFFF:
+        return f"namespace index {parsed.NamespaceIndex} is not in 0..65535"
+    ident, kind = parsed.Identifier, parsed.NodeIdType
+    if kind in (ua.NodeIdType.Numeric, ua.NodeIdType.TwoByte, ua.NodeIdType.FourByte):
+        if not 0 <= ident <= 0xFFFFFFFF:
+            return f"numeric identifier {ident} is not in 0..4294967295"
+    elif kind == ua.NodeIdType.String:
+        if not ident:
+            return "empty string identifier"
+        if len(ident) > _MAX_STRING_ID:
+            return f"string identifier longer than {_MAX_STRING_ID} characters"
+    elif kind == ua.NodeIdType.ByteString:
+        encoded = raw.partition("b=")[2]
+        try:
+            ok = bool(ident) and base64.b64decode(encoded, validate=True) == ident
+        except binascii.Error:
+            ok = False
+        if not ok:
+            return "b= needs non-empty base64"
+    return None

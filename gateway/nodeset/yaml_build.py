@@ -18,10 +18,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from asyncua import ua
 from lxml import etree
 
+from gateway.bindings import field_type_mismatch
 from gateway.drivers.base import XSD_TYPES, Binding, Point
-from gateway.drivers.registry import driver_for, known_schemes
+from gateway.drivers.registry import driver_for, unknown_scheme
 from gateway.drivers.simulators.physics import parse_model
 from gateway.nodeset.model import NodesetError, Problem
 from gateway.nodeset.units import UNITS, eu_information
@@ -58,6 +60,7 @@ SITE_VARIABLE_KEYS = {"name", "datatype", "unit", "range", "writable", "historiz
 class _Map(dict):
     line: int = 0
     key_lines: dict[str, int]
+    raw: dict[str, str]  # a scalar value's text as written (`40001`, `0x10`), for messages about it
 
 
 class _Seq(list):
@@ -72,10 +75,18 @@ def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> _Map:
     m = _Map()
     m.line = node.start_mark.line + 1
     m.key_lines = {}
+    m.raw = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:  # `? [a, b]: c` is valid YAML, but no key of a site
+            raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                    "found an unhashable key", key_node.start_mark) from None
         m[key] = loader.construct_object(value_node, deep=True)
         m.key_lines[key] = key_node.start_mark.line + 1
+        if isinstance(value_node, yaml.ScalarNode):
+            m.raw[key] = value_node.value
     return m
 
 
@@ -113,6 +124,30 @@ class _Builder:
         self.problems.append(Problem(self.source, _line(where, key), node, message))
 
     # -- validation ----------------------------------------------------------------------------
+    def sequence(self, m: Any, node: str | None, key: str) -> list[Any]:
+        """m[key] as a list (absent or empty: []); anything else is a problem."""
+        value = m.get(key) if isinstance(m, dict) else None
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem(m, node, f"{key} must be a list, not {type(value).__name__}", key)
+            return []
+        return list(value)
+
+    def text(self, m: Any, node: str | None, key: str) -> bool:
+        """Is m[key], if present, text that XML can carry? Reports why not."""
+        value = m.get(key) if isinstance(m, dict) else None
+        if value is None:
+            return False
+        if not isinstance(value, str):
+            self.problem(m, node, f"{key} must be text, not {type(value).__name__} {value!r}", key)
+            return False
+        bad = next((ch for ch in value if not _xml_char(ch)), None)
+        if bad is not None:
+            self.problem(m, node, f"{key} contains the character {bad!r}, which XML cannot carry", key)
+            return False
+        return True
+
     def check_keys(self, m: Any, allowed: set[str], node: str | None, what: str) -> bool:
         if not isinstance(m, dict):
             self.problem(m, node, f"{what} must be a mapping, not {type(m).__name__}")
@@ -132,15 +167,18 @@ class _Builder:
 
     def check_variable(self, v: _Map, path: str, scan_classes: set[str], bound: bool, driver: Any) -> str | None:
         datatype = v.get("datatype", "Double")
-        if datatype not in DATA_TYPES:
-            self.problem(v, path, f"unknown datatype '{datatype}' (known: {', '.join(DATA_TYPES)})", "datatype")
+        if not isinstance(datatype, str) or datatype not in DATA_TYPES:
+            self.problem(v, path, f"unknown datatype {datatype!r} (known: {', '.join(DATA_TYPES)})", "datatype")
             datatype = None
-        if "unit" in v and v["unit"] not in UNITS:
-            self.problem(v, path, f"unknown unit '{v['unit']}' (known: {', '.join(UNITS)})", "unit")
+        if "unit" in v and (not isinstance(v["unit"], str) or v["unit"] not in UNITS):
+            self.problem(v, path, f"unknown unit {v['unit']!r} (known: {', '.join(UNITS)})", "unit")
         if "range" in v:
             r = v["range"]
             if (not isinstance(r, list) or len(r) != 2 or not all(_is_number(x) for x in r) or not r[0] < r[1]):
                 self.problem(v, path, f"range must be [low, high] with low < high, got {r!r}", "range")
+        self.text(v, path, "description")
+        if isinstance(v.get("initial"), str):
+            self.text(v, path, "initial")
         for key in ("writable", "historize"):
             if key in v and not isinstance(v[key], bool):
                 self.problem(v, path, f"{key} must be true or false, got {v[key]!r}", key)
@@ -149,9 +187,17 @@ class _Builder:
                                   f"{_value_problem(v['initial'], datatype)}", "initial")
         if not bound:
             return datatype
-        if not isinstance(v.get("address"), str) or not v["address"]:
+        address = v.get("address")
+        if isinstance(address, int | float) and not isinstance(address, bool):
+            # YAML reads 40001 and 0x10 as numbers (00001 even as octal 1): the text written is what counts.
+            raw = v.raw.get("address", str(address)) if isinstance(v, _Map) else str(address)
+            self.problem(v, path, f"address {raw} is read by YAML as the number {address!r}, not as an address: "
+                                  f"quote it, address: \"{raw}\"", "address")
+            return datatype
+        if not isinstance(address, str) or not address:
             self.problem(v, path, "a device variable needs an address (its FieldAddress)", "address")
             return datatype
+        self.text(v, path, "address")
         for key in ("scale", "offset", "deadband"):
             if key in v and not _is_number(v[key]):
                 self.problem(v, path, f"{key} must be a number, got {v[key]!r}", key)
@@ -160,6 +206,10 @@ class _Builder:
         if "field_type" in v and v["field_type"] not in XSD_TYPES:
             self.problem(v, path, f"unknown field_type '{v['field_type']}' (known: {', '.join(XSD_TYPES)})",
                          "field_type")
+        elif datatype:
+            mismatch = field_type_mismatch(ua.VariantType[datatype], v.get("field_type") or _XSD_OF[datatype])
+            if mismatch:
+                self.problem(v, path, mismatch, "field_type" if "field_type" in v else "datatype")
         for key in ("byte_order", "word_order"):
             if key in v and v[key] not in ("big", "little"):
                 self.problem(v, path, f"{key} must be big or little, got {v[key]!r}", key)
@@ -169,8 +219,8 @@ class _Builder:
                               or not 0 < v["length"] <= 65535):
             self.problem(v, path, f"length must be an integer 1..65535, got {v['length']!r}", "length")
         scan = v.get("scan", "MediumSpeed")
-        if scan not in scan_classes:
-            self.problem(v, path, f"unknown scan class '{scan}' (known: {', '.join(sorted(scan_classes))})", "scan")
+        if not isinstance(scan, str) or scan not in scan_classes:
+            self.problem(v, path, f"unknown scan class {scan!r} (known: {', '.join(sorted(scan_classes))})", "scan")
         if driver is not None and datatype and not any(p.node == path for p in self.problems):
             driver, url = driver
             binding = Binding(address=v["address"], field_type=v.get("field_type"), byte_order=v.get("byte_order"),
@@ -190,11 +240,16 @@ class _Builder:
             self.problem(d, name, "a device needs a connection URI such as sim://name or modbus+tcp://host:502/1",
                          "connection" if "connection" in d else None)
             return None
-        url = urlsplit(conn)
+        if not self.text(d, name, "connection"):
+            return None
+        try:
+            url = urlsplit(conn)
+        except ValueError as exc:  # e.g. an unclosed [ of an IPv6 host
+            self.problem(d, name, f"bad connection '{conn}': {exc}", "connection")
+            return None
         driver = driver_for(url.scheme)
         if driver is None:
-            self.problem(d, name, f"unknown connection scheme '{url.scheme}' (known: {', '.join(known_schemes())})",
-                         "connection")
+            self.problem(d, name, unknown_scheme(url.scheme), "connection")
             return None
         try:
             driver.validate_connection(url)
@@ -210,6 +265,12 @@ _XSD_OF = {
     "UInt64": "xsd:unsignedLong", "Float": "xsd:float", "Double": "xsd:double", "String": "xsd:string",
     "DateTime": "xsd:string", "ByteString": "xsd:string",
 }
+
+
+def _xml_char(ch: str) -> bool:
+    """XML 1.0's Char production: what a NodeSet2 file can hold."""
+    c = ord(ch)
+    return c in (0x9, 0xA, 0xD) or 0x20 <= c <= 0xD7FF or 0xE000 <= c <= 0xFFFD or 0x10000 <= c <= 0x10FFFF
 
 
 def _is_number(x: Any) -> bool:
@@ -331,6 +392,10 @@ def build(doc: Any, source: str) -> bytes:
     if not isinstance(site_name, str) or not _NAME.match(site_name):
         b.problem(info, "site", f"site.name must be letters, digits and _, got {site_name!r}", "name")
     version = str(info.get("version", "1.0.0"))
+    b.text(info, "site", "description")
+    for key in ("namespace", "version"):
+        if key in info and isinstance(info[key], str):
+            b.text(info, "site", key)
 
     scan_classes = set(DEFAULT_SCAN_CLASSES)
     scan_specs = doc.get("scan_classes") or {}
@@ -350,13 +415,15 @@ def build(doc: Any, source: str) -> bytes:
         b.problem(doc, "profiles", "profiles must map profile names to {variables: [...]}", "profiles")
         own_profiles = {}
     for pname, prof in own_profiles.items():
-        b.check_keys(prof, PROFILE_KEYS, f"profiles.{pname}", "a profile")
+        if b.check_keys(prof, PROFILE_KEYS, f"profiles.{pname}", "a profile"):
+            b.text(prof, f"profiles.{pname}", "description")
     # The site's own profiles first, then the device profiles shipped in nodesets/profiles/.
     profiles = {**shipped_profiles(), **own_profiles}
 
     devices: list[tuple[str, _Map, list[_Var]]] = []
+    connected: list[tuple[str, _Map, Any, Any]] = []  # name, spec, driver, url of devices with a valid connection
     seen_devices: set[str] = set()
-    for d in doc.get("devices") or []:
+    for d in b.sequence(doc, None, "devices"):
         if not b.check_keys(d, DEVICE_KEYS, None, "a device"):
             continue
         name = b.check_name(d, None, "a device")
@@ -366,29 +433,37 @@ def build(doc: Any, source: str) -> bytes:
             b.problem(d, name, f"device name '{name}' is used twice", "name")
             continue
         seen_devices.add(name)
+        b.text(d, name, "description")
         driver = b.check_connection(d, name)
-        if "simulator" in d:
+        if "simulator" in d and b.text(d, name, "simulator"):
             try:
-                parse_model(str(d["simulator"]))
+                parse_model(d["simulator"])
             except ValueError as exc:
                 b.problem(d, name, f"bad simulator: {exc}", "simulator")
         var_specs: list[Any] = []
         if "profile" in d:
-            prof = profiles.get(d["profile"])
+            prof = profiles.get(d["profile"]) if isinstance(d["profile"], str) else None
             if not isinstance(prof, dict):
-                b.problem(d, name, f"unknown profile '{d['profile']}' (known: {', '.join(profiles) or 'none'})",
+                b.problem(d, name, f"unknown profile {d['profile']!r} (known: {', '.join(profiles) or 'none'})",
                           "profile")
             else:
-                var_specs += list(prof.get("variables") or [])
-        own = d.get("variables") or []
+                var_specs += b.sequence(prof, f"profiles.{d['profile']}", "variables")
+        own = b.sequence(d, name, "variables")
         # A device's own variable replaces the profile's variable of the same name.
-        own_names = {v.get("name") for v in own if isinstance(v, dict)}
-        var_specs = [v for v in var_specs if not (isinstance(v, dict) and v.get("name") in own_names)] + list(own)
+        own_names = {v.get("name") for v in own if isinstance(v, dict) and isinstance(v.get("name"), str)}
+        var_specs = [v for v in var_specs if not (isinstance(v, dict) and v.get("name") in own_names)] + own
         if not var_specs:
             b.problem(d, name, "a device needs at least one variable (directly or from its profile)")
         variables = b_vars(b, var_specs, name, scan_classes, VARIABLE_KEYS, True, driver)
         devices.append((name, d, variables))
-    site_vars = b_vars(b, doc.get("variables") or [], None, scan_classes, SITE_VARIABLE_KEYS, False, None)
+        if driver is not None:
+            connected.append((name, d, *driver))
+    for drv in {c[2] for c in connected}:
+        own = [c for c in connected if c[2] is drv]
+        for index, message in drv.validate_devices([c[3] for c in own]):
+            b.problem(own[index][1], own[index][0], f"bad connection '{own[index][1]['connection']}': {message}",
+                      "connection")
+    site_vars = b_vars(b, b.sequence(doc, None, "variables"), None, scan_classes, SITE_VARIABLE_KEYS, False, None)
     taken = {v.name for v in site_vars} & seen_devices
     for clash in sorted(taken):
         b.problem(doc, clash, f"'{clash}' names both a device and a site variable", "variables")
@@ -507,8 +582,14 @@ def build_file(src: Path, out: Path) -> None:
     source = str(src)
     try:
         text = Path(src).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise NodesetError([Problem(source, None, None, f"cannot read file: {exc.strerror}")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 text ({exc.reason})"
+        raise NodesetError([Problem(source, None, None, f"cannot read file: {reason}")]) from None
+    write_atomically(Path(out), compile_text(text, source))
+
+
+def compile_text(text: str, source: str) -> bytes:
+    """Compile the text of a YAML site (`source` names it in problems); raise NodesetError."""
     try:
         doc = yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
@@ -516,7 +597,7 @@ def build_file(src: Path, out: Path) -> None:
         problem = getattr(exc, "problem", None) or str(exc)
         raise NodesetError([Problem(source, mark.line + 1 if mark else None, None,
                                     f"not valid YAML: {problem}")]) from None
-    write_atomically(Path(out), build(doc, source))
+    return build(doc, source)
 
 
 def write_atomically(out: Path, data: bytes) -> None:

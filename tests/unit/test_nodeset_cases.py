@@ -1,7 +1,8 @@
 """Broken sites as data folders: tests/cases/nodeset/<case>/ holds the site and the expected error.
 
 Each line of expected_error.txt must appear in the message, which names the file, the node and
-the problem. The same check refuses the site at start-up.
+the problem; problem_count.txt, where present, is how many problems the site has (a mistyped
+connection scheme is one problem, not one per variable). The same check refuses the site at start-up.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ async def test_broken_site_is_refused_with_a_message_naming_file_node_and_proble
             assert expected in message, f"{expected!r} not in:\n{message}"
     for problem in err.value.problems:
         assert problem.file.endswith(".xml")
+    count = case / "problem_count.txt"
+    if count.exists():
+        assert len(err.value.problems) == int(count.read_text()), message
 
 
 async def test_the_good_fixture_passes() -> None:

@@ -29,6 +29,9 @@ def test_broken_yaml_site_is_refused_naming_file_line_and_node(case: Path, tmp_p
     messages = [str(p).replace(str(case) + "/", "") for p in err.value.problems]
     assert any(m.startswith(expected) for m in messages), messages
     assert not out.exists()  # nothing half-written
+    count = case / "problem_count.txt"
+    if count.exists():  # a mistyped connection scheme is one problem, not one per variable
+        assert len(messages) == int(count.read_text()), messages
 
 
 async def test_example_builds_checks_and_carries_units_ranges_access_and_bindings(tmp_path: Path) -> None:
