@@ -1,4 +1,4 @@
-"""`gateway` command line: run a site, or one of the `nodeset` and `users` commands.
+"""`gateway` command line: run a site, or one of the `nodeset`, `users` and `pki` commands.
 
 Each command group lives in its own module and registers its sub-parser here through
 `add_parser(subparsers)`; the handler it sets as `func` returns the process exit code.
@@ -11,8 +11,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from gateway import product
+from gateway.datadir import DEFAULT_DATA_DIR
+from gateway.datadir import HELP as DATA_DIR_HELP
 from gateway.nodeset import commands as nodeset_commands
-from gateway.security import users_cli
+from gateway.security import pki_cli, users_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--endpoint", default="opc.tcp://0.0.0.0:4840",
         help="endpoint URL to listen on (default opc.tcp://0.0.0.0:4840)",
     )
-    parser.add_argument("--data-dir", default="./gateway-data", help="PKI, users, history (default ./gateway-data)")
+    parser.add_argument("--version", action="version",
+                        version=f"gateway ({product.DISTRIBUTION}) {product.version()}")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, metavar="DIR", help=DATA_DIR_HELP)
     parser.add_argument(
         "--insecure", action="store_true",
         help="also offer SecurityPolicy None (lab use and tests only; logged as a warning)",
@@ -44,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     nodeset_commands.add_parser(sub)
     users_cli.add_parser(sub)
+    pki_cli.add_parser(sub)
     return parser
 
 

@@ -8,14 +8,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway.datadir import add_data_dir_option, ensure_data_dir
 from gateway.security.roles import Role
 from gateway.security.users import UserFileError, UserStore
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     users = sub.add_parser("users", help="manage users (viewer, operator, admin)")
-    # SUPPRESS keeps the top-level --data-dir when the option is not repeated after `users`.
-    users.add_argument("--data-dir", default=argparse.SUPPRESS, help="data dir holding users.yaml")
+    add_data_dir_option(users)
     cmds = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
     add = cmds.add_parser("add", help="add a user (password prompted, or read from stdin)")
     add.add_argument("name")
@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     remove.set_defaults(func=_remove)
     lst = cmds.add_parser("list", help="list users and roles")
     lst.set_defaults(func=_list)
+    for action in (add, remove, lst):
+        add_data_dir_option(action)
 
 
 def _store(args: argparse.Namespace) -> UserStore:
@@ -49,8 +51,9 @@ def _add(args: argparse.Namespace) -> int:
             print("passwords differ; nothing changed", file=sys.stderr)
             return 1
     try:
+        ensure_data_dir(Path(args.data_dir))
         _store(args).add(args.name, password, Role[args.role], replace=args.replace)
-    except (ValueError, UserFileError) as exc:
+    except (ValueError, UserFileError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"user '{args.name}' ({args.role}) saved in {_store(args).path}")
