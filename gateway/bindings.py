@@ -16,6 +16,7 @@ from urllib.parse import SplitResult, urlsplit
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
+from gateway.diagnostics import expanded, planned_nodeids
 from gateway.drivers.base import XSD_TYPES, Binding, Driver, Point
 from gateway.drivers.registry import driver_for, unknown_scheme
 from gateway.nodeset.loader import LoadedSite
@@ -194,12 +195,30 @@ def resolve_bindings(
         own = [d for d in devices if d.driver is driver]
         for index, message in driver.validate_devices([d.url for d in own]):
             problem(own[index].nodeid, f"Connection '{own[index].connection}': {message}")
+    _check_diagnostics_ids(aspace, devices, gw_ns, problem)
     for dev in devices:
         points = [Point(i, v.name, v.binding, v.field_type, v.writable) for i, v in enumerate(dev.variables)]
         for key, message in dev.driver.point_warnings(dev.url, points):
             problem(dev.variables[key].nodeid, message, warnings)
     warnings.sort(key=lambda w: (w.file, w.line or 0))
     return SiteBindings(scan_classes, devices, warnings), problems
+
+
+def _check_diagnostics_ids(aspace: AddressSpace, devices: list[DeviceConfig], gw_ns: int, problem: Any) -> None:
+    """The NodeIds the gateway will add for each device's diagnostics must be free, or start-up would fail."""
+    planned: dict[ua.NodeId, DeviceConfig] = {}
+    for dev in devices:
+        for nid in planned_nodeids(aspace, dev.nodeid, gw_ns):
+            other = planned.setdefault(nid, dev)
+            where = expanded(aspace, nid)
+            if nid in aspace:
+                problem(dev.nodeid, f"the gateway adds this device's diagnostics as {where}, a NodeId the site "
+                                    f"already uses (rename that node, or declare the device's Diagnostics)")
+                break
+            if other is not dev:
+                problem(dev.nodeid, f"the gateway would add this device's diagnostics as {where}, as it does for "
+                                    f"{other.name}: give one of them a String NodeId or another browse path")
+                break
 
 
 BrowsePath = tuple[tuple[int, str], ...]  # (namespace index, name) per step
