@@ -15,6 +15,7 @@ from gateway.security.roles import Role
 from gateway.security.setup import configure_security
 from gateway.security.users import UserStore
 from gateway.session import GatewayInternalServer
+from gateway.transport import GatewayServer
 
 APP_URI = "urn:opcua-gateway:test"
 
@@ -26,7 +27,7 @@ def _port() -> int:
 
 
 async def _server(data: Path, *, insecure: bool, allow_anonymous: bool = True) -> Server:
-    server = Server(iserver=GatewayInternalServer())
+    server = GatewayServer(iserver=GatewayInternalServer())
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{_port()}")
     await server.set_application_uri(APP_URI)
