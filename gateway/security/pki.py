@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,6 +108,7 @@ class ClientCertificateValidator:
         self._file_stamp: tuple | None = None
         self._scanned_at = float("-inf")
         self._last_logged: dict[tuple[str, int], tuple[float, int]] = {}
+        self._trust_dir_names = tuple(str(d) for d in self._trust_dirs())
 
     def check(self, der: bytes, app: ua.ApplicationDescription | None) -> None:
         """Raise ServiceError with the OPC UA status if the certificate is not acceptable.
@@ -138,9 +140,9 @@ class ClientCertificateValidator:
     @staticmethod
     def _trusted_chain(cert: x509.Certificate, state: _TrustState) -> list[x509.Certificate]:
         der = cert.public_bytes(serialization.Encoding.DER)
+        if der in state.trusted_der and cert.issuer == cert.subject:  # these very bytes were trusted
+            return [cert]
         if is_self_signed(cert):
-            if der in state.trusted_der:
-                return [cert]
             raise _Refused(ua.StatusCodes.BadCertificateUntrusted, "self-signed and not in trusted/")
         try:
             if not state.roots:
@@ -162,7 +164,7 @@ class ClientCertificateValidator:
     # -- the folders, re-read only when they changed ---------------------------------------------------
 
     def _current_state(self) -> _TrustState:
-        dir_stamp = tuple(_mtime(d) for d in self._trust_dirs())
+        dir_stamp = tuple(_mtime(d) for d in self._trust_dir_names)
         now = self._clock()
         if dir_stamp == self._dir_stamp and now - self._scanned_at < RESCAN_S:
             return self._state
@@ -302,8 +304,8 @@ def _certs(folder: Path) -> list[x509.Certificate]:
     return [c for f in sorted(folder.glob("*")) if (c := load_cert(f)) is not None] if folder.is_dir() else []
 
 
-def _mtime(path: Path) -> int:
+def _mtime(path: Path | str) -> int:
     try:
-        return path.stat().st_mtime_ns
+        return os.stat(path).st_mtime_ns
     except FileNotFoundError:
         return 0
