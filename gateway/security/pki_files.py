@@ -89,10 +89,14 @@ def ensure_pki(root: Path, app_uri: str, hostnames: list[str], name: str = "OPC 
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(paths.own_key.parent, 0o700)
     check_key_mode(paths.own_key)
-    if _own_cert_usable(paths, app_uri):
-        return paths
     if paths.own_key.exists():
-        key = serialization.load_pem_private_key(paths.own_key.read_bytes(), password=None)
+        try:
+            key = serialization.load_pem_private_key(paths.own_key.read_bytes(), password=None)
+        except (OSError, ValueError, TypeError) as exc:
+            raise PkiError(f"private key {paths.own_key} cannot be used ({exc}); move it aside and a new one "
+                           "is created (clients then have to trust the new certificate)") from None
+        if _own_cert_usable(paths, app_uri, key):
+            return paths
     else:
         key = generate_private_key()
         write_private(paths.own_key, key.private_bytes(serialization.Encoding.PEM,
@@ -146,16 +150,16 @@ def write_atomically(target: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def _own_cert_usable(paths: PkiPaths, app_uri: str) -> bool:
-    if not (paths.own_cert.exists() and paths.own_key.exists()):
-        return False
+def _own_cert_usable(paths: PkiPaths, app_uri: str, key: object) -> bool:
+    """The own certificate exists, is for this URI and this key, and has not expired."""
     try:
         cert = x509.load_der_x509_certificate(paths.own_cert.read_bytes())
         uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
             x509.UniformResourceIdentifier)
-    except (ValueError, x509.ExtensionNotFound):
+    except (OSError, ValueError, x509.ExtensionNotFound):
         return False
-    return app_uri in uris and cert.not_valid_after_utc > datetime.now(UTC)
+    same_key = cert.public_key() == key.public_key()  # type: ignore[attr-defined]
+    return same_key and app_uri in uris and cert.not_valid_after_utc > datetime.now(UTC)
 
 
 def thumbprint(cert: x509.Certificate) -> str:

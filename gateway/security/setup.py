@@ -40,9 +40,10 @@ async def configure_security(server: Server, data_dir: Path, *, insecure: bool =
         tokens.insert(0, ua.AnonymousIdentityToken)
     server.set_identity_tokens(tokens)
     server.iserver.set_user_manager(GatewayUserManager(UserStore(data_dir / "users.yaml"), allow_anonymous))
-    # Checked at ActivateSession against the secure channel's certificate (see GatewaySession),
-    # not at CreateSession: a client on SecurityPolicy None may send a certificate that the
-    # specification says to ignore, and the channel's certificate is the one the client proved.
+    # Checked against the secure channel's certificate, the one the client proved: when the channel
+    # opens (gateway.transport, without the ApplicationUri, which only CreateSession brings) and at
+    # ActivateSession (GatewaySession), not at CreateSession: a client on SecurityPolicy None may send
+    # a certificate that the specification says to ignore.
     server.iserver.client_certificates = ClientCertificateValidator(paths)
     quiet_refused_certificates()
     return paths

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.security.pki import RESCAN_S, ClientCertificateValidator
-from gateway.security.pki_files import MAX_REJECTED, PkiPaths, ensure_pki
+from gateway.security.pki_files import MAX_REJECTED, PkiError, PkiPaths, ensure_pki
 
 NOW = datetime.now(UTC)
 _KEYS: dict[int, rsa.RSAPrivateKey] = {}
@@ -281,3 +281,17 @@ def test_own_key_is_created_private_and_never_through_a_planted_link(tmp_path: P
     assert paths.own_key.is_file() and not paths.own_key.is_symlink()
     assert paths.own_key.stat().st_mode & 0o777 == 0o600
     assert not [f for f in paths.own_key.parent.iterdir() if f.name != "key.pem"], "no temporary file left"
+
+
+def test_own_key_refused_when_others_can_read_it_or_it_is_not_a_key(tmp_path: Path) -> None:
+    root = tmp_path / "pki"
+    paths = ensure_pki(root, "urn:test:gateway", ["localhost"])
+    paths.own_key.chmod(0o644)
+    with pytest.raises(PkiError, match=rf"^private key {re.escape(str(paths.own_key))} .*mode 0644.*"
+                                       rf"run: chmod 600 {re.escape(str(paths.own_key))}$"):
+        ensure_pki(root, "urn:test:gateway", ["localhost"])
+    paths.own_key.chmod(0o600)
+    ensure_pki(root, "urn:test:gateway", ["localhost"])
+    paths.own_key.write_bytes(b"not a key")
+    with pytest.raises(PkiError, match=rf"^private key {re.escape(str(paths.own_key))} cannot be used"):
+        ensure_pki(root, "urn:test:gateway", ["localhost"])
