@@ -13,7 +13,8 @@ issuers/, revokes every certificate whose serial number appears in any CRL (seri
 only per issuer) without checking who signed the CRL, logs each untrusted certificate as an ERROR
 with a traceback, and loads asynchronously, while this check runs synchronously inside the stack
 (OpenSecureChannel, ActivateSession); its CertificateValidator needs an ApplicationDescription,
-which OpenSecureChannel does not have, and demands nonRepudiation, which OPC UA does not.
+which OpenSecureChannel does not have, and demands nonRepudiation, which OPC UA's validation
+rules (Part 4) do not check and some clients' certificates lack.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ class ClientCertificateValidator:
     with the reason, and, for a certificate not in trusted/, a copy in rejected/ for review.
 
     Synchronous on purpose: the stack calls it inside OpenSecureChannel and ActivateSession. It
-    stats four folders per call and reads files only when they changed."""
+    stats four folders per call, lists them at most once per RESCAN_S, and reads files only when
+    they changed."""
 
     def __init__(self, paths: PkiPaths, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.paths = paths
