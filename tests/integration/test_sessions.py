@@ -20,6 +20,7 @@ import pytest
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from asyncua.server.internal_session import InternalSession
 from asyncua.ua.uaerrors import UaStatusCodeError
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -202,13 +203,15 @@ async def test_an_untrusted_certificate_is_refused_at_the_channel_before_any_ses
     client = Client(_url(server), timeout=5)
     client.application_uri = "urn:stranger"
     await client.set_security_string(f"Basic256Sha256,SignAndEncrypt,{cert},{key}")
+    sessions_created = InternalSession._counter  # asyncua numbers every session it creates
     started = time.monotonic()
     with pytest.raises(UaStatusCodeError) as refused:
         async with client:
             pass
     assert refused.value.code == ua.StatusCodes.BadCertificateUntrusted
     assert time.monotonic() - started < 3, "answered at once, not after the client's timeout"
-    assert server.counters.cumulated_sessions == 0  # asyncua created a session, refused only at activation
+    # asyncua created a session for it and refused only its activation
+    assert InternalSession._counter == sessions_created and server.counters.cumulated_sessions == 0
     # Trusted, the same client gets in.
     shutil.copy(cert, tmp_path / "data" / "pki" / "trusted" / cert.name)
     async with client:
