@@ -56,7 +56,9 @@ _ADMIN_REQUESTS = frozenset(ua.NodeId(i) for i in ADMIN_TYPES)
 class GatewayRuleset(PermissionRuleset):
     """Which service requests reach the session: every session may use the normal services
     (viewers' writes and calls are refused per item with BadUserAccessDenied, as clients expect);
-    node management and server registration need an admin."""
+    node management needs an admin. asyncua consults no ruleset for RegisterServer/RegisterServer2
+    (its processor has no user for them); the gateway's transport refuses them unless the channel's
+    session is an admin's (gateway.transport.processor)."""
 
     def check_validity(self, user: User, action_type_id: ua.NodeId, body: object) -> bool:
         if action_type_id in _USER_REQUESTS:
