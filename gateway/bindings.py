@@ -8,6 +8,7 @@ browse path, the instance uses them and only overrides what it states itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,7 +150,7 @@ def resolve_bindings(
             if "Interval" in props and view.name(view.typedef(nid) or ua.NodeId()) == "ScanClassType":
                 try:
                     interval = float(props["Interval"])
-                    if interval <= 0:
+                    if not 0 < interval < math.inf:
                         raise ValueError
                 except (TypeError, ValueError):
                     problem(nid, f"scan class Interval must be a positive number of ms, not {props['Interval']!r}")
@@ -279,6 +280,9 @@ def _bound_variable(
             scan_class=str(props.get("ScanClass") or "MediumSpeed"),
             deadband=float(props.get("Deadband") or 0.0),
         )
+        for key, number in (("Scale", binding.scale), ("Offset", binding.offset), ("Deadband", binding.deadband)):
+            if not math.isfinite(number):
+                raise ValueError(f"{key} must be a finite number, not {number}")
         if binding.scale == 0:
             raise ValueError("Scale must not be 0")
         if binding.deadband < 0:
@@ -353,6 +357,8 @@ def _opt_int(props: dict[str, Any], key: str, lo: int, hi: int) -> int | None:
     v = props.get(key)
     if v in (None, ""):
         return None
+    if isinstance(v, float) and not v.is_integer():
+        raise ValueError(f"{key} must be a whole number, not {v}")
     i = int(v)
     if not lo <= i <= hi:
         raise ValueError(f"{key} must be in [{lo}, {hi}], not {i}")
