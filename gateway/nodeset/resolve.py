@@ -44,8 +44,11 @@ class Resolver:
         return result
 
     def qname(self, text: str) -> ua.QualifiedName:
+        """A BrowseName as written (`2:Name`, or `Name` in namespace 0)."""
         prefix, sep, name = text.partition(":")
-        if sep and prefix.isdigit():
+        if sep and prefix.isascii() and prefix.isdigit():
+            if not name:
+                raise ValueError(f"BrowseName '{text}' has no name after the namespace index")
             return self.qname_of(int(prefix), name)
         return ua.QualifiedName(text, 0)
 
