@@ -9,6 +9,7 @@ import faulthandler
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -94,6 +95,11 @@ async def serve(config: GatewayConfig, signals: StopSignals | None = None) -> in
         await gw.stop()
 
 
+# Why the endpoint cannot be opened, for the errors only opening a socket raises.
+_LISTEN_ERRORS = {errno.EADDRINUSE: "the port is already in use",
+                  errno.EADDRNOTAVAIL: "the address is not one of this machine's"}
+
+
 async def _start(gw: Gateway) -> int:
     """Load and start; a site or a set-up that cannot be served is a message and exit code 2."""
     try:
@@ -109,9 +115,11 @@ async def _start(gw: Gateway) -> int:
         print(f"gateway: cannot start: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
+        reason = _LISTEN_ERRORS.get(exc.errno or 0) or ("the host name does not resolve"
+                                                         if isinstance(exc, socket.gaierror) else None)
+        if reason is None:
             raise
-        print(f"gateway: cannot listen on {gw.config.endpoint}: the port is already in use", file=sys.stderr)
+        print(f"gateway: cannot listen on {gw.config.endpoint}: {reason}", file=sys.stderr)
         return 2
     return 0
 
