@@ -29,8 +29,8 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 from gateway.security.pki import ClientCertificateValidator
 from gateway.security.roles import Role, role_of
 from gateway.transport.diagnostics import SessionCounters
-from gateway.transport.login import LoginRefused
 from gateway.transport.ownership import SubscriptionOwner, identity_of, may_transfer
+from gateway.transport.refusal import Refused
 from gateway.writepath import WritePath, Writer
 from gateway.writepath.access import answer_per_user
 
@@ -82,18 +82,18 @@ class GatewaySession(InternalSession):
                        peer_certificate: bytes | None) -> ua.ActivateSessionResult:
         """ActivateSession as asyncua's activate_session does it, with the login awaited.
 
-        Raises ServiceError (LoginRefused with a reason for the log) when refused."""
+        Raises ServiceError (Refused with a reason for the log) when refused."""
         validator = self.iserver.client_certificates
         if peer_certificate and validator is not None:
             validator.check(peer_certificate, self._client_description)
         if self.state == SessionState.Closed:
-            raise LoginRefused(ua.StatusCodes.BadSessionIdInvalid, "the session is closed")
+            raise Refused(ua.StatusCodes.BadSessionIdInvalid, "the session is closed")
         first_activation = self.state == SessionState.Created
         if first_activation and InternalSession._current_connections >= InternalSession.max_connections:
-            raise LoginRefused(ua.StatusCodes.BadTooManySessions, "too many active sessions")
+            raise Refused(ua.StatusCodes.BadTooManySessions, "too many active sessions")
         token = _identity_token(params)
         if not isinstance(token, self.iserver.supported_tokens):
-            raise LoginRefused(ua.StatusCodes.BadIdentityTokenRejected,
+            raise Refused(ua.StatusCodes.BadIdentityTokenRejected,
                                f"{type(token).__name__} is not accepted by this server")
         self.user = await self._login(token, params, peer_certificate)
         result = ua.ActivateSessionResult()
@@ -119,7 +119,7 @@ class GatewaySession(InternalSession):
         except (ServiceError, UaStatusCodeError):
             raise
         except Exception:  # garbage from the client: asyncua's decoders raise whatever they meet
-            raise LoginRefused(ua.StatusCodes.BadIdentityTokenInvalid,
+            raise Refused(ua.StatusCodes.BadIdentityTokenInvalid,
                                "the identity token cannot be decrypted or verified") from None
         manager = self.iserver.user_manager
         login = getattr(manager, "login", None)
@@ -128,7 +128,7 @@ class GatewaySession(InternalSession):
         else:
             user = manager.get_user(self.iserver, username=username, password=password, certificate=peer_certificate)
         if user is None:
-            raise LoginRefused(ua.StatusCodes.BadUserAccessDenied,
+            raise Refused(ua.StatusCodes.BadUserAccessDenied,
                                "wrong user name or password" if username is not None else "not permitted")
         return user
 
@@ -209,7 +209,7 @@ class GatewaySession(InternalSession):
         self._require_own(params.SubscriptionId)
         limit = self.iserver.max_monitored_items
         if limit and self._monitored_item_count() + len(params.ItemsToCreate) > limit:
-            raise LoginRefused(ua.StatusCodes.BadTooManyMonitoredItems,
+            raise Refused(ua.StatusCodes.BadTooManyMonitoredItems,
                                f"the server holds at most {limit} monitored items")
         return await super().create_monitored_items(params)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from asyncua import ua
 from asyncua.crypto.security_policies import SecurityPolicyNone
 
-from gateway.transport.login import LoginRefused
+from gateway.transport.refusal import Refused
 
 NONE_URI = SecurityPolicyNone.URI
 _DEPRECATED = {
@@ -79,9 +79,9 @@ def check_identity_token(token: object, channel_mode: ua.MessageSecurityMode) ->
     algorithm = token.EncryptionAlgorithm
     if not algorithm:
         if channel_mode != ua.MessageSecurityMode.SignAndEncrypt:
-            raise LoginRefused(ua.StatusCodes.BadIdentityTokenRejected,
+            raise Refused(ua.StatusCodes.BadIdentityTokenRejected,
                                "password sent in plain text on a channel that is not encrypted")
         return
     if algorithm not in TOKEN_ENCRYPTION:
-        raise LoginRefused(ua.StatusCodes.BadIdentityTokenRejected,
+        raise Refused(ua.StatusCodes.BadIdentityTokenRejected,
                            f"password encrypted with {algorithm!r}, which no offered policy uses")

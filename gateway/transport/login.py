@@ -13,16 +13,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from asyncua.common.utils import ServiceError
-
-
-class LoginRefused(ServiceError):
-    """An ActivateSession refused for a reason the log should say in words."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(code)
-        self.reason = reason
-
 
 @dataclass
 class _Address:

@@ -36,7 +36,8 @@ class PeerLog:
         self._next: dict[tuple[str, str], float] = {}
         self._suppressed: Counter[tuple[str, str]] = Counter()
 
-    def warning(self, host: str, kind: str, msg: str, *args: object) -> bool:
+    def warning(self, host: str, kind: str, msg: str, *args: object, level: int = logging.WARNING,
+                exc_info: bool = False) -> bool:
         """Log `msg` unless this host logged `kind` within the interval; True if a line was written."""
         key = (host, kind)
         now = self._clock()
@@ -48,7 +49,7 @@ class PeerLog:
         self._next[key] = now + self.interval_s
         left_out = self._suppressed.pop(key, 0)
         suffix = f" ({left_out} more like it from {host} not logged)" if left_out else ""
-        self._log.warning(msg + "%s", *args, suffix)
+        self._log.log(level, msg + "%s", *args, suffix, exc_info=exc_info)
         return True
 
 

@@ -24,8 +24,6 @@ from gateway.transport.framing import HEADER_SIZE, FrameChecker, FrameError, err
 from gateway.transport.peers import peer_host, peer_text
 from gateway.transport.processor import GatewayUaProcessor
 
-log = logging.getLogger("gateway.transport")
-
 # Decoded frames waiting for the processor: reading pauses above HIGH and resumes at LOW.
 _QUEUE_HIGH = 16
 _QUEUE_LOW = 4
@@ -137,10 +135,9 @@ class GatewayProtocol(OPCUAProtocol):
             try:
                 if not await self._process_one_msg(header, buf):
                     break
-            except Exception:  # the processor answers what it can; this is a bug, and one line per peer a minute
-                self.context.peer_log.warning(self._host, "processing", "internal error processing a message "
-                                              "from %s", peer_text(self.peer_name))
-                log.debug("processing error", exc_info=True)
+            except Exception:  # the processor answers what it can; this is a bug, logged once per address a minute
+                self.context.peer_log.warning(self._host, "processing", "internal error processing a message from %s",
+                                              peer_text(self.peer_name), level=logging.ERROR, exc_info=True)
 
 
 class GatewayBinaryServer(BinaryServer):
