@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 
 from asyncua import Server
@@ -14,8 +13,6 @@ from gateway.transport.context import TransportContext
 from gateway.transport.diagnostics import DiagnosticsPublisher, SessionCounters
 from gateway.transport.operation_limits import advertise
 from gateway.transport.protocol import GatewayBinaryServer
-
-log = logging.getLogger(__name__)
 
 
 class GatewayServer(Server):
@@ -53,8 +50,7 @@ class GatewayServer(Server):
             self.bserver = GatewayBinaryServer(self.iserver, host, port, self.limits, self.context)
             self.bserver.set_policies(self._policies)
             await self.bserver.start()
-        except Exception:
-            log.error("cannot listen on %s", self.endpoint.geturl())
+        except Exception:  # the caller reports it (the CLI: one line, exit code 2)
             await self.iserver.stop()
             raise
         self.context.diagnostics = DiagnosticsPublisher(self.iserver, self.counters)
