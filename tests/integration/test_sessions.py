@@ -12,6 +12,7 @@ import asyncio
 import logging
 import shutil
 import statistics
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,8 +20,10 @@ from pathlib import Path
 import pytest
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
+from asyncua.common.utils import Buffer
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.server.internal_session import InternalSession
+from asyncua.ua.ua_binary import struct_from_binary, struct_to_binary, uatcp_to_binary
 from asyncua.ua.uaerrors import UaStatusCodeError
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -186,6 +189,37 @@ async def test_a_password_never_travels_in_plain_text(start_server: ServerFactor
         assert await client.nodes.server_state.read_value() == ua.ServerState.Running
     finally:
         await _close(client)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("policy", ["Basic128Rsa15", "Basic256", "NoSuchPolicy"])
+async def test_a_channel_for_a_policy_not_offered_gets_an_error_at_once(start_server: ServerFactory, tmp_path: Path,
+                                                                       policy: str) -> None:
+    server = await start_server(insecure=False)
+    cert, _ = await _client_cert(tmp_path, "old-client")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.endpoint.port)
+    try:
+        hello = ua.Hello(ReceiveBufferSize=65535, SendBufferSize=65535, EndpointUrl=_url(server))
+        writer.write(uatcp_to_binary(ua.MessageType.Hello, hello))
+        async with asyncio.timeout(2):
+            assert (await reader.readexactly(8))[:3] == b"ACK"
+            await reader.readexactly(20)
+        security = struct_to_binary(ua.AsymmetricAlgorithmHeader(
+            SecurityPolicyURI=f"http://opcfoundation.org/UA/SecurityPolicy#{policy}",
+            SenderCertificate=cert.read_bytes(), ReceiverCertificateThumbPrint=b"\0" * 20))
+        body = struct.pack("<I", 0) + security + b"\0" * 256  # channel id, security header, (encrypted) rest
+        writer.write(struct.pack("<3scI", b"OPN", b"F", 8 + len(body)) + body)
+        # asyncua logged a traceback and left the client waiting for its timeout
+        async with asyncio.timeout(2):
+            header = await reader.readexactly(8)
+            error = struct_from_binary(ua.ErrorMessage, Buffer(await reader.readexactly(
+                struct.unpack("<I", header[4:])[0] - 8)))
+        assert header[:3] == b"ERR" and error.Error.value == ua.StatusCodes.BadSecurityPolicyRejected
+        assert policy in error.Reason
+        async with asyncio.timeout(2):
+            assert await reader.read(1) == b""
+    finally:
+        writer.close()
 
 
 async def _client_cert(folder: Path, name: str) -> tuple[Path, Path]:
