@@ -25,6 +25,8 @@ from gateway.security.setup import configure_security
 from gateway.security.users import UserStore
 from gateway.session import GatewayInternalServer
 from gateway.transport import GatewayServer, TransportConfig
+from gateway.transport.login import LoginThrottle
+from gateway.transport.peers import PeerLog
 
 APP_URI = "urn:opcua-gateway:test"
 ServerFactory = Callable[..., Awaitable[GatewayServer]]
@@ -411,3 +413,42 @@ async def test_server_diagnostics_summary_counts_sessions_and_subscriptions(star
         await until(lambda s: s.CurrentSessionCount == 1)
         assert (await observer.get_node(
             ua.ObjectIds.Server_ServerDiagnostics_ServerDiagnosticsSummary_CurrentSessionCount).read_value()) == 1
+
+
+# -- the rate limits on their own clock -----------------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_peer_log_writes_one_line_per_address_and_kind_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    clock = _Clock()
+    log = PeerLog(logging.getLogger("test.peerlog"), interval_s=60, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="test.peerlog"):
+        written = [log.warning("10.0.0.1", "framing", "bad frame from %s", "10.0.0.1") for _ in range(50)]
+        assert log.warning("10.0.0.2", "framing", "bad frame from %s", "10.0.0.2")  # another address
+        assert log.warning("10.0.0.1", "connections", "refused %s", "10.0.0.1")  # another kind
+        clock.now += 60
+        assert log.warning("10.0.0.1", "framing", "bad frame from %s", "10.0.0.1")
+    assert written.count(True) == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["bad frame from 10.0.0.1", "bad frame from 10.0.0.2", "refused 10.0.0.1",
+                     "bad frame from 10.0.0.1 (49 more like it from 10.0.0.1 not logged)"]
+
+
+def test_login_throttle_blocks_an_address_for_a_while() -> None:
+    clock = _Clock()
+    throttle = LoginThrottle(allowed=3, window_s=30, block_s=30, clock=clock)
+    assert [throttle.failed("10.0.0.1")[0] for _ in range(3)] == [False, False, False]
+    clock.now += 31  # failures older than the window are forgotten
+    assert [throttle.failed("10.0.0.1")[0] for _ in range(4)] == [False, False, False, True]
+    assert throttle.blocked("10.0.0.1") and throttle.blocked("10.0.0.1")
+    assert not throttle.blocked("10.0.0.2")
+    clock.now += 30
+    assert not throttle.blocked("10.0.0.1")
+    assert [throttle.failed("10.0.0.1") for _ in range(4)][-1] == (True, 2)  # 2 refused during the last block
