@@ -111,7 +111,8 @@ class GatewayUaProcessor(UaProcessor):
         if why is not None:
             raise FrameError(ua.StatusCodes.BadSecurityPolicyRejected, why)
         validator = getattr(self.iserver, "client_certificates", None)
-        if security_header.SenderCertificate and validator is not None:
+        # On a None channel a certificate means nothing (Part 4: the server ignores it), so it is not checked.
+        if uri != NONE_URI and security_header.SenderCertificate and validator is not None:
             validator.check(leaf_certificate(security_header.SenderCertificate), None)
 
     def open_secure_channel(self, algohdr: Any, seqhdr: Any, body: Any) -> None:
