@@ -302,6 +302,12 @@ async def test_a_session_cannot_touch_another_sessions_subscription(start_server
         triggering = ua.SetTriggeringRequest()
         triggering.Parameters = ua.SetTriggeringParameters(SubscriptionId=sid, TriggeringItemId=handle)
         assert await _refused(v.protocol.send_request(triggering)) == ua.StatusCodes.BadSubscriptionIdInvalid
+        # Publish acknowledges only the caller's subscriptions (the viewer needs one of its own to publish).
+        viewer_sub = await viewer.create_subscription(100, _Changes())
+        await viewer_sub.subscribe_data_change(viewer.get_node(ua.ObjectIds.Server_ServerStatus_CurrentTime))
+        async with asyncio.timeout(5):
+            published = await v.session.publish([ua.SubscriptionAcknowledgement(SubscriptionId=sid, SequenceNumber=1)])
+        assert [s.value for s in published.Parameters.Results] == [ua.StatusCodes.BadSubscriptionIdInvalid]
         # The owner's subscription is untouched and still publishing.
         internal = server.iserver.subscription_service.subscriptions[sid]
         assert len(internal.monitored_item_srv._monitored_items) == 1
