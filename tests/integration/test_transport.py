@@ -266,8 +266,8 @@ async def test_connections_without_an_activated_session_are_closed(start_server:
 
 
 @pytest.mark.integration
-async def test_sessions_and_monitored_items_are_limited_in_total(start_server: ServerFactory) -> None:
-    server = await start_server(TransportConfig(max_sessions=2, max_monitored_items=3))
+async def test_sessions_subscriptions_and_monitored_items_are_limited_in_total(start_server: ServerFactory) -> None:
+    server = await start_server(TransportConfig(max_sessions=2, max_subscriptions=2, max_monitored_items=3))
     async with Client(_url(server), timeout=5) as first, Client(_url(server), timeout=5):
         third = Client(_url(server), timeout=5)
         with pytest.raises(UaStatusCodeError) as refused:
@@ -281,6 +281,10 @@ async def test_sessions_and_monitored_items_are_limited_in_total(start_server: S
         with pytest.raises(UaStatusCodeError) as too_many:
             await sub.subscribe_data_change(first.get_node(ua.ObjectIds.Server_ServiceLevel))
         assert too_many.value.code == ua.StatusCodes.BadTooManyMonitoredItems
+        await first.create_subscription(100, None)
+        with pytest.raises(UaStatusCodeError) as too_many_subscriptions:
+            await first.create_subscription(100, None)
+        assert too_many_subscriptions.value.code == ua.StatusCodes.BadTooManySubscriptions
         assert server.counters.rejected_sessions == 1
 
 
