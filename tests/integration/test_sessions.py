@@ -29,7 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.security.roles import Role
 from gateway.security.setup import configure_security
-from gateway.security.users import UserStore
+from gateway.security.users import UserStore, hash_password, verify_password
 from gateway.session import GatewayInternalServer
 from gateway.transport import GatewayServer, TransportConfig
 
@@ -413,8 +413,14 @@ async def test_logins_do_not_stall_the_event_loop(start_server: ServerFactory) -
         running = False
         await tick
         await _close(*clients)
-    # 8 scrypt runs of ~50-70 ms each: on the loop each one was a stall of its own length.
-    assert max(gaps) < 0.045, f"event loop stalled {max(gaps) * 1000:.0f} ms during logins"
+    # 8 scrypt runs: on the loop they stalled it 8 x one run in total. Off it, what remains is RSA work and
+    # the scheduling of a shared machine, well under 3 runs' worth.
+    started = time.perf_counter()
+    verify_password("wrong-password", hash_password("op-secret-1"))
+    one_run_s = (time.perf_counter() - started) / 2  # hash and verify: two runs
+    stalled_s = sum(gap for gap in gaps if gap > 0.01)
+    assert stalled_s < 3 * one_run_s, f"event loop stalled {stalled_s * 1000:.0f} ms in total during 8 logins " \
+                                      f"(one scrypt run: {one_run_s * 1000:.0f} ms)"
 
 
 @pytest.mark.integration
