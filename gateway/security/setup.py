@@ -45,21 +45,4 @@ async def configure_security(server: Server, data_dir: Path, *, insecure: bool =
     # ActivateSession (GatewaySession), not at CreateSession: a client on SecurityPolicy None may send
     # a certificate that the specification says to ignore.
     server.iserver.client_certificates = ClientCertificateValidator(paths)
-    quiet_refused_certificates()
     return paths
-
-
-class _RefusedCertificateFaults(logging.Filter):
-    """Drops asyncua's ERROR "sending service fault response" for a refused client certificate: the
-    validator has already logged the refusal as one WARNING with the reason."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args if isinstance(record.args, tuple) else ()
-        return not (record.msg == "sending service fault response: %s (%s)" and len(args) == 2
-                    and str(args[1]).startswith("BadCertificate"))
-
-
-def quiet_refused_certificates() -> None:
-    processor_log = logging.getLogger("asyncua.server.uaprocessor")
-    if not any(isinstance(f, _RefusedCertificateFaults) for f in processor_log.filters):
-        processor_log.addFilter(_RefusedCertificateFaults())

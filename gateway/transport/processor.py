@@ -82,6 +82,7 @@ class GatewayUaProcessor(UaProcessor):
     # -- frames -------------------------------------------------------------------------------------------
 
     async def process(self, header: ua.Header, body: Any) -> bool:
+        logged = False
         try:
             if header.MessageType == ua.MessageType.SecureOpen and not self._connection.is_open():
                 self._check_channel_request(body)
@@ -90,13 +91,16 @@ class GatewayUaProcessor(UaProcessor):
             status, reason = err.status, err.reason
         except (ServiceError, UaStatusCodeError) as err:
             status, reason = err.code, getattr(err, "reason", None) or _status_name(err.code)
+            # A refused certificate was logged by the PKI already, with the command that trusts it.
+            logged = _status_name(status).startswith("BadCertificate")
         except Exception as exc:  # undecodable or unverifiable bytes of a channel: refused, never a traceback
             secure = header.MessageType != ua.MessageType.Hello
             status = ua.StatusCodes.BadSecurityChecksFailed if secure else ua.StatusCodes.BadTcpInternalError
             reason = f"{header.MessageType.decode(errors='replace')} not accepted: {exc!r}"[:200]
-        self.context.peer_log.warning(self.host, "channel", "refused a %s from %s: %s (%s)",
-                                      header.MessageType.decode(errors="replace"), self.peer, reason,
-                                      _status_name(status))
+        if not logged:
+            self.context.peer_log.warning(self.host, "channel", "refused a %s from %s: %s (%s)",
+                                          header.MessageType.decode(errors="replace"), self.peer, reason,
+                                          _status_name(status))
         if header.MessageType == ua.MessageType.SecureOpen:
             self.context.counters.request_rejected(status in _SECURITY_STATUS)
         self._transport.write(error_message(status, reason))

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from asyncua import Client, Server, ua
+from asyncua import Client, ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -21,10 +21,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.security.pki_files import thumbprint
 from gateway.security.roles import Role
-from gateway.security.setup import configure_security
 from gateway.security.users import UserStore
 from gateway.server import Gateway, GatewayConfig
-from gateway.session import GatewayInternalServer
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "sim_site.xml"
@@ -175,33 +173,3 @@ async def test_private_key_readable_by_others_is_refused_at_start(tmp_path: Path
                      f"run: chmod 600 {key}"], err
     assert "Traceback" not in err
 
-
-@pytest.mark.integration
-async def test_refusal_at_activate_session_is_one_warning_not_an_asyncua_error(
-        tmp_path: Path, free_port: int, caplog: pytest.LogCaptureFixture) -> None:
-    """Where the stack refuses the certificate at ActivateSession (asyncua's own transport), asyncua's
-    ERROR "sending service fault response" is replaced by the gateway's WARNING."""
-    server = Server(iserver=GatewayInternalServer())
-    await server.init()
-    server.set_endpoint(f"opc.tcp://127.0.0.1:{free_port}")
-    await server.set_application_uri("urn:opcua-gateway:test")
-    await configure_security(server, tmp_path / "data", app_uri="urn:opcua-gateway:test", hostnames=["localhost"])
-    await server.start()
-    cert, key = tmp_path / "stranger.der", tmp_path / "stranger.pem"
-    await setup_self_signed_certificate(key, cert, "urn:stranger", "localhost", [ExtendedKeyUsageOID.CLIENT_AUTH],
-                                        {"commonName": "stranger"})
-    try:
-        client = Client(server.endpoint.geturl(), timeout=5)
-        client.application_uri = "urn:stranger"
-        await client.set_security_string(f"Basic256Sha256,SignAndEncrypt,{cert},{key}")
-        with caplog.at_level(logging.INFO), pytest.raises(ua.UaStatusCodeError):
-            async with client:
-                pass
-    finally:
-        await server.stop()
-    server_errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR
-                     and r.name.startswith("asyncua.server")]
-    assert server_errors == []
-    warnings = [r.getMessage() for r in caplog.records if r.name == "gateway.security.pki"
-                and r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "BadCertificateUntrusted" in warnings[0] and "urn:stranger" in warnings[0]

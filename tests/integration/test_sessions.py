@@ -231,7 +231,7 @@ async def _client_cert(folder: Path, name: str) -> tuple[Path, Path]:
 
 @pytest.mark.integration
 async def test_an_untrusted_certificate_is_refused_at_the_channel_before_any_session(
-        start_server: ServerFactory, tmp_path: Path) -> None:
+        start_server: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     server = await start_server(insecure=False)
     cert, key = await _client_cert(tmp_path, "stranger")
     client = Client(_url(server), timeout=5)
@@ -239,10 +239,14 @@ async def test_an_untrusted_certificate_is_refused_at_the_channel_before_any_ses
     await client.set_security_string(f"Basic256Sha256,SignAndEncrypt,{cert},{key}")
     sessions_created = InternalSession._counter  # asyncua numbers every session it creates
     started = time.monotonic()
-    with pytest.raises(UaStatusCodeError) as refused:
+    with caplog.at_level(logging.WARNING), pytest.raises(UaStatusCodeError) as refused:
         async with client:
             pass
     assert refused.value.code == ua.StatusCodes.BadCertificateUntrusted
+    # One line says why, with the command that trusts it: the PKI's, not a second one from the transport.
+    said = [f"{r.name}: {r.getMessage()}" for r in caplog.records
+            if r.levelno >= logging.WARNING and r.name.startswith(("gateway", "asyncua.server"))]
+    assert len(said) == 1 and "pki trust" in said[0], said
     assert time.monotonic() - started < 3, "answered at once, not after the client's timeout"
     # asyncua created a session for it and refused only its activation
     assert InternalSession._counter == sessions_created and server.counters.cumulated_sessions == 0
