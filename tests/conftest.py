@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 _STRICT_MARKERS = ("integration", "interop")
+TEST_APP_URI = "urn:opcua-gateway:test"
 
 
 def _ci() -> bool:
@@ -48,6 +49,47 @@ async def simulated_gateway(tmp_path: Path, free_port: int) -> AsyncIterator[Cal
     yield start
     for gw in started:
         await gw.stop()
+
+
+@pytest.fixture
+async def secured_server(tmp_path: Path, free_port: int) -> AsyncIterator[Callable[..., Awaitable[object]]]:
+    """Factory of the gateway's OPC UA server (its transport and security, no site) on a free port,
+    with its data dir in tmp_path/data; stopped at the end of the test."""
+    from gateway.security.setup import configure_security
+    from gateway.session import GatewayInternalServer
+    from gateway.transport import GatewayServer
+
+    started: list[GatewayServer] = []
+
+    async def start(*, insecure: bool, allow_anonymous: bool = True, transport: object = None) -> GatewayServer:
+        server = GatewayServer(iserver=GatewayInternalServer(), transport=transport)
+        await server.init()
+        server.set_endpoint(f"opc.tcp://127.0.0.1:{free_port}")
+        await server.set_application_uri(TEST_APP_URI)
+        await configure_security(server, tmp_path / "data", insecure=insecure, allow_anonymous=allow_anonymous,
+                                 app_uri=TEST_APP_URI, hostnames=["localhost", "127.0.0.1"])
+        await server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop()
+
+
+@pytest.fixture
+def client_cert(tmp_path: Path) -> Callable[[str], Awaitable[tuple[Path, Path]]]:
+    """Make a self-signed client certificate for urn:NAME: returns (cert.der, key.pem) in tmp_path."""
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    async def make(name: str) -> tuple[Path, Path]:
+        cert, key = tmp_path / f"{name}.der", tmp_path / f"{name}.pem"
+        await setup_self_signed_certificate(key, cert, f"urn:{name}", "localhost",
+                                            [ExtendedKeyUsageOID.CLIENT_AUTH], {"commonName": name})
+        return cert, key
+
+    return make
 
 
 @pytest.hookimpl(hookwrapper=True)

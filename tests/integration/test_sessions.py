@@ -14,52 +14,33 @@ import shutil
 import statistics
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 from asyncua.common.utils import Buffer
-from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.server.internal_session import InternalSession
 from asyncua.ua.ua_binary import struct_from_binary, struct_to_binary, uatcp_to_binary
 from asyncua.ua.uaerrors import UaStatusCodeError
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.security.roles import Role
-from gateway.security.setup import configure_security
 from gateway.security.users import UserStore, hash_password, verify_password
-from gateway.session import GatewayInternalServer
 from gateway.transport import GatewayServer, TransportConfig
 
-APP_URI = "urn:opcua-gateway:test"
 USERS = {"op1": ("op-secret-1", Role.operator), "op2": ("op-secret-2", Role.operator),
          "admin1": ("admin-secret", Role.admin), "viewer1": ("viewer-secret", Role.viewer)}
 ServerFactory = Callable[..., Awaitable[GatewayServer]]
 
 
 @pytest.fixture
-async def start_server(tmp_path: Path, free_port: int) -> AsyncIterator[ServerFactory]:
-    started: list[GatewayServer] = []
+async def start_server(tmp_path: Path, secured_server: ServerFactory) -> ServerFactory:
     store = UserStore(tmp_path / "data" / "users.yaml")
     for name, (password, role) in USERS.items():
         store.add(name, password, role)
-
-    async def start(*, insecure: bool, transport: TransportConfig | None = None) -> GatewayServer:
-        server = GatewayServer(iserver=GatewayInternalServer(), transport=transport)
-        await server.init()
-        server.set_endpoint(f"opc.tcp://127.0.0.1:{free_port}")
-        await server.set_application_uri(APP_URI)
-        await configure_security(server, tmp_path / "data", insecure=insecure, app_uri=APP_URI,
-                                 hostnames=["localhost", "127.0.0.1"])
-        await server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        await server.stop()
+    return secured_server
 
 
 def _url(server: GatewayServer) -> str:
@@ -193,10 +174,10 @@ async def test_a_password_never_travels_in_plain_text(start_server: ServerFactor
 
 @pytest.mark.integration
 @pytest.mark.parametrize("policy", ["Basic128Rsa15", "Basic256", "NoSuchPolicy"])
-async def test_a_channel_for_a_policy_not_offered_gets_an_error_at_once(start_server: ServerFactory, tmp_path: Path,
+async def test_a_channel_for_a_policy_not_offered_gets_an_error_at_once(start_server: ServerFactory, client_cert: Any,
                                                                        policy: str) -> None:
     server = await start_server(insecure=False)
-    cert, _ = await _client_cert(tmp_path, "old-client")
+    cert, _ = await client_cert("old-client")
     reader, writer = await asyncio.open_connection("127.0.0.1", server.endpoint.port)
     try:
         hello = ua.Hello(ReceiveBufferSize=65535, SendBufferSize=65535, EndpointUrl=_url(server))
@@ -222,18 +203,11 @@ async def test_a_channel_for_a_policy_not_offered_gets_an_error_at_once(start_se
         writer.close()
 
 
-async def _client_cert(folder: Path, name: str) -> tuple[Path, Path]:
-    cert, key = folder / f"{name}.der", folder / f"{name}.pem"
-    await setup_self_signed_certificate(key, cert, f"urn:{name}", "localhost", [ExtendedKeyUsageOID.CLIENT_AUTH],
-                                        {"commonName": name})
-    return cert, key
-
-
 @pytest.mark.integration
 async def test_an_untrusted_certificate_is_refused_at_the_channel_before_any_session(
-        start_server: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        start_server: ServerFactory, tmp_path: Path, client_cert: Any, caplog: pytest.LogCaptureFixture) -> None:
     server = await start_server(insecure=False)
-    cert, key = await _client_cert(tmp_path, "stranger")
+    cert, key = await client_cert("stranger")
     client = Client(_url(server), timeout=5)
     client.application_uri = "urn:stranger"
     await client.set_security_string(f"Basic256Sha256,SignAndEncrypt,{cert},{key}")

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -21,36 +21,22 @@ from asyncua.ua.ua_binary import struct_from_binary, struct_to_binary, uatcp_to_
 from asyncua.ua.uaerrors import UaStatusCodeError
 
 from gateway.security.roles import Role
-from gateway.security.setup import configure_security
 from gateway.security.users import UserStore
-from gateway.session import GatewayInternalServer
 from gateway.transport import GatewayServer, TransportConfig
 from gateway.transport.login import LoginThrottle
 from gateway.transport.peers import PeerLog
 
-APP_URI = "urn:opcua-gateway:test"
 ServerFactory = Callable[..., Awaitable[GatewayServer]]
 
 
 @pytest.fixture
-async def start_server(tmp_path: Path, free_port: int) -> AsyncIterator[ServerFactory]:
-    started: list[GatewayServer] = []
+async def start_server(tmp_path: Path, secured_server: ServerFactory) -> ServerFactory:
     UserStore(tmp_path / "data" / "users.yaml").add("op1", "op-secret-1", Role.operator)
 
     async def start(transport: TransportConfig | None = None) -> GatewayServer:
-        server = GatewayServer(iserver=GatewayInternalServer(), transport=transport)
-        await server.init()
-        server.set_endpoint(f"opc.tcp://127.0.0.1:{free_port}")
-        await server.set_application_uri(APP_URI)
-        await configure_security(server, tmp_path / "data", insecure=True, app_uri=APP_URI,
-                                 hostnames=["localhost", "127.0.0.1"])
-        await server.start()
-        started.append(server)
-        return server
+        return await secured_server(insecure=True, transport=transport)
 
-    yield start
-    for server in started:
-        await server.stop()
+    return start
 
 
 # -- a raw client ---------------------------------------------------------------------------------------------
