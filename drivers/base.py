@@ -10,6 +10,7 @@ driver deals only in raw field values.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,13 @@ XSD_TYPES = (
     "xsd:boolean", "xsd:byte", "xsd:unsignedByte", "xsd:short", "xsd:unsignedShort", "xsd:int",
     "xsd:unsignedInt", "xsd:long", "xsd:unsignedLong", "xsd:float", "xsd:double", "xsd:string",
 )
+
+
+def os_error_text(exc: OSError) -> str:
+    """What went wrong on a socket or port, in words ("connection refused"): asyncio's connect errors
+    carry the errno with a text of their own ("Connect call failed ('127.0.0.1', 502)")."""
+    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+    return reason[0].lower() + reason[1:] if reason else type(exc).__name__
 
 
 class DriverError(Exception):

@@ -37,7 +37,7 @@ _HAS_PROPERTY = ua.NodeId(ua.ObjectIds.HasProperty)
 _HAS_TYPEDEF = ua.NodeId(ua.ObjectIds.HasTypeDefinition)
 _HAS_SUBTYPE = ua.NodeId(ua.ObjectIds.HasSubtype)
 _HAS_MODELLING_RULE = ua.NodeId(ua.ObjectIds.HasModellingRule)
-_DEFAULT_FIELD_TYPE = {
+DEFAULT_FIELD_TYPE = {
     ua.VariantType.Boolean: "xsd:boolean", ua.VariantType.SByte: "xsd:byte", ua.VariantType.Byte: "xsd:unsignedByte",
     ua.VariantType.Int16: "xsd:short", ua.VariantType.UInt16: "xsd:unsignedShort", ua.VariantType.Int32: "xsd:int",
     ua.VariantType.UInt32: "xsd:unsignedInt", ua.VariantType.Int64: "xsd:long",
@@ -289,7 +289,7 @@ def _bound_variable(
             raise ValueError("Deadband must be >= 0")
         if binding.scan_class not in scan_classes:
             raise ValueError(f"unknown ScanClass '{binding.scan_class}' (known: {', '.join(sorted(scan_classes))})")
-        field_type = binding.field_type or _DEFAULT_FIELD_TYPE.get(vtype)
+        field_type = binding.field_type or DEFAULT_FIELD_TYPE.get(vtype)
         if field_type is None:
             raise ValueError(f"set FieldType: no default field type for DataType {vtype.name}")
         if field_type not in XSD_TYPES:

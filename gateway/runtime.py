@@ -3,12 +3,12 @@
 Polling is drift-free (each period is scheduled from the previous deadline, missed deadlines are
 skipped, not bunched). A failed scan marks that scan class's variables BadCommunicationError
 (values and source timestamps kept) and backs that scan class off exponentially, capped; the
-first good scan restores Good, and a good answer on any scan class makes the classes sleeping in
-backoff retry at once, so a device that returns is Good everywhere within one period. Driver
+first good scan restores Good, and a failing class that answers again makes the classes sleeping
+in backoff retry at once, so a device that returns is Good everywhere within one period. Driver
 calls are serialised per device: one connection, one request at a time, as fieldbuses need.
 
-Every driver call is bounded with `asyncio.timeout`, never `asyncio.wait_for`: on Python 3.11
-wait_for returns the inner result and swallows a cancellation that arrives as the call finishes,
+Every driver call is bounded with `asyncio.timeout`, not wait_for: on Python 3.11 wait_for
+returns the inner result and swallows a cancellation that arrives as the call finishes,
 which left cancelled poll tasks looping for ever and stop() waiting on them.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import zlib
 from collections.abc import Mapping
@@ -28,8 +27,8 @@ from asyncua import ua
 from gateway.bindings import DeviceConfig
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.diagnostics import DiagnosticsNodes
-from gateway.drivers.base import DeviceHealth, Driver, DriverError, Point, Reading
-from gateway.tags import Tag, TagTable
+from gateway.drivers.base import DeviceHealth, Driver, DriverError, Point, Reading, os_error_text
+from gateway.tags import ConversionError, Tag, TagTable
 
 log = logging.getLogger(__name__)
 
@@ -171,12 +170,12 @@ class DeviceRunner:
             async with self._lock:
                 async with asyncio.timeout(limit):
                     readings: Mapping[int, Reading] = await self.driver.read(scan_class)
-        except TimeoutError:
-            await self._failed(scan_class, ua.StatusCodes.BadTimeout, f"no answer within {limit:g} s", False)
+        except TimeoutError as exc:
+            await self._failed(scan_class, ua.StatusCodes.BadTimeout, _timeout_text(limit, exc), False)
             return False
         except (DriverError, OSError) as exc:
             status = exc.status if isinstance(exc, DriverError) else ua.StatusCodes.BadCommunicationError
-            message = str(exc) if isinstance(exc, DriverError) else _os_error_text(exc)
+            message = str(exc) if isinstance(exc, DriverError) else os_error_text(exc)
             await self._failed(scan_class, status, message, isinstance(exc, DriverError))
             return False
         except Exception as exc:  # a driver bug must not stop polling of the device
@@ -227,7 +226,11 @@ class DeviceRunner:
         """Write an engineering value through the driver; returns the OPC UA status for the writer."""
         key = self.key_of[nodeid]
         tag, point = self.tag_of[key], self.points[key]
-        raw = tag.to_raw(value)
+        try:
+            raw = tag.to_raw(value)
+        except ConversionError as exc:  # the field type cannot hold it exactly: refused, never rounded
+            log.info("write to %s/%s refused: %s", self.cfg.name, point.name, exc)
+            return ua.StatusCodes.BadOutOfRange
         limit = self.driver.call_timeout(self.timeout_s)
         try:
             async with self._lock:
@@ -240,7 +243,7 @@ class DeviceRunner:
             return exc.status
         except (TimeoutError, OSError) as exc:
             self._own_errors += 1
-            cause = f"no answer within {limit:g} s" if isinstance(exc, TimeoutError) else _os_error_text(exc)
+            cause = _timeout_text(limit, exc) if isinstance(exc, TimeoutError) else os_error_text(exc)
             self.health.last_error = f"write to {point.name}: {cause}"
             log.warning("write to %s/%s failed: %s", self.cfg.name, point.name, cause)
             await self._report()
@@ -251,7 +254,6 @@ class DeviceRunner:
         return ua.StatusCodes.Good
 
 
-def _os_error_text(exc: OSError) -> str:
-    """What went wrong on the socket or port, in words ("connection refused", not a bare errno)."""
-    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc) or type(exc).__name__)
-    return reason[0].lower() + reason[1:] if reason else type(exc).__name__
+def _timeout_text(limit: float | None, exc: TimeoutError) -> str:
+    """A timeout in words: the gateway's own bound, or one the driver raised itself (limit None)."""
+    return f"no answer within {limit:g} s" if limit is not None else (str(exc) or "the request timed out")

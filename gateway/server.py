@@ -47,7 +47,6 @@ STOP_POLLING_S = 0.5
 STOP_HISTORY_S = 1.5
 STOP_DRIVERS_S = 0.5
 STOP_SERVER_S = 1.0
-STOP_BUDGET_S = STOP_POLLING_S + STOP_HISTORY_S + STOP_DRIVERS_S + STOP_SERVER_S
 
 
 @dataclass
@@ -161,7 +160,7 @@ class Gateway:
         Polling ends first (nothing new is produced), then history is flushed (what was polled is
         kept), then drivers and simulators close, then the server's sockets and sessions. A stage
         that overruns is logged and left behind so the next one still runs: the whole stop stays
-        within STOP_BUDGET_S, under the 5 s a supervisor (systemd, the CLI's watchdog) allows.
+        within the sum of the stage deadlines (3.5 s), under the 5 s the CLI's watchdog allows.
         """
         runners = list(self.runners.values())
         await _stage("stopping polling", STOP_POLLING_S,

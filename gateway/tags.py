@@ -22,23 +22,15 @@ from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
 from gateway.aspace_io import StoredDataValue, store_value
-from gateway.bindings import BoundVariable
+from gateway.bindings import DEFAULT_FIELD_TYPE, BoundVariable
 from gateway.clock import SYSTEM_CLOCK, Clock
+from gateway.nodeset.values import INT_RANGE_OF
 
-_INT_RANGE = {
-    ua.VariantType.SByte: (-(2**7), 2**7 - 1), ua.VariantType.Byte: (0, 2**8 - 1),
-    ua.VariantType.Int16: (-(2**15), 2**15 - 1), ua.VariantType.UInt16: (0, 2**16 - 1),
-    ua.VariantType.Int32: (-(2**31), 2**31 - 1), ua.VariantType.UInt32: (0, 2**32 - 1),
-    ua.VariantType.Int64: (-(2**63), 2**63 - 1), ua.VariantType.UInt64: (0, 2**64 - 1),
-}
+_INT_RANGE = INT_RANGE_OF
 _FLOATS = (ua.VariantType.Float, ua.VariantType.Double)
 _FLOAT32_MAX = 3.4028234663852886e38
-_FIELD_INT_RANGE = {
-    "xsd:byte": (-(2**7), 2**7 - 1), "xsd:unsignedByte": (0, 2**8 - 1),
-    "xsd:short": (-(2**15), 2**15 - 1), "xsd:unsignedShort": (0, 2**16 - 1),
-    "xsd:int": (-(2**31), 2**31 - 1), "xsd:unsignedInt": (0, 2**32 - 1),
-    "xsd:long": (-(2**63), 2**63 - 1), "xsd:unsignedLong": (0, 2**64 - 1),
-}
+# Integer field types (xsd:short ...) take the range of the VariantType they default to.
+_FIELD_INT_RANGE = {xsd: INT_RANGE_OF[vt] for vt, xsd in DEFAULT_FIELD_TYPE.items() if vt in INT_RANGE_OF}
 _FIELD_FLOAT_MAX = {"xsd:float": _FLOAT32_MAX, "xsd:double": float("inf")}
 # Relative precision of an engineering value of each type. An integer field takes a scaled value when
 # it lands within a few of these of a whole number: 12.3 / 0.1 is 123.00000000000001 in doubles, and a
@@ -90,8 +82,6 @@ class Tag:
                     raise ConversionError(f"{eng} is out of range for Float")
                 return float(eng)
             if vt in _INT_RANGE:
-                if isinstance(eng, float) and not math.isfinite(eng):
-                    raise ConversionError(f"{eng} cannot be a {vt.name}")
                 i = round(eng)
                 lo, hi = _INT_RANGE[vt]
                 if not lo <= i <= hi:

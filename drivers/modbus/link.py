@@ -22,6 +22,7 @@ from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
 from gateway.clock import SYSTEM_CLOCK, Clock
+from gateway.drivers.base import os_error_text
 from gateway.drivers.modbus.address import DeviceOptions
 
 # pymodbus logs every request that fails; the driver reports once per state change instead.
@@ -104,8 +105,7 @@ class ModbusLink:
         except TimeoutError:
             return f"no answer within {self.timeout_s:g} s"
         except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
-            return reason[0].lower() + reason[1:] if reason else type(exc).__name__
+            return os_error_text(exc)
         writer.close()
         return "the connection closed at once"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from pathlib import Path
 
@@ -76,24 +75,16 @@ def _build(args: argparse.Namespace) -> int:
         build_file(Path(args.source), Path(args.output))
     except NodesetError as exc:
         return _report(exc)
-    _as_created_by_open(Path(args.output))
     print(f"wrote {args.output}")
     return 0
-
-
-def _as_created_by_open(path: Path) -> None:
-    """The mode a plain open() gives (0644 under the usual umask 022): a site file is read by the
-    gateway's service user, while the atomic write's temporary file starts out 0600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def _import_instruments(args: argparse.Namespace) -> int:
     import yaml
 
+    from gateway.files import write_atomically
     from gateway.nodeset.instruments import instruments_to_site
-    from gateway.nodeset.yaml_build import build, write_atomically
+    from gateway.nodeset.yaml_build import build
 
     try:
         result = instruments_to_site([Path(f) for f in args.files], args.namespace, args.name)
@@ -103,10 +94,8 @@ def _import_instruments(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     write_atomically(Path(args.output), xml)
-    _as_created_by_open(Path(args.output))
     if args.yaml:
         write_atomically(Path(args.yaml), yaml.safe_dump(result.site, sort_keys=False, allow_unicode=True).encode())
-        _as_created_by_open(Path(args.yaml))
     n_vars = sum(len(d["variables"]) for d in result.site["devices"])
     print(f"wrote {args.output}: {len(result.site['devices'])} devices, {n_vars} variables")
     return 0

@@ -25,8 +25,8 @@ QualifiedNameResolver = Callable[[int, str], ua.QualifiedName]
 # Finds the class of an ExtensionObject from its encoding NodeId and its body element name.
 ExtClassLookup = Callable[[ua.NodeId | None, str], type | None]
 
-_INT_TYPES = {"SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64"}
-_INT_RANGES = {
+# The one table of integer ranges: by type name here, by VariantType in INT_RANGE_OF.
+INT_RANGES = {
     "SByte": (-(2**7), 2**7 - 1),
     "Byte": (0, 2**8 - 1),
     "Int16": (-(2**15), 2**15 - 1),
@@ -36,6 +36,8 @@ _INT_RANGES = {
     "Int64": (-(2**63), 2**63 - 1),
     "UInt64": (0, 2**64 - 1),
 }
+INT_RANGE_OF = {ua.VariantType[name]: limits for name, limits in INT_RANGES.items()}
+_INT_TYPES = set(INT_RANGES)
 _ENUM_TEXT = re.compile(r"^.*_(-?\d+)$")
 
 
@@ -88,7 +90,7 @@ def parse_int(text: str, tname: str) -> int:
         v = int(text.strip(), 0) if text.strip().lower().startswith("0x") else int(text.strip())
     except ValueError:
         raise ValueError(f"'{text}' is not an integer ({tname})") from None
-    lo, hi = _INT_RANGES[tname]
+    lo, hi = INT_RANGES[tname]
     if not lo <= v <= hi:
         raise ValueError(f"{v} is out of range for {tname} [{lo}, {hi}]")
     return v
@@ -241,7 +243,7 @@ class ValueDecoder:
                 return parse_bool(el.text or "")
             if issubclass(ftype, int):
                 name = ftype.__name__
-                return parse_int(el.text or "0", name if name in _INT_RANGES else "Int64")
+                return parse_int(el.text or "0", name if name in INT_RANGES else "Int64")
             if issubclass(ftype, float):
                 return parse_float(el.text or "0", ftype.__name__)
             if issubclass(ftype, bytes):

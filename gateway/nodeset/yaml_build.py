@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +24,10 @@ from gateway.bindings import field_type_mismatch
 from gateway.drivers.base import XSD_TYPES, Binding, Point
 from gateway.drivers.registry import driver_for, unknown_scheme
 from gateway.drivers.simulators.physics import parse_model
+from gateway.files import write_atomically
 from gateway.nodeset.model import NodesetError, Problem
 from gateway.nodeset.units import UNITS, eu_information
+from gateway.nodeset.values import INT_RANGES
 from gateway.nodesets import GATEWAY_NAMESPACE
 from gateway.nodesets import HERE as NODESETS_DIR
 
@@ -39,10 +39,6 @@ DEFAULT_SCAN_CLASSES = ("HighSpeed", "MediumSpeed", "LowSpeed")
 DATA_TYPES: dict[str, int] = {
     "Boolean": 1, "SByte": 2, "Byte": 3, "Int16": 4, "UInt16": 5, "Int32": 6, "UInt32": 7, "Int64": 8,
     "UInt64": 9, "Float": 10, "Double": 11, "String": 12, "DateTime": 13, "ByteString": 15,
-}
-_INT_RANGES = {
-    "SByte": (-(2**7), 2**7 - 1), "Byte": (0, 2**8 - 1), "Int16": (-(2**15), 2**15 - 1), "UInt16": (0, 2**16 - 1),
-    "Int32": (-(2**31), 2**31 - 1), "UInt32": (0, 2**32 - 1), "Int64": (-(2**63), 2**63 - 1), "UInt64": (0, 2**64 - 1),
 }
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -282,10 +278,10 @@ def _is_number(x: Any) -> bool:
 def _value_problem(value: Any, datatype: str) -> str | None:
     if datatype == "Boolean":
         return None if isinstance(value, bool) else "expected true or false"
-    if datatype in _INT_RANGES:
+    if datatype in INT_RANGES:
         if not isinstance(value, int) or isinstance(value, bool):
             return "expected an integer"
-        low, high = _INT_RANGES[datatype]
+        low, high = INT_RANGES[datatype]
         return None if low <= value <= high else f"outside {low}..{high}"
     if datatype in ("Float", "Double"):
         return None if _is_number(value) else "expected a number"
@@ -606,15 +602,3 @@ def compile_text(text: str, source: str) -> bytes:
         raise NodesetError([Problem(source, mark.line + 1 if mark else None, None,
                                     f"not valid YAML: {problem}")]) from None
     return build(doc, source)
-
-
-def write_atomically(out: Path, data: bytes) -> None:
-    """Write via a temporary file and a rename, so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -36,17 +36,14 @@ from asyncua import ua
 from asyncua.common.utils import Buffer
 from asyncua.ua import ua_binary
 
+from gateway.files import write_atomically
 from gateway.history.store import namespace_key
+from gateway.nodeset.values import INT_RANGE_OF
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-_INT_RANGE = {
-    ua.VariantType.SByte: (-(2**7), 2**7 - 1), ua.VariantType.Byte: (0, 2**8 - 1),
-    ua.VariantType.Int16: (-(2**15), 2**15 - 1), ua.VariantType.UInt16: (0, 2**16 - 1),
-    ua.VariantType.Int32: (-(2**31), 2**31 - 1), ua.VariantType.UInt32: (0, 2**32 - 1),
-    ua.VariantType.Int64: (-(2**63), 2**63 - 1), ua.VariantType.UInt64: (0, 2**64 - 1),
-}
+_INT_RANGE = INT_RANGE_OF
 _FLOATS = {ua.VariantType.Float, ua.VariantType.Double}
 _JSON_TYPES = {ua.VariantType.Boolean, ua.VariantType.String, *_INT_RANGE, *_FLOATS}
 
@@ -104,7 +101,7 @@ class ParameterStore:
     def _save(self, key: str, entry: Entry) -> None:
         entries = {**self._entries, key: entry}
         text = json.dumps({"format": FORMAT, "parameters": entries}, indent=1, sort_keys=True, allow_nan=False)
-        _write_atomic(self.path, text + "\n")
+        write_atomically(self.path, (text + "\n").encode(), 0o600)
         self._entries = entries
 
     def _nodeid(self, key: str) -> ua.NodeId | None:
@@ -174,22 +171,3 @@ def _check(vt: ua.VariantType, value: Any) -> None:
         ok = isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
     if not ok:
         raise ValueError(f"{value!r} is not a {vt.name}")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.datadir import add_data_dir_option, ensure_data_dir
+from gateway.files import write_atomically
 from gateway.security.pki_files import (
     CertEntry,
     PkiPaths,
@@ -25,7 +26,6 @@ from gateway.security.pki_files import (
     parse_cert,
     parse_crl,
     thumbprint,
-    write_atomically,
 )
 
 

@@ -13,13 +13,11 @@ Certificates are DER or PEM files (.der, .pem, .crt, .cer); revocation lists .cr
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
 import logging
 import os
 import re
-import secrets
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +28,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from gateway.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -132,22 +132,6 @@ def write_private(target: Path, data: bytes) -> None:
     """Write a secret: created 0600 under a fresh name (O_EXCL: never an existing file or a planted
     link), then renamed over `target`, so no reader ever sees it with wider permissions or half-written."""
     write_atomically(target, data, 0o600)
-
-
-def write_atomically(target: Path, data: bytes, mode: int) -> None:
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)  # exactly `mode`, whatever the umask
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _own_cert_usable(paths: PkiPaths, app_uri: str, key: object) -> bool:

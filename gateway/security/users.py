@@ -14,10 +14,8 @@ import base64
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 import yaml
 from asyncua.server.user_managers import UserManager
 
+from gateway.files import write_atomically
 from gateway.security.roles import GatewayUser, Role, asyncua_role
 
 log = logging.getLogger(__name__)
@@ -110,18 +109,9 @@ class UserStore:
         doc: dict[str, Any] = {
             "users": {u.name: {"role": u.role.name, "password": u.password_hash} for u in users.values()}
         }
-        fd, tmp = tempfile.mkstemp(prefix=".users.", dir=self.path.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write("# Gateway users: managed by `gateway users add/remove/list`. Passwords are scrypt hashes.\n")
-                yaml.safe_dump(doc, fh, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        text = ("# Gateway users: managed by `gateway users add/remove/list`. Passwords are scrypt hashes.\n"
+                + yaml.safe_dump(doc, sort_keys=True))
+        write_atomically(self.path, text.encode(), 0o600)
         self._mtime = None
 
     def add(self, name: str, password: str, role: Role, replace: bool = False) -> None:

@@ -3,8 +3,8 @@
 A Value write is checked in this order, each with its own status: node and attribute; writable
 (AccessLevel has CurrentWrite and the node is not in namespace 0: `BadNotWritable`); the writer's
 UserAccessLevel (`BadUserAccessDenied`); data type (`BadTypeMismatch`); EURange and finiteness
-(`BadOutOfRange`); for a bound variable, whether the field type holds the raw value exactly
-(`BadOutOfRange`); then the field write through the device's driver. Only when the device accepted
+(`BadOutOfRange`); then, for a bound variable, the device's runner: whether the field type holds the
+raw value exactly (`BadOutOfRange`) and the field write through the driver. Only when the device accepted
 the value does it reach the address space, so a rejected or failed write leaves no trace. A
 variable the gateway holds itself (a parameter) is stored on disk first, then takes the value.
 
@@ -31,7 +31,7 @@ from gateway.nodeset.typecheck import TypeIndex
 from gateway.parameters.store import ParameterStore
 from gateway.runtime import DeviceRunner
 from gateway.security.roles import Role
-from gateway.tags import ConversionError, HistorySink, TagTable
+from gateway.tags import HistorySink, TagTable
 from gateway.writepath import access
 
 log = logging.getLogger(__name__)
@@ -156,11 +156,6 @@ class WritePath:
 
         tag = self.tags.tags.get(wv.NodeId)
         if tag is not None:
-            try:
-                tag.to_raw(dv.Value.Value)  # the field type must hold it exactly: refused here, not rounded
-            except ConversionError as exc:
-                log.info("write to %s refused: %s", wv.NodeId.to_string(), exc)
-                return _bad(ua.StatusCodes.BadOutOfRange)
             runner = self.runners[tag.device]
             code = await runner.write(wv.NodeId, dv.Value.Value)
             return ua.StatusCode(code)

@@ -13,7 +13,7 @@
     (written through its own save_node_value), each on its own loopback server.
 
 Writes JSON to --out and a short Markdown summary next to it (same name, .md). Timing is reported,
-never asserted (DESIGN.md, Testing).
+never asserted: speed is measured by benchmarks, not by timed tests.
 """
 
 from __future__ import annotations

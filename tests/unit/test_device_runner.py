@@ -1,7 +1,6 @@
 """A device runner: it stops whatever its poll tasks are doing, and a device that returns is Good at once.
 
-Stopping:
-On Python 3.11 `asyncio.wait_for` returns the inner result, swallowing a cancellation, when the
+Stopping: on Python 3.11 wait_for returns the inner result, swallowing a cancellation, when the
 cancel arrives in the same loop iteration as the inner call finishes: a runner built on it kept
 polling after stop() and stop() waited forever. These tests make that coincidence happen on
 purpose (deterministically: the driver itself asks for the stop as it answers) and by numbers
@@ -167,3 +166,19 @@ async def test_one_failing_scan_class_neither_disconnects_the_device_nor_loses_i
         assert driver.request_errors < 15
     finally:
         await runner.stop()
+
+
+async def test_a_timeout_the_driver_raises_itself_is_a_failed_scan_not_a_crash() -> None:
+    # A driver that bounds its own requests has no gateway limit (call_timeout None); its TimeoutError
+    # must be reported like any unanswered request, not break the poll task.
+    runner = _runner("Dev", ["Fast"], {"Fast": 100.0})
+    driver: Any = runner.driver
+
+    async def read(scan_class: str) -> Mapping[int, Reading]:
+        raise TimeoutError
+
+    driver.read = read
+    driver.call_timeout = lambda default_s: None
+    assert not await runner.scan("Fast")
+    assert _good(runner) == {"Fast": False}
+    assert runner.health.last_error == "the request timed out"
