@@ -20,10 +20,10 @@ from typing import Any
 from asyncua import Server, ua
 from asyncua.server.address_space import AddressSpace
 
-from gateway.aspace_io import StoredDataValue, store_value
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.drivers.base import DeviceHealth
 from gateway.nodeset.units import eu_information
+from gateway.values.aspace_io import StoredDataValue, store_value
 
 FIELDS: dict[str, ua.VariantType] = {
     "ConnectionState": ua.VariantType.String,

@@ -30,13 +30,13 @@ from gateway.history.store import HistoryStore, namespace_key
 from gateway.nodeset.loader import LoadedSite
 from gateway.nodesets import GATEWAY_NAMESPACE
 from gateway.parameters import ParameterStore
-from gateway.runtime import DeviceRunner
 from gateway.security.setup import configure_security
 from gateway.session import GatewayInternalServer
 from gateway.site import load_site
-from gateway.tags import TagTable
 from gateway.transport import GatewayServer
-from gateway.writepath import WritePath
+from gateway.values.runners import DeviceRunner
+from gateway.values.tags import TagTable
+from gateway.values.writepath import WritePath
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from gateway.security.roles import Role, role_of
 from gateway.transport.diagnostics import SessionCounters
 from gateway.transport.ownership import SubscriptionOwner, identity_of, may_transfer
 from gateway.transport.refusal import Refused
-from gateway.writepath import WritePath, Writer
-from gateway.writepath.access import answer_per_user
+from gateway.values.writepath import WritePath, Writer
+from gateway.values.writepath.access import answer_per_user
 
 log = logging.getLogger(__name__)
 

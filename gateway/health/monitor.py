@@ -16,9 +16,9 @@ from typing import Any, Protocol
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
-from gateway.aspace_io import StoredDataValue, read_value, store_value
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.history.store import HistoryStore
+from gateway.values.aspace_io import StoredDataValue, read_value, store_value
 
 log = logging.getLogger(__name__)
 

@@ -69,7 +69,7 @@ async def test_history_counters_and_a_failed_poll_task_show_on_gateway_diagnosti
 
         async def counted() -> bool:
             return await _read(client, ns, "TaskFailures") == 1
-        with caplog.at_level(logging.ERROR, logger="gateway.runtime"):
+        with caplog.at_level(logging.ERROR, logger="gateway.values.runners"):
             await _eventually(counted)
         error = await _read(client, ns, "LastError")
         assert "Sim1" in str(error) and "bug in the value path" in str(error)

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from asyncua import ua
 
-from gateway.aspace_io import StoredDataValue
 from gateway.history.store import HistoryStore, HistoryUnavailable
+from gateway.values.aspace_io import StoredDataValue
 
 pytestmark = pytest.mark.integration
 

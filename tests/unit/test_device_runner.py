@@ -19,8 +19,8 @@ from asyncua import ua
 from gateway.bindings import BoundVariable, DeviceConfig
 from gateway.clock import SYSTEM_CLOCK, Clock, SteppableClock
 from gateway.drivers.base import Binding, Driver, DriverError, Point, Reading
-from gateway.runtime import DeviceRunner
-from gateway.tags import TagTable
+from gateway.values.runners import DeviceRunner
+from gateway.values.tags import TagTable
 
 
 class _AddressSpaceStub(dict):

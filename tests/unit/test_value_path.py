@@ -9,9 +9,9 @@ from asyncua import Server, ua
 
 from gateway.clock import SteppableClock
 from gateway.drivers.sim import SimDriver
-from gateway.runtime import DeviceRunner
 from gateway.site import load_site
-from gateway.tags import TagTable
+from gateway.values.runners import DeviceRunner
+from gateway.values.tags import TagTable
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sim_site.xml"
 

@@ -12,11 +12,11 @@ from asyncua import Server, ua
 from gateway.clock import SteppableClock
 from gateway.drivers.sim import SimDriver
 from gateway.events.audit import CallRecord, Writer, WriteRecord
-from gateway.runtime import DeviceRunner
 from gateway.security.roles import Role
 from gateway.site import load_site
-from gateway.tags import ConversionError, TagTable
-from gateway.writepath import WritePath, access
+from gateway.values.runners import DeviceRunner
+from gateway.values.tags import ConversionError, TagTable
+from gateway.values.writepath import WritePath, access
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "write_model_site.xml"
 NS = 3  # 0 UA, 1 the server, 2 the gateway types, 3 the site

@@ -21,10 +21,10 @@ from typing import Any, Protocol
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
-from gateway.aspace_io import StoredDataValue, store_value
 from gateway.bindings import DEFAULT_FIELD_TYPE, BoundVariable
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.nodeset.values import INT_RANGE_OF
+from gateway.values.aspace_io import StoredDataValue, store_value
 
 _INT_RANGE = INT_RANGE_OF
 _FLOATS = (ua.VariantType.Float, ua.VariantType.Double)

@@ -24,15 +24,15 @@ from typing import Any
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace, NodeData
 
-from gateway.aspace_io import StoredDataValue, store_value
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.events.audit import AuditTrail, CallRecord, Writer, WriteRecord
 from gateway.nodeset.typecheck import TypeIndex
 from gateway.parameters.store import ParameterStore
-from gateway.runtime import DeviceRunner
 from gateway.security.roles import Role
-from gateway.tags import HistorySink, TagTable
-from gateway.writepath import access
+from gateway.values.aspace_io import StoredDataValue, store_value
+from gateway.values.runners import DeviceRunner
+from gateway.values.tags import HistorySink, TagTable
+from gateway.values.writepath import access
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from gateway.bindings import DeviceConfig
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.diagnostics import DiagnosticsNodes
 from gateway.drivers.base import DeviceHealth, Driver, DriverError, Point, Reading, os_error_text
-from gateway.tags import ConversionError, Tag, TagTable
+from gateway.values.tags import ConversionError, Tag, TagTable
 
 log = logging.getLogger(__name__)
 
