@@ -23,7 +23,8 @@ from asyncua.server.address_space import AddressSpace
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.drivers.base import DeviceHealth
 from gateway.nodeset.units import eu_information
-from gateway.values.aspace_io import StoredDataValue, store_value
+from gateway.values.aspace_io import StoredDataValue
+from gateway.values.feed import ChangeFeed
 
 FIELDS: dict[str, ua.VariantType] = {
     "ConnectionState": ua.VariantType.String,
@@ -102,6 +103,7 @@ def planned_nodeids(aspace: AddressSpace, device: ua.NodeId, gw_ns: int) -> Iter
 class DiagnosticsNodes:
     server: Server
     nodes: dict[str, ua.NodeId]
+    feed: ChangeFeed
     clock: Clock = SYSTEM_CLOCK
 
     async def update(self, health: DeviceHealth) -> None:
@@ -119,11 +121,11 @@ class DiagnosticsNodes:
             if old == v and v is not None:
                 continue
             variant = ua.Variant(v, FIELDS[name]) if v is not None else ua.Variant()
-            await store_value(aspace, nid, StoredDataValue(variant, SourceTimestamp=now, ServerTimestamp=now))
+            await self.feed.store(nid, StoredDataValue(variant, SourceTimestamp=now, ServerTimestamp=now))
 
 
-async def ensure_diagnostics(server: Server, device: ua.NodeId, gw_ns: int, clock: Clock = SYSTEM_CLOCK
-                             ) -> DiagnosticsNodes:
+async def ensure_diagnostics(server: Server, device: ua.NodeId, gw_ns: int, feed: ChangeFeed,
+                             clock: Clock = SYSTEM_CLOCK) -> DiagnosticsNodes:
     """The device's Diagnostics nodes, adding what the site does not declare (ids: derived_nodeid)."""
     aspace = server.iserver.aspace
     diag_id = _child(aspace, device, ua.QualifiedName("Diagnostics", gw_ns))
@@ -150,7 +152,7 @@ async def ensure_diagnostics(server: Server, device: ua.NodeId, gw_ns: int, cloc
             ua.Variant(eu_information(RESPONSE_TIME_UNIT), ua.VariantType.ExtensionObject),
             datatype=ua.NodeId(ua.ObjectIds.EUInformation),
         )
-    return DiagnosticsNodes(server, found, clock)
+    return DiagnosticsNodes(server, found, feed, clock)
 
 
 async def _describe(node: Any, name: str) -> None:

@@ -34,6 +34,7 @@ from gateway.security.setup import configure_security
 from gateway.session import GatewayInternalServer
 from gateway.site import load_site
 from gateway.transport import GatewayServer
+from gateway.values.feed import ChangeFeed
 from gateway.values.runners import DeviceRunner
 from gateway.values.tags import TagTable
 from gateway.values.writepath import WritePath
@@ -70,6 +71,7 @@ class Gateway:
         self.server = GatewayServer(iserver=GatewayInternalServer())
         self.site: LoadedSite | None = None
         self.bindings: SiteBindings | None = None
+        self.feed: ChangeFeed | None = None
         self.tags: TagTable | None = None
         self.runners: dict = {}
         self.history: HistoryStore | None = None
@@ -111,12 +113,13 @@ class Gateway:
         await self.history.start()
         install_history(self.server, self.history)
         aspace = self.server.iserver.aspace
-        self.tags = TagTable(aspace, self.history, self.clock)
+        self.feed = ChangeFeed(aspace)
+        self.tags = TagTable(aspace, self.history, self.clock, self.feed)
         gw_ns = self.site.namespaces[GATEWAY_NAMESPACE] if self.site else 0
         if cfg.simulate:
             await self._start_simulations()
         for dev in self.bindings.devices:
-            diag = await ensure_diagnostics(self.server, dev.nodeid, gw_ns, self.clock)
+            diag = await ensure_diagnostics(self.server, dev.nodeid, gw_ns, self.feed, self.clock)
             self.runners[dev.nodeid] = DeviceRunner(dev, self.tags, self.bindings.scan_classes, diag, self.clock,
                                                     cfg.device_timeout_s)
         self.parameters = ParameterStore(cfg.data_dir / "parameters.json", namespaces)
@@ -131,7 +134,7 @@ class Gateway:
         for runner in self.runners.values():
             await runner.start()
         tags = self.tags
-        self.health = GatewayHealth(aspace, gw_ns, HealthSources(lambda: tags.stored, self.history,
+        self.health = GatewayHealth(self.feed, gw_ns, HealthSources(lambda: tags.stored, self.history,
                                                                  lambda: self.runners.values()), self.clock)
         await self.health.refresh()
         self.health.start()

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from asyncua import ua
-from asyncua.server.address_space import AddressSpace
 
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.history.store import HistoryStore
-from gateway.values.aspace_io import StoredDataValue, read_value, store_value
+from gateway.values.aspace_io import StoredDataValue, read_value
+from gateway.values.feed import ChangeFeed
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,9 @@ class HealthSources:
 
 
 class GatewayHealth:
-    def __init__(self, aspace: AddressSpace, gw_ns: int, sources: HealthSources, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.aspace = aspace
+    def __init__(self, feed: ChangeFeed, gw_ns: int, sources: HealthSources, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.feed = feed
+        self.aspace = feed.aspace
         self.sources = sources
         self.clock = clock
         self.nodes = {name: (ua.NodeId(ident, gw_ns), vt) for name, (ident, vt) in _NODES.items()}
@@ -90,7 +91,7 @@ class GatewayHealth:
             old = read_value(self.aspace, nodeid)
             if old is not None and old.Value is not None and old.Value.Value == value:
                 continue
-            await store_value(self.aspace, nodeid, StoredDataValue(ua.Variant(value, vt), SourceTimestamp=now,
+            await self.feed.store(nodeid, StoredDataValue(ua.Variant(value, vt), SourceTimestamp=now,
                                                                    ServerTimestamp=now))
         self._remind(values)
         return values

@@ -24,7 +24,8 @@ from asyncua.server.address_space import AddressSpace
 from gateway.bindings import DEFAULT_FIELD_TYPE, BoundVariable
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.nodeset.values import INT_RANGE_OF
-from gateway.values.aspace_io import StoredDataValue, store_value
+from gateway.values.aspace_io import StoredDataValue
+from gateway.values.feed import ChangeFeed
 
 _INT_RANGE = INT_RANGE_OF
 _FLOATS = (ua.VariantType.Float, ua.VariantType.Double)
@@ -132,8 +133,10 @@ class Tag:
 
 
 class TagTable:
-    def __init__(self, aspace: AddressSpace, history: HistorySink | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, aspace: AddressSpace, history: HistorySink | None = None, clock: Clock = SYSTEM_CLOCK,
+                 feed: ChangeFeed | None = None) -> None:
         self.aspace = aspace
+        self.feed = feed if feed is not None else ChangeFeed(aspace)
         self.history = history
         self.clock = clock
         self.tags: dict[ua.NodeId, Tag] = {}
@@ -186,7 +189,7 @@ class TagTable:
         variant = ua.Variant(tag.value, tag.var.vtype) if tag.value is not None else ua.Variant()
         dv = StoredDataValue(variant, StatusCode=ua.StatusCode(tag.status), SourceTimestamp=tag.source_time,
                           ServerTimestamp=now)
-        await store_value(self.aspace, tag.nodeid, dv)
+        await self.feed.store(tag.nodeid, dv)
         self.stored += 1
         if historize and self.history is not None and tag.var.historizing:
             self.history.append(tag.nodeid, dv)

@@ -29,7 +29,7 @@ from gateway.events.audit import AuditTrail, CallRecord, Writer, WriteRecord
 from gateway.nodeset.typecheck import TypeIndex
 from gateway.parameters.store import ParameterStore
 from gateway.security.roles import Role
-from gateway.values.aspace_io import StoredDataValue, store_value
+from gateway.values.aspace_io import StoredDataValue
 from gateway.values.runners import DeviceRunner
 from gateway.values.tags import HistorySink, TagTable
 from gateway.values.writepath import access
@@ -170,7 +170,7 @@ class WritePath:
                 return _bad(ua.StatusCodes.BadResourceUnavailable)
         now = self.clock.now()
         stored = StoredDataValue(dv.Value, SourceTimestamp=now, ServerTimestamp=now)
-        await store_value(self.aspace, wv.NodeId, stored)
+        await self.tags.feed.store(wv.NodeId, stored)
         hist = nd.attributes.get(ua.AttributeIds.Historizing)
         if self.history is not None and hist is not None and hist.value.Value.Value:
             self.history.append(wv.NodeId, stored)
