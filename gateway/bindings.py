@@ -74,9 +74,10 @@ class SiteBindings:
     scan_classes: dict[str, float]  # name -> interval in ms
     devices: list[DeviceConfig]
     warnings: list[Problem] = field(default_factory=list)  # servable but suspect (overlapping bindings)
+    alarms: list[Any] = field(default_factory=list)  # the site's alarm declarations (gateway.alarms.config)
 
 
-class _View:
+class SiteView:
     """Read helpers over the address space."""
 
     def __init__(self, aspace: AddressSpace, gw_ns: int) -> None:
@@ -128,7 +129,7 @@ class _View:
 def resolve_bindings(
     aspace: AddressSpace, site: LoadedSite, gw_ns: int
 ) -> tuple[SiteBindings, list[Problem]]:
-    view = _View(aspace, gw_ns)
+    view = SiteView(aspace, gw_ns)
     problems: list[Problem] = []
 
     warnings: list[Problem] = []
@@ -225,7 +226,7 @@ def _check_diagnostics_ids(aspace: AddressSpace, devices: list[DeviceConfig], gw
 BrowsePath = tuple[tuple[int, str], ...]  # (namespace index, name) per step
 
 
-def _walk(view: _View, root: ua.NodeId, devices: set[ua.NodeId]) -> Iterable[tuple[ua.NodeId, BrowsePath]]:
+def _walk(view: SiteView, root: ua.NodeId, devices: set[ua.NodeId]) -> Iterable[tuple[ua.NodeId, BrowsePath]]:
     """Variables below a device (not entering nested devices), with their browse paths."""
     stack = [(root, ())]
     seen = {root}
@@ -244,7 +245,7 @@ def _walk(view: _View, root: ua.NodeId, devices: set[ua.NodeId]) -> Iterable[tup
                 stack.append((child, cpath))
 
 
-def _profile_declarations(view: _View, device: ua.NodeId) -> dict[BrowsePath, dict[str, Any]]:
+def _profile_declarations(view: SiteView, device: ua.NodeId) -> dict[BrowsePath, dict[str, Any]]:
     """Binding properties declared by the device's type and its supertypes, by browse path."""
     declared: dict[BrowsePath, dict[str, Any]] = {}
     for t in reversed(view.supertypes(view.typedef(device))):  # subtypes override supertypes
@@ -256,7 +257,7 @@ def _profile_declarations(view: _View, device: ua.NodeId) -> dict[BrowsePath, di
 
 
 def _bound_variable(
-    view: _View, types: TypeIndex, var: ua.NodeId, name: str, props: dict[str, Any],
+    view: SiteView, types: TypeIndex, var: ua.NodeId, name: str, props: dict[str, Any],
     scan_classes: dict[str, float], driver: type[Driver], url: SplitResult, problem: Any,
 ) -> BoundVariable | None:
     datatype = view.attr(var, ua.AttributeIds.DataType)

@@ -18,15 +18,18 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from gateway import product
+from gateway.alarms.service import AlarmService
 from gateway.bindings import DeviceConfig, SiteBindings
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.datadir import ensure_data_dir
 from gateway.diagnostics import ensure_diagnostics
 from gateway.drivers.base import Driver, Simulation
 from gateway.events.audit import AuditTrail
+from gateway.events.service import EventService
 from gateway.health.monitor import GatewayHealth, HealthSources
 from gateway.history.service import install_history
 from gateway.history.store import HistoryStore, namespace_key
+from gateway.methods import MethodRegistry
 from gateway.nodeset.loader import LoadedSite
 from gateway.nodesets import GATEWAY_NAMESPACE
 from gateway.parameters import ParameterStore
@@ -72,6 +75,9 @@ class Gateway:
         self.site: LoadedSite | None = None
         self.bindings: SiteBindings | None = None
         self.feed: ChangeFeed | None = None
+        self.methods: MethodRegistry | None = None
+        self.events: EventService | None = None
+        self.alarms: AlarmService | None = None
         self.tags: TagTable | None = None
         self.runners: dict = {}
         self.history: HistoryStore | None = None
@@ -129,6 +135,16 @@ class Gateway:
         if restored:
             log.info("restored %d parameter(s) from %s", restored, self.parameters.path)
         self.server.iserver.write_path = self.write_path
+        self.methods = MethodRegistry(aspace)
+        self.write_path.methods = self.methods
+        self.events = EventService(self.server.iserver, self.clock)
+        self.alarms = AlarmService(self.server.iserver, self.feed, self.events, self.methods, self.clock)
+        comm_alarms = [self.alarms.add_communication_alarm(dev.nodeid, dev.name, diagnostics.nodes["ConnectionState"],
+                                                           gw_ns)
+                       for dev in self.bindings.devices
+                       if (diagnostics := self.runners[dev.nodeid].diagnostics) is not None]
+        self.alarms.start(self.bindings.alarms, comm_alarms)
+        self.events.start()
         await self.server.start()
         self._started = True
         for runner in self.runners.values():
@@ -166,9 +182,12 @@ class Gateway:
         within the sum of the stage deadlines (3.5 s), under the 5 s the CLI's watchdog allows.
         """
         runners = list(self.runners.values())
+        if self.alarms is not None:
+            self.alarms.stop()
         await _stage("stopping polling", STOP_POLLING_S,
                      *(r.stop_polling(STOP_POLLING_S) for r in runners),
-                     *([self.health.stop()] if self.health is not None else []))
+                     *([self.health.stop()] if self.health is not None else []),
+                     *([self.events.stop()] if self.events is not None else []))
         if self.history is not None:
             await _stage("flushing history", STOP_HISTORY_S, self.history.stop(within_s=STOP_HISTORY_S))
         await _stage("closing drivers", STOP_DRIVERS_S,

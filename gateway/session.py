@@ -162,7 +162,7 @@ class GatewaySession(InternalSession):
         path = self.iserver.write_path
         if path is not None:  # serving a site: checked and audited per call
             writer, invoke = self._writer(), super().call
-            return [await path.call(request, writer, invoke) for request in params]
+            return [await path.call(request, writer, invoke, self) for request in params]
         if not role_of(self.user).allows(Role.operator):
             return [ua.CallMethodResult(StatusCode=ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)) for _ in params]
         return await super().call(params)

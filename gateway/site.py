@@ -6,6 +6,7 @@ from pathlib import Path
 
 from asyncua import Server
 
+from gateway.alarms.config import read_alarms
 from gateway.bindings import SiteBindings, resolve_bindings
 from gateway.nodeset.loader import LoadedSite, load_nodesets
 from gateway.nodeset.model import NodesetError
@@ -17,7 +18,10 @@ async def load_site(server: Server, nodesets: list[Path]) -> tuple[LoadedSite, S
     own = GATEWAY_TYPES.resolve()
     files = [GATEWAY_TYPES, *(p for p in nodesets if Path(p).resolve() != own)]
     site = await load_nodesets(server, files)
-    bindings, problems = resolve_bindings(server.iserver.aspace, site, site.namespaces[GATEWAY_NAMESPACE])
+    gw_ns = site.namespaces[GATEWAY_NAMESPACE]
+    bindings, problems = resolve_bindings(server.iserver.aspace, site, gw_ns)
+    bindings.alarms, alarm_problems = read_alarms(server.iserver.aspace, site, gw_ns)
+    problems += alarm_problems
     if problems:
         raise NodesetError(problems)
     return site, bindings

@@ -28,6 +28,7 @@ from gateway.files import write_atomically
 from gateway.nodeset.model import NodesetError, Problem
 from gateway.nodeset.units import UNITS, eu_information
 from gateway.nodeset.values import INT_RANGES
+from gateway.nodeset.yaml_alarms import Alarm, check_alarm, severity_classes
 from gateway.nodesets import GATEWAY_NAMESPACE
 from gateway.nodesets import HERE as NODESETS_DIR
 
@@ -42,13 +43,13 @@ DATA_TYPES: dict[str, int] = {
 }
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-SITE_KEYS = {"site", "scan_classes", "profiles", "devices", "variables"}
+SITE_KEYS = {"site", "scan_classes", "profiles", "devices", "variables", "severity_classes"}
 SITE_INFO_KEYS = {"namespace", "name", "version", "description"}
-DEVICE_KEYS = {"name", "profile", "connection", "description", "variables", "simulator"}
+DEVICE_KEYS = {"name", "profile", "connection", "description", "variables", "simulator", "alarms"}
 PROFILE_KEYS = {"description", "source", "variables"}
 VARIABLE_KEYS = {
     "name", "datatype", "unit", "range", "address", "field_type", "byte_order", "word_order", "bit", "length",
-    "scale", "offset", "scan", "deadband", "writable", "historize", "description", "initial",
+    "scale", "offset", "scan", "deadband", "writable", "historize", "description", "initial", "alarms",
 }
 SITE_VARIABLE_KEYS = {"name", "datatype", "unit", "range", "writable", "historize", "description", "initial"}
 
@@ -424,6 +425,8 @@ def build(doc: Any, source: str) -> bytes:
     # The site's own profiles first, then the device profiles shipped in nodesets/profiles/.
     profiles = {**shipped_profiles(), **own_profiles}
 
+    classes = severity_classes(b, doc)
+    alarms: dict[str, list[Alarm]] = {}
     devices: list[tuple[str, _Map, list[_Var]]] = []
     connected: list[tuple[str, _Map, Any, Any]] = []  # name, spec, driver, url of devices with a valid connection
     seen_devices: set[str] = set()
@@ -460,6 +463,7 @@ def build(doc: Any, source: str) -> bytes:
             b.problem(d, name, "a device needs at least one variable (directly or from its profile)")
         variables = b_vars(b, var_specs, name, scan_classes, VARIABLE_KEYS, True, driver)
         devices.append((name, d, variables))
+        alarms[name] = _device_alarms(b, d, name, variables, classes)
         if driver is not None:
             connected.append((name, d, *driver))
     for drv in {c[2] for c in connected}:
@@ -473,7 +477,20 @@ def build(doc: Any, source: str) -> bytes:
         b.problem(doc, clash, f"'{clash}' names both a device and a site variable", "variables")
     if b.problems:
         raise NodesetError(b.problems)
-    return _emit(uri, site_name, version, info.get("description"), scan_specs, devices, site_vars)
+    return _emit(uri, site_name, version, info.get("description"), scan_specs, devices, site_vars, alarms)
+
+
+def _device_alarms(b: _Builder, d: _Map, device: str, variables: list[_Var], classes: dict[str, int]) -> list[Alarm]:
+    by_name = {v.name: v.spec for v in variables}
+    taken: set[str] = set()
+    out = [a for spec in b.sequence(d, device, "alarms")
+           if (a := check_alarm(b, spec, device, by_name, None, classes, taken)) is not None]
+    for var in variables:
+        for spec in b.sequence(var.spec, var.path, "alarms"):
+            alarm = check_alarm(b, spec, device, by_name, var.name, classes, taken)
+            if alarm is not None:
+                out.append(alarm)
+    return out
 
 
 def b_vars(b: _Builder, specs: list[Any], device: str | None, scan_classes: set[str], allowed: set[str],
@@ -497,7 +514,8 @@ def b_vars(b: _Builder, specs: list[Any], device: str | None, scan_classes: set[
 
 
 def _emit(uri: str, site_name: str, version: str, description: str | None, scan_specs: dict,
-          devices: list[tuple[str, _Map, list[_Var]]], site_vars: list[_Var]) -> bytes:
+          devices: list[tuple[str, _Map, list[_Var]]], site_vars: list[_Var], alarms: dict[str, list[Alarm]]
+          ) -> bytes:
     w = _Writer()
     uris = w.sub(w.root, "NamespaceUris")
     w.sub(uris, "Uri", uri)
@@ -532,9 +550,28 @@ def _emit(uri: str, site_name: str, version: str, description: str | None, scan_
             _property(w, dev_id, "Simulator", "String", _scalar("String", d["simulator"]), gateway=True)
         for var in variables:
             _variable(w, var, dev_id, bound=True)
+        for alarm in alarms.get(name, ()):
+            _alarm(w, alarm, dev_id)
     for var in site_vars:
         _variable(w, var, site_id, bound=False)
     return etree.tostring(w.root, xml_declaration=True, encoding="utf-8", pretty_print=True)
+
+
+def _alarm(w: _Writer, alarm: Alarm, dev_id: str) -> None:
+    aid = f"{dev_id}.{alarm.name}"
+    w.node("UAObject", aid, f"1:{alarm.name}", alarm.name, alarm.spec.get("message"),
+           [("HasTypeDefinition", alarm.type_id, True), ("HasComponent", dev_id, False)], parent=dev_id)
+    _property(w, aid, "InputNode", "i=17", _nodeid_value(f"ns=1;s={alarm.device}.{alarm.input}"), gateway=False)
+    _property(w, aid, "Severity", "i=5", _scalar("UInt16", str(alarm.severity)), gateway=False)
+    for browse, datatype, tag, value in alarm.props:
+        gateway = browse.startswith("2:")
+        name = browse.removeprefix("2:")
+        builder = _nodeid_value(f"ns=1;s={value}") if tag == "NodeId" else _scalar(tag, _format(value, tag))
+        _property(w, aid, name, {"NodeId": "i=17", "Int64": "i=8"}.get(datatype, datatype), builder, gateway)
+
+
+def _nodeid_value(nodeid: str) -> Any:
+    return lambda v: _t(_t(v, "NodeId"), "Identifier", nodeid)
 
 
 def _property(w: _Writer, parent: str, name: str, datatype: str, value: Any, gateway: bool) -> None:

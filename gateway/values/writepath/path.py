@@ -26,6 +26,7 @@ from asyncua.server.address_space import AddressSpace, NodeData
 
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.events.audit import AuditTrail, CallRecord, Writer, WriteRecord
+from gateway.methods import MethodRegistry
 from gateway.nodeset.typecheck import TypeIndex
 from gateway.parameters.store import ParameterStore
 from gateway.security.roles import Role
@@ -78,6 +79,7 @@ class WritePath:
         self.audit = audit or AuditTrail(clock)
         self.parameters = parameters
         self.types = TypeIndex(aspace, {})
+        self.methods: MethodRegistry | None = None
 
     async def write(self, wv: ua.WriteValue, writer: Writer) -> ua.StatusCode:
         old = self._current(wv)
@@ -91,10 +93,18 @@ class WritePath:
                                             old=old, new=new, index_range=wv.IndexRange or ""))
         return status
 
-    async def call(self, request: ua.CallMethodRequest, writer: Writer, invoke: MethodInvoker) -> ua.CallMethodResult:
-        """Call one method if the writer may (UserExecutable); `invoke` runs it (asyncua's method service)."""
+    async def call(self, request: ua.CallMethodRequest, writer: Writer, invoke: MethodInvoker,
+                   session: Any = None) -> ua.CallMethodResult:
+        """Call one method: a bound one through the method registry (its own role and argument checks), any
+        other if the writer may (UserExecutable), run by `invoke` (asyncua's method service)."""
         status = self._check_call(request, writer.role)
-        if status is not None:
+        if self.methods is not None and self.methods.bound(request.MethodId):
+            try:
+                result = await self.methods.call(request, writer, session)
+            except Exception:
+                log.exception("call of %s by %s failed inside the gateway", request.MethodId.to_string(), writer.name)
+                result = ua.CallMethodResult(StatusCode=_bad(ua.StatusCodes.BadInternalError))
+        elif status is not None:
             result = ua.CallMethodResult(StatusCode=status)
         else:
             try:

@@ -1,0 +1,216 @@
+"""One condition's Part 9 state and the event that reports it.
+
+State: EnabledState, ActiveState (with the limit sub-state of limit alarms), AckedState, ConfirmedState
+(when the alarm asks for confirmation), Retain, Quality, Severity/LastSeverity, Comment, ClientUserId,
+ShelvingState and SuppressedOrShelved. Every change makes a new event with a new EventId; Acknowledge,
+Confirm and AddComment must name the EventId of the latest one. Only the latest state is kept per
+condition (no branches for earlier unacknowledged states).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from asyncua import ua
+
+from gateway.alarms.config import AlarmConfig
+from gateway.events.event import GatewayEvent, base_fields, path
+
+_TEXT = ua.VariantType.LocalizedText
+_BOOL = ua.VariantType.Boolean
+_PROCESS = ua.NodeId(ua.ObjectIds.ProcessConditionClassType)
+_SYSTEM = ua.NodeId(ua.ObjectIds.SystemConditionClassType)
+_SHELVING_STATES = {
+    "Unshelved": ua.NodeId(ua.ObjectIds.ShelvedStateMachineType_Unshelved),
+    "TimedShelved": ua.NodeId(ua.ObjectIds.ShelvedStateMachineType_TimedShelved),
+    "OneShotShelved": ua.NodeId(ua.ObjectIds.ShelvedStateMachineType_OneShotShelved),
+}
+LIMIT_STATES = {
+    "HighHigh": ua.NodeId(ua.ObjectIds.ExclusiveLimitStateMachineType_HighHigh),
+    "High": ua.NodeId(ua.ObjectIds.ExclusiveLimitStateMachineType_High),
+    "Low": ua.NodeId(ua.ObjectIds.ExclusiveLimitStateMachineType_Low),
+    "LowLow": ua.NodeId(ua.ObjectIds.ExclusiveLimitStateMachineType_LowLow),
+}
+
+
+def _time(t: datetime | None) -> ua.Variant:
+    return ua.Variant(t, ua.VariantType.DateTime) if t is not None else ua.Variant()
+
+
+class ConditionError(Exception):
+    def __init__(self, status: int, message: str = "") -> None:
+        super().__init__(message or ua.StatusCode(status).name)
+        self.status = status
+
+
+class Condition:
+    def __init__(self, cfg: AlarmConfig, notifiers: tuple[ua.NodeId, ...], system: bool = False) -> None:
+        self.cfg = cfg
+        self.notifiers = notifiers
+        self.condition_class = _SYSTEM if system else _PROCESS
+        self.enabled = True
+        self.active = False
+        self.limit_state: str | None = None  # exclusive limit alarms: HighHigh | High | Low | LowLow
+        self.limit_states: frozenset[str] = frozenset()  # non-exclusive limit alarms
+        self.acked = True
+        self.confirmed = True
+        self.quality = ua.StatusCode(ua.StatusCodes.Good)
+        self.quality_time: datetime | None = None
+        self.severity = cfg.severity
+        self.last_severity = cfg.severity
+        self.comment = ""
+        self.comment_time: datetime | None = None
+        self.client_user_id = ""
+        self.shelving = "Unshelved"
+        self.unshelve_at: datetime | None = None
+        self.max_time_shelved_s = 8 * 3600.0
+        self.message = ""
+        self.value: Any = None
+        self.active_time: datetime | None = None
+        self.last_event: GatewayEvent | None = None
+
+    @property
+    def nodeid(self) -> ua.NodeId:
+        return self.cfg.nodeid
+
+    @property
+    def retain(self) -> bool:
+        if not self.enabled:
+            return False
+        return self.active or not self.acked or (self.cfg.confirm and not self.confirmed)
+
+    @property
+    def shelved(self) -> bool:
+        return self.shelving != "Unshelved"
+
+    def event(self, message: str, now: datetime, event_type: ua.NodeId | None = None) -> GatewayEvent:
+        """The event reporting the current state (also kept as the condition's latest event)."""
+        self.message = message
+        cfg = self.cfg
+        f = base_fields(event_type or cfg.type_id, cfg.source, cfg.source_name, message, self.severity, now)
+        active_text = "Active" if self.active else "Inactive"
+        if self.active and self.limit_state:
+            active_text = f"{self.limit_state} active"
+        f.update({
+            path("ConditionClassId"): ua.Variant(self.condition_class, ua.VariantType.NodeId),
+            path("ConditionClassName"): ua.Variant(ua.LocalizedText(
+                "System" if self.condition_class == _SYSTEM else "Process"), _TEXT),
+            path("ConditionName"): ua.Variant(cfg.name, ua.VariantType.String),
+            path("BranchId"): ua.Variant(ua.NodeId(), ua.VariantType.NodeId),
+            path("Retain"): ua.Variant(self.retain, _BOOL),
+            path("EnabledState"): ua.Variant(ua.LocalizedText("Enabled" if self.enabled else "Disabled"), _TEXT),
+            path("EnabledState", "Id"): ua.Variant(self.enabled, _BOOL),
+            path("Quality"): ua.Variant(self.quality, ua.VariantType.StatusCode),
+            path("Quality", "SourceTimestamp"): ua.Variant(self.quality_time or now, ua.VariantType.DateTime),
+            path("LastSeverity"): ua.Variant(self.last_severity, ua.VariantType.UInt16),
+            path("Comment"): ua.Variant(ua.LocalizedText(self.comment), _TEXT),
+            path("Comment", "SourceTimestamp"): _time(self.comment_time),
+            path("ClientUserId"): ua.Variant(self.client_user_id, ua.VariantType.String),
+            path("AckedState"): ua.Variant(ua.LocalizedText("Acknowledged" if self.acked else "Unacknowledged"),
+                                           _TEXT),
+            path("AckedState", "Id"): ua.Variant(self.acked, _BOOL),
+            path("ActiveState"): ua.Variant(ua.LocalizedText("Active" if self.active else "Inactive"), _TEXT),
+            path("ActiveState", "Id"): ua.Variant(self.active, _BOOL),
+            path("ActiveState", "EffectiveDisplayName"): ua.Variant(ua.LocalizedText(active_text), _TEXT),
+            path("ActiveState", "TransitionTime"): _time(self.active_time),
+            path("InputNode"): ua.Variant(cfg.input, ua.VariantType.NodeId),
+            path("SuppressedOrShelved"): ua.Variant(self.shelved, _BOOL),
+            path("ShelvingState", "CurrentState"): ua.Variant(ua.LocalizedText(self.shelving), _TEXT),
+            path("ShelvingState", "CurrentState", "Id"): ua.Variant(_SHELVING_STATES[self.shelving],
+                                                                    ua.VariantType.NodeId),
+            path("ShelvingState", "UnshelveTime"): ua.Variant(
+                (self.unshelve_at - now).total_seconds() * 1000.0 if self.unshelve_at else 0.0,
+                ua.VariantType.Double),
+            path("MaxTimeShelved"): ua.Variant(self.max_time_shelved_s * 1000.0, ua.VariantType.Double),
+        })
+        if cfg.confirm:
+            f[path("ConfirmedState")] = ua.Variant(
+                ua.LocalizedText("Confirmed" if self.confirmed else "Unconfirmed"), _TEXT)
+            f[path("ConfirmedState", "Id")] = ua.Variant(self.confirmed, _BOOL)
+        for name, value in cfg.limits.items():
+            f[path(name)] = ua.Variant(value, ua.VariantType.Double)
+        if cfg.kind == "exclusive":
+            state = self.limit_state if self.active else None
+            f[path("LimitState", "CurrentState")] = ua.Variant(ua.LocalizedText(state or ""), _TEXT)
+            f[path("LimitState", "CurrentState", "Id")] = ua.Variant(
+                LIMIT_STATES[state] if state else ua.NodeId(), ua.VariantType.NodeId)
+        elif cfg.kind == "nonexclusive":
+            for state in ("HighHigh", "High", "Low", "LowLow"):
+                if f"{state}Limit" in cfg.limits:
+                    on = state in self.limit_states
+                    f[path(f"{state}State")] = ua.Variant(ua.LocalizedText(state if on else ""), _TEXT)
+                    f[path(f"{state}State", "Id")] = ua.Variant(on, _BOOL)
+        if cfg.normal_state is not None:
+            f[path("NormalState")] = ua.Variant(cfg.normal_state, ua.VariantType.NodeId)
+        if cfg.setpoint is not None:
+            f[path("SetpointNode")] = ua.Variant(cfg.setpoint, ua.VariantType.NodeId)
+        event = GatewayEvent(event_type or cfg.type_id, f, self.notifiers, condition=cfg.nodeid)
+        if event_type is None:
+            self.last_event = event
+        return event
+
+    # -- operator actions (the method handlers check roles; these check the state) ----------------------
+
+    def _check_event_id(self, event_id: Any) -> None:
+        latest = self.last_event.event_id if self.last_event is not None else None
+        if not isinstance(event_id, bytes) or latest is None or event_id != latest:
+            raise ConditionError(ua.StatusCodes.BadEventIdUnknown, "EventId is not the condition's latest event")
+
+    def acknowledge(self, event_id: Any, comment: str, user: str, now: datetime) -> None:
+        if not self.enabled:
+            raise ConditionError(ua.StatusCodes.BadConditionDisabled)
+        self._check_event_id(event_id)
+        if self.acked:
+            raise ConditionError(ua.StatusCodes.BadConditionBranchAlreadyAcked)
+        self.acked = True
+        if self.cfg.confirm:
+            self.confirmed = False
+        self._comment(comment, user, now)
+
+    def confirm(self, event_id: Any, comment: str, user: str, now: datetime) -> None:
+        if not self.enabled:
+            raise ConditionError(ua.StatusCodes.BadConditionDisabled)
+        if not self.cfg.confirm:
+            raise ConditionError(ua.StatusCodes.BadMethodInvalid, "this alarm is not confirmed")
+        self._check_event_id(event_id)
+        if self.confirmed:
+            raise ConditionError(ua.StatusCodes.BadConditionBranchAlreadyConfirmed)
+        self.confirmed = True
+        self._comment(comment, user, now)
+
+    def add_comment(self, event_id: Any, comment: str, user: str, now: datetime) -> None:
+        if not self.enabled:
+            raise ConditionError(ua.StatusCodes.BadConditionDisabled)
+        self._check_event_id(event_id)
+        self._comment(comment, user, now, always=True)
+
+    def _comment(self, comment: str, user: str, now: datetime, always: bool = False) -> None:
+        if comment or always:
+            self.comment = comment
+            self.comment_time = now
+        self.client_user_id = user
+
+    def set_enabled(self, enabled: bool) -> None:
+        if self.enabled == enabled:
+            raise ConditionError(ua.StatusCodes.BadConditionAlreadyEnabled if enabled
+                                 else ua.StatusCodes.BadConditionAlreadyDisabled)
+        self.enabled = enabled
+
+    def shelve(self, how: str, now: datetime, seconds: float | None = None) -> None:
+        if how == "Unshelved":
+            if not self.shelved:
+                raise ConditionError(ua.StatusCodes.BadConditionNotShelved)
+            self.shelving, self.unshelve_at = "Unshelved", None
+            return
+        if how == "TimedShelved":
+            if seconds is None or seconds <= 0 or seconds > self.max_time_shelved_s:
+                raise ConditionError(ua.StatusCodes.BadShelvingTimeOutOfRange)
+            if self.shelving == "TimedShelved":
+                raise ConditionError(ua.StatusCodes.BadConditionAlreadyShelved)
+            self.unshelve_at = now + timedelta(seconds=seconds)
+        else:
+            if self.shelving == "OneShotShelved":
+                raise ConditionError(ua.StatusCodes.BadConditionAlreadyShelved)
+            self.unshelve_at = now + timedelta(seconds=self.max_time_shelved_s)
+        self.shelving = how

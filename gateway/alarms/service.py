@@ -1,0 +1,425 @@
+"""The alarm service: conditions evaluated on every change of their inputs, operated through methods.
+
+Each condition listens on the change feed for its input (and its setpoint or normal-state variable),
+so an alarm follows the value it watches, not a timer. An input that turns Bad changes the condition's
+Quality and leaves its ActiveState as it was: a lost device does not clear an alarm. On- and off-delays
+hold a transition until the input stayed there that long. Every device gets a communication alarm on
+its Diagnostics/ConnectionState, active while the device does not answer.
+
+The methods of Part 9 are bound in the method registry, on the type's method (called with the
+condition as ObjectId, as most clients do) and on any copy of the method in the condition's own
+nodes: Enable and Disable for admins; Acknowledge, Confirm, AddComment and the shelving methods for
+operators; ConditionRefresh and ConditionRefresh2 for anyone, on their own subscriptions only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from asyncua import ua
+
+from gateway.alarms.condition import Condition, ConditionError
+from gateway.alarms.config import OFF_NORMAL, AlarmConfig
+from gateway.alarms.evaluate import describe_limit, exclusive_state, limit_states, off_normal
+from gateway.clock import SYSTEM_CLOCK, Clock
+from gateway.events.event import GatewayEvent
+from gateway.events.service import SERVER, EventService
+from gateway.methods import MethodCall, MethodError, MethodRegistry
+from gateway.security.roles import Role
+from gateway.values.aspace_io import read_value
+from gateway.values.feed import Change, ChangeFeed
+
+log = logging.getLogger(__name__)
+
+_OBJECTS = ua.NodeId(ua.ObjectIds.ObjectsFolder)
+_HAS_NOTIFIER = ua.NodeId(ua.ObjectIds.HasNotifier)
+_HAS_COMPONENT = ua.NodeId(ua.ObjectIds.HasComponent)
+_PARENT_REFS = {ua.NodeId(ua.ObjectIds.HasComponent), ua.NodeId(ua.ObjectIds.Organizes),
+                ua.NodeId(ua.ObjectIds.HasOrderedComponent), ua.NodeId(ua.ObjectIds.HasNotifier),
+                ua.NodeId(ua.ObjectIds.HasCondition)}
+_NOTIFY = ua.EventNotifier.SubscribeToEvents | ua.EventNotifier.HistoryRead
+_M = ua.ObjectIds
+# Method of the type -> (role, handler name). The shelving methods also have copies in the
+# AlarmConditionType's ShelvingState instance declaration, which clients call too.
+_METHODS: dict[int, tuple[Role, str]] = {
+    _M.ConditionType_Enable: (Role.admin, "_enable"),
+    _M.ConditionType_Disable: (Role.admin, "_disable"),
+    _M.ConditionType_AddComment: (Role.operator, "_add_comment"),
+    _M.AcknowledgeableConditionType_Acknowledge: (Role.operator, "_acknowledge"),
+    _M.AcknowledgeableConditionType_Confirm: (Role.operator, "_confirm"),
+    _M.ShelvedStateMachineType_TimedShelve: (Role.operator, "_timed_shelve"),
+    _M.ShelvedStateMachineType_OneShotShelve: (Role.operator, "_one_shot_shelve"),
+    _M.ShelvedStateMachineType_Unshelve: (Role.operator, "_unshelve"),
+    _M.AlarmConditionType_ShelvingState_TimedShelve: (Role.operator, "_timed_shelve"),
+    _M.AlarmConditionType_ShelvingState_OneShotShelve: (Role.operator, "_one_shot_shelve"),
+    _M.AlarmConditionType_ShelvingState_Unshelve: (Role.operator, "_unshelve"),
+    _M.ConditionType_ConditionRefresh: (Role.viewer, "_refresh"),
+    _M.ConditionType_ConditionRefresh2: (Role.viewer, "_refresh2"),
+}
+
+
+class AlarmService:
+    def __init__(self, iserver: Any, feed: ChangeFeed, events: EventService, methods: MethodRegistry,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        self.iserver = iserver
+        self.aspace = iserver.aspace
+        self.feed = feed
+        self.events = events
+        self.methods = methods
+        self.clock = clock
+        self.conditions: dict[ua.NodeId, Condition] = {}
+        self.evaluations = 0
+        self._watchers: dict[ua.NodeId, list[Condition]] = {}
+        self._timers: dict[ua.NodeId, asyncio.TimerHandle] = {}
+        self._subscription = None
+
+    # -- set-up -------------------------------------------------------------------------------------------
+
+    def add_communication_alarm(self, device: ua.NodeId, device_name: str, connection_state: ua.NodeId,
+                                gw_ns: int, severity: int = 700) -> AlarmConfig:
+        """A device's alarm for not answering, as an OffNormalAlarmType object under the device."""
+        name = ua.QualifiedName("CommunicationAlarm", gw_ns)
+        nodeid = ua.NodeId(f"{_text_id(device)}.CommunicationAlarm", gw_ns)
+        if self.aspace.get(nodeid) is None:
+            item = ua.AddNodesItem()
+            item.RequestedNewNodeId = nodeid
+            item.BrowseName = name
+            item.NodeClass = ua.NodeClass.Object
+            item.ParentNodeId = device
+            item.ReferenceTypeId = _HAS_COMPONENT
+            item.TypeDefinition = OFF_NORMAL
+            attrs = ua.ObjectAttributes()
+            attrs.DisplayName = ua.LocalizedText("CommunicationAlarm")
+            attrs.Description = ua.LocalizedText(f"{device_name} does not answer")
+            attrs.EventNotifier = 0
+            item.NodeAttributes = attrs
+            result = self.iserver.node_mgt_service.add_nodes([item])[0]
+            if not result.StatusCode.is_good():
+                raise RuntimeError(f"{device_name}: cannot add its communication alarm: {result.StatusCode.name}")
+        return AlarmConfig(nodeid, "CommunicationAlarm", OFF_NORMAL, "offnormal", device, device_name,
+                           connection_state, "ConnectionState", severity=severity, active_value="Disconnected")
+
+    def start(self, configs: Iterable[AlarmConfig], system: Iterable[AlarmConfig] = ()) -> None:
+        for cfg, is_system in [*((c, False) for c in configs), *((c, True) for c in system)]:
+            cond = Condition(cfg, self._notifiers(cfg.source), system=is_system)
+            self.conditions[cfg.nodeid] = cond
+            for node in (cfg.input, cfg.setpoint, cfg.normal_state):
+                if node is not None:
+                    self._watchers.setdefault(node, []).append(cond)
+        for method, (role, handler) in _METHODS.items():
+            self.methods.bind(ua.NodeId(method), getattr(self, handler), role)
+        self._alias_instance_methods()
+        self._subscription = self.feed.listen(self._on_change, list(self._watchers), name="alarms")
+        now = self.clock.now()
+        for cond in self.conditions.values():
+            self._evaluate(cond)
+            if cond.last_event is None:  # an inactive alarm still has a latest event for refresh and comments
+                cond.event(cond.message or f"{self._label(cond)} normal", now)
+
+    def stop(self) -> None:
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    def retained(self) -> list[GatewayEvent]:
+        return [c.last_event for c in self.conditions.values() if c.retain and c.last_event is not None]
+
+    def _notifiers(self, source: ua.NodeId) -> tuple[ua.NodeId, ...]:
+        """The source's object ancestors below Objects, made event notifiers and linked by HasNotifier, then Server."""
+        chain: list[ua.NodeId] = []
+        current: ua.NodeId | None = source
+        while current is not None and current != _OBJECTS and len(chain) < 32:
+            nd = self.aspace.get(current)
+            if nd is None:
+                break
+            if nd.attributes[ua.AttributeIds.NodeClass].value.Value.Value == ua.NodeClass.Object:
+                chain.append(current)
+            current = next((r.NodeId for r in nd.references if not r.IsForward and r.ReferenceTypeId in _PARENT_REFS),
+                           None)
+        for node in chain:
+            av = self.aspace.get(node).attributes.get(ua.AttributeIds.EventNotifier)
+            if av is not None:
+                old = av.value.Value.Value if av.value is not None and av.value.Value is not None else 0
+                av.value = ua.DataValue(ua.Variant(old | _NOTIFY, ua.VariantType.Byte))
+        links = list(zip([SERVER, *chain[::-1]], chain[::-1], strict=False))
+        refs = []
+        for parent, child in links:
+            if not any(r.NodeId == child and r.ReferenceTypeId == _HAS_NOTIFIER
+                       for r in self.aspace.get(parent).references):
+                ref = ua.AddReferencesItem()
+                ref.SourceNodeId, ref.TargetNodeId, ref.IsForward = parent, child, True
+                ref.ReferenceTypeId = _HAS_NOTIFIER
+                ref.TargetNodeClass = ua.NodeClass.Object
+                refs.append(ref)
+        self.iserver.node_mgt_service.add_references(refs)
+        return (*chain, SERVER)
+
+    def _alias_instance_methods(self) -> None:
+        """Copies of the type's methods under a condition call the same handler (matched by browse name)."""
+        by_name = {}
+        for method in _METHODS:
+            nd = self.aspace.get(ua.NodeId(method))
+            if nd is not None:
+                by_name.setdefault(nd.attributes[ua.AttributeIds.BrowseName].value.Value.Value.Name, ua.NodeId(method))
+        for cond in self.conditions.values():
+            stack = [cond.nodeid]
+            while stack:
+                nd = self.aspace.get(stack.pop())
+                for ref in nd.references if nd is not None else ():
+                    if not ref.IsForward or ref.ReferenceTypeId != _HAS_COMPONENT:
+                        continue
+                    if ref.NodeClass == ua.NodeClass.Method:
+                        target = by_name.get(ref.BrowseName.Name)
+                        if target is not None and not self.methods.bound(ref.NodeId):
+                            self.methods.alias(ref.NodeId, target)
+                    elif ref.NodeClass == ua.NodeClass.Object:
+                        stack.append(ref.NodeId)
+
+    # -- evaluation -----------------------------------------------------------------------------------------
+
+    def _on_change(self, change: Change) -> None:
+        for cond in self._watchers.get(change.node, ()):
+            self._evaluate(cond)
+
+    def _input(self, node: ua.NodeId | None) -> tuple[Any, ua.StatusCode]:
+        dv = read_value(self.aspace, node) if node is not None else None
+        if dv is None:
+            return None, ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)
+        status = dv.StatusCode if dv.StatusCode is not None else ua.StatusCode()
+        return (dv.Value.Value if dv.Value is not None else None), status
+
+    def _evaluate(self, cond: Condition, delayed: bool = False) -> None:
+        self.evaluations += 1
+        if not cond.enabled:
+            return
+        cfg = cond.cfg
+        value, status = self._input(cfg.input)
+        now = self.clock.now()
+        quality_changed = status.value != cond.quality.value
+        if quality_changed:
+            cond.quality, cond.quality_time = status, now
+        if not status.is_good() or value is None or (isinstance(value, float) and math.isnan(value)):
+            if quality_changed:  # a lost input changes the quality, never the alarm state
+                self._emit(cond, f"{self._label(cond)}: input quality {status.name}", now)
+            return
+        target = self._target(cond, value)
+        if target is None:
+            if quality_changed:
+                self._emit(cond, f"{self._label(cond)}: input quality {status.name}", now)
+            return
+        active, state, states, message = target
+        changed = active != cond.active or state != cond.limit_state or states != cond.limit_states
+        if changed and not delayed:
+            delay = cfg.on_delay if active and not cond.active else cfg.off_delay if cond.active and not active else 0
+            if delay > 0:
+                if cfg.nodeid not in self._timers:
+                    loop = asyncio.get_running_loop()
+                    self._timers[cfg.nodeid] = loop.call_later(delay, self._delay_over, cond)
+                return
+        timer = self._timers.pop(cfg.nodeid, None)
+        if timer is not None:
+            timer.cancel()
+        if not changed:
+            if quality_changed:
+                self._emit(cond, message, now)
+            return
+        if active and not cond.active:
+            cond.active_time = now
+            cond.acked = False
+            if cfg.confirm:
+                cond.confirmed = False
+        elif not active and cond.active:
+            cond.active_time = now
+        if cond.shelving == "OneShotShelved" and cond.active and not active:
+            cond.shelving, cond.unshelve_at = "Unshelved", None
+        cond.active, cond.limit_state, cond.limit_states, cond.value = active, state, states, value
+        self._emit(cond, message, now, severity_change=True)
+
+    def _delay_over(self, cond: Condition) -> None:
+        self._timers.pop(cond.nodeid, None)
+        self._evaluate(cond, delayed=True)
+
+    def _target(self, cond: Condition, value: Any) -> tuple[bool, str | None, frozenset[str], str] | None:
+        cfg = cond.cfg
+        label = self._label(cond)
+        unit = f" {cfg.unit}" if cfg.unit else ""
+        if cfg.kind in ("exclusive", "nonexclusive"):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return None
+            measured = float(value)
+            if cfg.setpoint is not None:
+                sp, sp_status = self._input(cfg.setpoint)
+                if not sp_status.is_good() or not isinstance(sp, int | float):
+                    return None
+                measured -= float(sp)
+            if cfg.kind == "exclusive":
+                state = exclusive_state(cfg, measured, cond.limit_state if cond.active else None)
+                states = frozenset({state}) if state else frozenset()
+            else:
+                states = limit_states(cfg, measured, cond.limit_states)
+                state = next((s for s in ("HighHigh", "High", "LowLow", "Low") if s in states), None)
+            shown = f"{value:.6g}{unit}"
+            if state is None:
+                return False, None, frozenset(), f"{label} {shown} back within limits"
+            words, limit = describe_limit(state, cfg)
+            if cfg.setpoint is not None:
+                shown = f"{shown}, {measured:+.6g}{unit} from its setpoint,"
+            return True, state, states, f"{label} {shown} {words} {limit:g}{unit}"
+        normal = cfg.normal_value
+        if cfg.normal_state is not None:
+            normal, n_status = self._input(cfg.normal_state)
+            if not n_status.is_good():
+                return None
+        active = off_normal(cfg, value, normal)
+        if cfg.active_value is not None:
+            text = f"{cfg.source_name} does not answer" if active else f"{cfg.source_name} answers again"
+        else:
+            text = f"{label} is {_shown(value)}{unit}" + (f" (normal {_shown(normal)})" if active else ", normal")
+        return active, None, frozenset(), text
+
+    def _label(self, cond: Condition) -> str:
+        return cond.cfg.message or f"{cond.cfg.source_name} {cond.cfg.input_name}"
+
+    def _emit(self, cond: Condition, message: str, now: Any, severity_change: bool = False) -> None:
+        cond.last_severity = cond.severity
+        event = cond.event(message, now)
+        if cond.shelved and cond.active:
+            # Shelved: the state is kept and reported by refresh, but not pushed to operators.
+            return
+        self.events.emit(event)
+
+    def _report(self, cond: Condition, message: str) -> None:
+        self._emit(cond, message, self.clock.now())
+
+    # -- methods ------------------------------------------------------------------------------------------
+
+    def _condition(self, call: MethodCall) -> Condition:
+        cond = self.conditions.get(call.object_id)
+        if cond is None:
+            # A method copy under ShelvingState is called on the ShelvingState object: its parent condition.
+            nd = self.aspace.get(call.object_id)
+            parent = next((r.NodeId for r in nd.references if not r.IsForward and r.ReferenceTypeId == _HAS_COMPONENT),
+                          None) if nd is not None else None
+            cond = self.conditions.get(parent) if parent is not None else None
+        if cond is None:
+            raise MethodError(ua.StatusCodes.BadNodeIdInvalid, "the object is not a condition")
+        return cond
+
+    async def _operate(self, call: MethodCall, action: str, verb: str) -> list[ua.Variant]:
+        cond = self._condition(call)
+        now = self.clock.now()
+        comment = call.arg(1)
+        text = comment.Text if isinstance(comment, ua.LocalizedText) else (comment or "")
+        try:
+            getattr(cond, action)(call.arg(0), text or "", call.writer.name, now)
+        except ConditionError as exc:
+            raise MethodError(exc.status, str(exc)) from None
+        self._report(cond, cond.message)
+        log.info("%s %s by %s%s", cond.cfg.source_name + "/" + cond.cfg.name, verb, call.writer.name,
+                 f": {text}" if text else "")
+        return []
+
+    async def _acknowledge(self, call: MethodCall) -> list[ua.Variant]:
+        return await self._operate(call, "acknowledge", "acknowledged")
+
+    async def _confirm(self, call: MethodCall) -> list[ua.Variant]:
+        return await self._operate(call, "confirm", "confirmed")
+
+    async def _add_comment(self, call: MethodCall) -> list[ua.Variant]:
+        return await self._operate(call, "add_comment", "commented")
+
+    async def _set_enabled(self, call: MethodCall, enabled: bool) -> list[ua.Variant]:
+        cond = self._condition(call)
+        try:
+            cond.set_enabled(enabled)
+        except ConditionError as exc:
+            raise MethodError(exc.status, str(exc)) from None
+        cond.client_user_id = call.writer.name
+        now = self.clock.now()
+        if enabled:
+            cond.active, cond.acked, cond.confirmed, cond.limit_state, cond.limit_states = (
+                False, True, True, None, frozenset())
+            cond.event(f"{self._label(cond)} enabled", now)
+            self.events.emit(cond.last_event)  # type: ignore[arg-type]
+            self._evaluate(cond)
+        else:
+            timer = self._timers.pop(cond.nodeid, None)
+            if timer is not None:
+                timer.cancel()
+            self.events.emit(cond.event(f"{self._label(cond)} disabled", now))
+        return []
+
+    async def _enable(self, call: MethodCall) -> list[ua.Variant]:
+        return await self._set_enabled(call, True)
+
+    async def _disable(self, call: MethodCall) -> list[ua.Variant]:
+        return await self._set_enabled(call, False)
+
+    async def _shelve(self, call: MethodCall, how: str, seconds: float | None = None) -> list[ua.Variant]:
+        cond = self._condition(call)
+        now = self.clock.now()
+        try:
+            cond.shelve(how, now, seconds)
+        except ConditionError as exc:
+            raise MethodError(exc.status, str(exc)) from None
+        cond.client_user_id = call.writer.name
+        timer_key = ua.NodeId(f"shelve:{cond.nodeid.to_string()}")
+        old = self._timers.pop(timer_key, None)
+        if old is not None:
+            old.cancel()
+        if cond.unshelve_at is not None:
+            delay = max((cond.unshelve_at - now).total_seconds(), 0.0)
+            self._timers[timer_key] = asyncio.get_running_loop().call_later(delay, self._shelving_over, cond)
+        self.events.emit(cond.event(f"{self._label(cond)} {how.lower()} by {call.writer.name}", now))
+        return []
+
+    def _shelving_over(self, cond: Condition) -> None:
+        self._timers.pop(ua.NodeId(f"shelve:{cond.nodeid.to_string()}"), None)
+        if cond.shelved:
+            cond.shelving, cond.unshelve_at = "Unshelved", None
+            self.events.emit(cond.event(f"{self._label(cond)} unshelved (shelving time over)", self.clock.now()))
+
+    async def _timed_shelve(self, call: MethodCall) -> list[ua.Variant]:
+        ms = call.arg(0)
+        return await self._shelve(call, "TimedShelved", float(ms) / 1000.0 if isinstance(ms, int | float) else None)
+
+    async def _one_shot_shelve(self, call: MethodCall) -> list[ua.Variant]:
+        return await self._shelve(call, "OneShotShelved")
+
+    async def _unshelve(self, call: MethodCall) -> list[ua.Variant]:
+        return await self._shelve(call, "Unshelved")
+
+    def _own_subscription(self, call: MethodCall) -> int:
+        sub_id = call.arg(0)
+        session = call.session
+        if not isinstance(sub_id, int) or session is None or not session.owns_subscription(sub_id):
+            raise MethodError(ua.StatusCodes.BadSubscriptionIdInvalid, "not a subscription of this session")
+        return sub_id
+
+    async def _refresh(self, call: MethodCall) -> list[ua.Variant]:
+        self.events.refresh(self._own_subscription(call), self.retained)
+        return []
+
+    async def _refresh2(self, call: MethodCall) -> list[ua.Variant]:
+        sub_id = self._own_subscription(call)
+        mid = call.arg(1)
+        sub = self.iserver.subscription_service.subscriptions.get(sub_id)
+        if sub is None or mid not in sub.monitored_item_srv._monitored_items:
+            raise MethodError(ua.StatusCodes.BadMonitoredItemIdInvalid)
+        self.events.refresh(sub_id, self.retained, mid)
+        return []
+
+
+def _shown(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _text_id(node: ua.NodeId) -> str:
+    return str(node.Identifier)

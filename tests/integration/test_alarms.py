@@ -1,0 +1,152 @@
+"""Alarms end to end: an operator's write drives an alarm's input; an asyncua client sees the events,
+acknowledges and confirms with the EventId, and refreshes the retained conditions."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from asyncua import Client, ua
+
+from gateway.nodeset.yaml_build import compile_text
+
+pytestmark = pytest.mark.integration
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "alarm_site.yaml"
+ACK = ua.NodeId(ua.ObjectIds.AcknowledgeableConditionType_Acknowledge)
+CONFIRM = ua.NodeId(ua.ObjectIds.AcknowledgeableConditionType_Confirm)
+REFRESH = ua.NodeId(ua.ObjectIds.ConditionType_ConditionRefresh)
+
+
+class Events:
+    def __init__(self) -> None:
+        self.got: list[object] = []
+        self.new = asyncio.Event()
+
+    def event_notification(self, event: object) -> None:
+        self.got.append(event)
+        self.new.set()
+
+    async def next(self, match: object = None, within_s: float = 5.0) -> object:
+        async with asyncio.timeout(within_s):
+            while True:
+                for i, ev in enumerate(self.got):
+                    if match is None or match(ev):
+                        return self.got.pop(i)
+                self.new.clear()
+                await self.new.wait()
+
+
+@pytest.fixture
+async def alarm_gateway(simulated_gateway, tmp_path: Path):
+    site = tmp_path / "alarm-site.xml"
+    site.write_bytes(compile_text(FIXTURE.read_text(encoding="utf-8"), str(FIXTURE)))
+    return await simulated_gateway(site)
+
+
+def _url(gw) -> str:
+    return gw.config.endpoint
+
+
+async def _operator(gw) -> Client:
+    client = Client(_url(gw))
+    client.set_user("operator1")
+    client.set_password("op-secret-1")
+    await client.connect()
+    return client
+
+
+def _field(ev: object, name: str) -> object:
+    return getattr(ev, name, None)
+
+
+async def test_limit_alarm_goes_active_is_acknowledged_confirmed_and_refreshed(alarm_gateway) -> None:
+    gw = alarm_gateway
+    ns = gw.site.namespaces["urn:test:alarm-site"]
+    temperature = ua.NodeId("Rack1.Temperature", ns)
+    condition = ua.NodeId("Rack1.TemperatureHigh", ns)
+    client = await _operator(gw)
+    try:
+        events = Events()
+        sub = await client.create_subscription(50, events)
+        alarm_type = client.get_node(ua.NodeId(ua.ObjectIds.AlarmConditionType))
+        await sub.subscribe_events(client.get_node(ua.ObjectIds.Server), alarm_type)
+
+        await client.get_node(temperature).write_value(ua.DataValue(ua.Variant(57.5, ua.VariantType.Double)))
+        active = await events.next(lambda e: _field(e, "SourceName") == "Rack1" and
+                                   "57.5" in _field(e, "Message").Text)
+        assert active.Message.Text == "Rack1 cell temperature 57.5 °C above high limit 55 °C"
+        assert active.Severity == 700 and active.Retain is True
+        assert isinstance(active.EventId, bytes) and active.EventType == ua.NodeId(ua.ObjectIds.ExclusiveLimitAlarmType)
+        cond = client.get_node(condition)
+
+        with pytest.raises(ua.uaerrors.BadEventIdUnknown):
+            await cond.call_method(ACK, b"not-the-event", ua.LocalizedText("wrong id"))
+        await cond.call_method(ACK, active.EventId, ua.LocalizedText("seen it"))
+        acked = await events.next(lambda e: _field(e, "Comment") is not None and e.Comment.Text == "seen it")
+        assert acked.Retain is True and acked.EventId != active.EventId
+
+        await client.get_node(temperature).write_value(ua.DataValue(ua.Variant(40.0, ua.VariantType.Double)))
+        cleared = await events.next(lambda e: "back within limits" in _field(e, "Message").Text)
+        assert cleared.Retain is True  # still to be confirmed
+        await cond.call_method(CONFIRM, cleared.EventId, ua.LocalizedText("fixed"))
+        confirmed = await events.next(lambda e: _field(e, "Comment") is not None and e.Comment.Text == "fixed")
+        assert confirmed.Retain is False
+        with pytest.raises(ua.uaerrors.BadEventIdUnknown):  # a stale EventId is refused
+            await cond.call_method(CONFIRM, active.EventId, ua.LocalizedText("again"))
+    finally:
+        await client.disconnect()
+
+
+async def test_refresh_sends_only_retained_conditions_between_start_and_end(alarm_gateway) -> None:
+    gw = alarm_gateway
+    ns = gw.site.namespaces["urn:test:alarm-site"]
+    client = await _operator(gw)
+    try:
+        await client.get_node(ua.NodeId("Rack1.FaultCode", ns)).write_value(
+            ua.DataValue(ua.Variant(3.0, ua.VariantType.Double)))
+        events = Events()
+        sub = await client.create_subscription(50, events)
+        await sub.subscribe_events(client.get_node(ua.ObjectIds.Server),
+                                   client.get_node(ua.NodeId(ua.ObjectIds.BaseEventType)))
+        await asyncio.sleep(0.5)
+        events.got.clear()
+        await client.get_node(ua.NodeId(ua.ObjectIds.ConditionType)).call_method(
+            REFRESH, ua.Variant(sub.subscription_id, ua.VariantType.UInt32))
+        start = await events.next(lambda e: e.EventType == ua.NodeId(ua.ObjectIds.RefreshStartEventType))
+        assert start is not None
+        end = await events.next(lambda e: e.EventType == ua.NodeId(ua.ObjectIds.RefreshEndEventType))
+        assert end is not None
+        names = [getattr(e, "SourceName", None) for e in events.got]
+        messages = [e.Message.Text for e in events.got if getattr(e, "Message", None) is not None]
+        assert any("Rack1 FaultCode is 3" in m for m in messages), messages
+        assert not any("cell temperature" in m for m in messages)  # not retained: not refreshed
+        assert "Rack1" in names
+    finally:
+        await client.disconnect()
+
+
+async def test_a_viewer_cannot_acknowledge_and_another_sessions_subscription_cannot_be_refreshed(alarm_gateway) -> None:
+    gw = alarm_gateway
+    ns = gw.site.namespaces["urn:test:alarm-site"]
+    operator = await _operator(gw)
+    viewer = Client(_url(gw))
+    await viewer.connect()
+    try:
+        events = Events()
+        sub = await operator.create_subscription(50, events)
+        await sub.subscribe_events(operator.get_node(ua.ObjectIds.Server),
+                                   operator.get_node(ua.NodeId(ua.ObjectIds.AlarmConditionType)))
+        await operator.get_node(ua.NodeId("Rack1.Temperature", ns)).write_value(
+            ua.DataValue(ua.Variant(70.0, ua.VariantType.Double)))
+        active = await events.next(lambda e: "high-high" in e.Message.Text)
+        with pytest.raises(ua.uaerrors.BadUserAccessDenied):
+            await viewer.get_node(ua.NodeId("Rack1.TemperatureHigh", ns)).call_method(
+                ACK, active.EventId, ua.LocalizedText("viewer"))
+        with pytest.raises(ua.uaerrors.BadSubscriptionIdInvalid):
+            await viewer.get_node(ua.NodeId(ua.ObjectIds.ConditionType)).call_method(
+                REFRESH, ua.Variant(sub.subscription_id, ua.VariantType.UInt32))
+    finally:
+        await viewer.disconnect()
+        await operator.disconnect()
