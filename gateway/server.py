@@ -138,6 +138,8 @@ class Gateway:
         self.methods = MethodRegistry(aspace)
         self.write_path.methods = self.methods
         self.events = EventService(self.server.iserver, self.clock)
+        self.events.canonical_method = self.methods.canonical
+        self.write_path.audit.sinks.append(self.events)
         self.alarms = AlarmService(self.server.iserver, self.feed, self.events, self.methods, self.clock)
         comm_alarms = [self.alarms.add_communication_alarm(dev.nodeid, dev.name, diagnostics.nodes["ConnectionState"],
                                                            gw_ns)

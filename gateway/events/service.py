@@ -20,6 +20,8 @@ from typing import Any, Protocol
 from asyncua import ua
 
 from gateway.clock import SYSTEM_CLOCK, Clock
+from gateway.events.audit import AuditRecord, CallRecord
+from gateway.events.audit_events import audit_event
 from gateway.events.event import GatewayEvent, base_fields
 from gateway.events.filter import FilterError, Predicate, TypeTree, compile_where, select
 
@@ -40,6 +42,7 @@ class EventService:
         self.types = TypeTree(iserver.aspace)
         self.clock = clock
         self.sink = sink
+        self.canonical_method: Callable[[ua.NodeId], ua.NodeId] = lambda m: m  # a method copy -> the type's
         self.emitted = 0
         self.delivered = 0
         self._jobs: deque[Callable[[], Awaitable[None]]] = deque()
@@ -54,6 +57,11 @@ class EventService:
         if self.sink is not None:
             self.sink.append_event(event)
         self._submit(lambda: self._deliver(event))
+
+    def audit(self, record: AuditRecord) -> None:
+        """An audit record (a write, a call) as an audit event on the Server object."""
+        method = self.canonical_method(record.method) if isinstance(record, CallRecord) else None
+        self.emit(audit_event(record, method))
 
     def refresh(self, subscription_id: int, retained: Callable[[], Iterable[GatewayEvent]],
                 monitored_item_id: int | None = None) -> None:

@@ -60,6 +60,7 @@ class MethodRegistry:
     def __init__(self, aspace: AddressSpace) -> None:
         self.aspace = aspace
         self._bound: dict[ua.NodeId, Binding] = {}
+        self._aliases: dict[ua.NodeId, ua.NodeId] = {}
 
     def bind(self, method: ua.NodeId, handler: Handler, role: Role) -> None:
         self._bound[method] = Binding(handler, role, _input_arguments(self.aspace, method))
@@ -69,6 +70,11 @@ class MethodRegistry:
         target = self._bound[to]
         args = _input_arguments(self.aspace, method)
         self._bound[method] = Binding(target.handler, target.role, args if args is not None else target.arguments)
+        self._aliases[method] = to
+
+    def canonical(self, method: ua.NodeId) -> ua.NodeId:
+        """The method a copy was aliased to (the type's method), or the method itself."""
+        return self._aliases.get(method, method)
 
     def bound(self, method: ua.NodeId) -> bool:
         return method in self._bound

@@ -150,3 +150,31 @@ async def test_a_viewer_cannot_acknowledge_and_another_sessions_subscription_can
     finally:
         await viewer.disconnect()
         await operator.disconnect()
+
+
+async def test_writes_and_condition_methods_raise_audit_events_carrying_the_user(alarm_gateway) -> None:
+    gw = alarm_gateway
+    ns = gw.site.namespaces["urn:test:alarm-site"]
+    client = await _operator(gw)
+    try:
+        audits, alarms = Events(), Events()
+        sub = await client.create_subscription(50, audits)
+        await sub.subscribe_events(client.get_node(ua.ObjectIds.Server), [
+            client.get_node(ua.NodeId(ua.ObjectIds.AuditWriteUpdateEventType)),
+            client.get_node(ua.NodeId(ua.ObjectIds.AuditConditionAcknowledgeEventType))])
+        alarm_sub = await client.create_subscription(50, alarms)
+        await alarm_sub.subscribe_events(client.get_node(ua.ObjectIds.Server),
+                                         client.get_node(ua.NodeId(ua.ObjectIds.OffNormalAlarmType)))
+        await client.get_node(ua.NodeId("Rack1.FaultCode", ns)).write_value(
+            ua.DataValue(ua.Variant(2.0, ua.VariantType.Double)))
+        write = await audits.next(lambda e: e.EventType == ua.NodeId(ua.ObjectIds.AuditWriteUpdateEventType))
+        assert write.ClientUserId == "operator1" and write.Status is True
+        assert write.SourceNode == ua.NodeId("Rack1.FaultCode", ns)
+        fault = await alarms.next(lambda e: "FaultCode is 2" in e.Message.Text)
+        assert fault.Severity == 950  # the site's Critical class
+        await client.get_node(ua.NodeId("Rack1.Fault", ns)).call_method(ACK, fault.EventId, ua.LocalizedText("ok"))
+        ack = await audits.next(lambda e: e.EventType == ua.NodeId(ua.ObjectIds.AuditConditionAcknowledgeEventType))
+        assert ack.ClientUserId == "operator1" and ack.ConditionEventId == fault.EventId
+        assert ack.Comment.Text == "ok"
+    finally:
+        await client.disconnect()
