@@ -13,6 +13,7 @@ from gateway.alarms.config import AlarmConfig
 
 _HIGH = (("HighHigh", "HighHighLimit"), ("High", "HighLimit"))
 _LOW = (("LowLow", "LowLowLimit"), ("Low", "LowLimit"))
+_IMPLIED = {"HighHigh": ("High",), "LowLow": ("Low",)}
 
 
 def limit_states(cfg: AlarmConfig, value: float, active: frozenset[str]) -> frozenset[str]:
@@ -32,7 +33,9 @@ def limit_states(cfg: AlarmConfig, value: float, active: frozenset[str]) -> froz
 
 def exclusive_state(cfg: AlarmConfig, value: float, current: str | None) -> str | None:
     """The one most severe limit state (HighHigh over High, LowLow over Low), or None."""
-    states = limit_states(cfg, value, frozenset({current}) if current else frozenset())
+    # Beyond the high-high limit the value is beyond the high limit too: both hold their deadband.
+    active = frozenset({current, *_IMPLIED.get(current, ())}) if current else frozenset()
+    states = limit_states(cfg, value, active)
     for state in ("HighHigh", "High", "LowLow", "Low"):
         if state in states:
             return state

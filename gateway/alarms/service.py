@@ -288,12 +288,10 @@ class AlarmService:
         return cond.cfg.message or f"{cond.cfg.source_name} {cond.cfg.input_name}"
 
     def _emit(self, cond: Condition, message: str, now: Any, severity_change: bool = False) -> None:
+        # A shelved alarm still reports its state, with SuppressedOrShelved set: Part 9 leaves hiding it to the
+        # client, and history keeps what happened while it was shelved.
         cond.last_severity = cond.severity
-        event = cond.event(message, now)
-        if cond.shelved and cond.active:
-            # Shelved: the state is kept and reported by refresh, but not pushed to operators.
-            return
-        self.events.emit(event)
+        self.events.emit(cond.event(message, now))
 
     def _report(self, cond: Condition, message: str) -> None:
         self._emit(cond, message, self.clock.now())

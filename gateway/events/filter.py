@@ -105,7 +105,7 @@ def compile_where(where: ua.ContentFilter | None, types: TypeTree) -> Predicate:
             raise FilterError(ua.StatusCodes.BadFilterOperandInvalid, f"element {index} does not exist")
         el = elements[index]
         op = el.FilterOperator
-        operands = [operand(o) for o in el.FilterOperands or []]
+        operands = [operand(o, index) for o in el.FilterOperands or []]
 
         def need(n: int) -> None:
             if len(operands) < n:
@@ -155,8 +155,12 @@ def compile_where(where: ua.ContentFilter | None, types: TypeTree) -> Predicate:
         compiled[index] = fn
         return fn
 
-    def operand(o: Any) -> Predicate:
+    def operand(o: Any, owner: int) -> Predicate:
         if isinstance(o, ua.ElementOperand):
+            # Only later elements: a reference back could loop for ever.
+            if not owner < o.Index < len(elements):
+                raise FilterError(ua.StatusCodes.BadFilterOperandInvalid,
+                                  f"element {owner} refers to element {o.Index}, which is not a later element")
             return lambda e: element(o.Index)(e)
         if isinstance(o, ua.LiteralOperand):
             value = o.Value.Value if o.Value is not None else None
