@@ -137,7 +137,7 @@ class Gateway:
         self.server.iserver.write_path = self.write_path
         self.methods = MethodRegistry(aspace)
         self.write_path.methods = self.methods
-        self.events = EventService(self.server.iserver, self.clock)
+        self.events = EventService(self.server.iserver, self.clock, sink=self.history)
         self.events.canonical_method = self.methods.canonical
         self.write_path.audit.sinks.append(self.events)
         self.alarms = AlarmService(self.server.iserver, self.feed, self.events, self.methods, self.clock)

@@ -116,6 +116,7 @@ class AlarmService:
         self._subscription = self.feed.listen(self._on_change, list(self._watchers), name="alarms")
         now = self.clock.now()
         for cond in self.conditions.values():
+            cond.quality = self._input(cond.cfg.input)[1]  # where the input stands now, not news
             self._evaluate(cond)
             if cond.last_event is None:  # an inactive alarm still has a latest event for refresh and comments
                 cond.event(cond.message or f"{self._label(cond)} normal", now)
@@ -202,8 +203,11 @@ class AlarmService:
         cfg = cond.cfg
         value, status = self._input(cfg.input)
         now = self.clock.now()
-        quality_changed = status.value != cond.quality.value
-        if quality_changed:
+        # Waiting for an input's first value after start, and getting it, is no news: only later quality
+        # changes are reported.
+        waiting = ua.StatusCodes.BadWaitingForInitialData
+        quality_changed = status.value != cond.quality.value and waiting not in (status.value, cond.quality.value)
+        if status.value != cond.quality.value:
             cond.quality, cond.quality_time = status, now
         if not status.is_good() or value is None or (isinstance(value, float) and math.isnan(value)):
             if quality_changed:  # a lost input changes the quality, never the alarm state

@@ -78,6 +78,10 @@ class EventService:
     # -- the delivery task ----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.sink is not None:  # events are stored: the Server object answers HistoryReadEvents
+            av = self.iserver.aspace[SERVER].attributes[ua.AttributeIds.EventNotifier]
+            bits = av.value.Value.Value if av.value is not None and av.value.Value is not None else 0
+            av.value = ua.DataValue(ua.Variant(bits | ua.EventNotifier.HistoryRead, ua.VariantType.Byte))
         self._task = asyncio.create_task(self._run(), name="event delivery")
 
     async def stop(self) -> None:

@@ -35,6 +35,8 @@ from asyncua.common.utils import Buffer
 from asyncua.ua.ua_binary import struct_from_binary, variant_to_binary
 
 from gateway.clock import SYSTEM_CLOCK, Clock
+from gateway.events.event import GatewayEvent
+from gateway.history import events as event_rows
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,7 @@ class HistoryStore:
         self.retention_every_s = RETENTION_EVERY_S
         # Statistics, written by the writer thread and read anywhere (int updates are atomic under the GIL).
         self.written = 0
+        self.events_written = 0
         self.dropped = 0
         self.batches = 0
         self.max_batch_s = 0.0
@@ -141,6 +144,7 @@ class HistoryStore:
         # Writer-thread state.
         self._writer_conn: sqlite3.Connection | None = None
         self._pending: list[tuple[Any, ...]] = []  # rows whose commit failed, retried first
+        self._pending_events: list[event_rows.EventItem] = []
         self._pending_markers: list[_FlushMarker] = []
         self._failing = False
         self._chunk = MAX_ROWS_PER_TRANSACTION
@@ -157,7 +161,7 @@ class HistoryStore:
     @property
     def queued(self) -> int:
         """Values appended and not yet committed (flush markers included)."""
-        return len(self._queue) + len(self._pending)
+        return len(self._queue) + len(self._pending) + len(self._pending_events)
 
     @property
     def state(self) -> str:
@@ -215,6 +219,7 @@ class HistoryStore:
                 node INTEGER NOT NULL, ts INTEGER NOT NULL, status INTEGER NOT NULL, dv BLOB NOT NULL);
             CREATE INDEX IF NOT EXISTS samples_node_time ON samples (node, ts);
         """)
+        writer.executescript(event_rows.SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         # check_same_thread off: connections are opened here and then used by one thread at a time
@@ -289,6 +294,19 @@ class HistoryStore:
         # A value without a server timestamp gets the time it reached the gateway (Part 11 reads return both).
         self._queue.append((key, dv, None if dv.ServerTimestamp is not None else self.clock.now()))
 
+    def append_event(self, event: GatewayEvent) -> None:
+        """Queue one event for the writer thread, indexed under each notifier it was reported on."""
+        if len(self._queue) >= self.max_queue:
+            self.dropped += 1
+            return
+        keys = []
+        for node in event.notifiers:
+            key = self._keys.get(node)
+            if key is None:
+                key = self._keys[node] = self.key_of(node)
+            keys.append(key)
+        self._queue.append(event_rows.EventItem(event, tuple(keys)))
+
     # -- the writer thread -------------------------------------------------------------------
     def _run(self) -> None:
         try:
@@ -307,7 +325,7 @@ class HistoryStore:
                     m.done.set()
                 if not self._failing:
                     self._retention_step(conn)
-                if self._stopping and not self._queue and not self._pending:
+                if self._stopping and not self._queue and not self._pending and not self._pending_events:
                     break
         except Exception:  # a bug, not an I/O error (those are retried): say so loudly
             self.last_error = "history writer crashed (see the log)"
@@ -348,7 +366,8 @@ class HistoryStore:
         """Commit queued values; returns the flush markers that are now satisfied."""
         rows = self._pending
         markers = self._pending_markers
-        self._pending, self._pending_markers = [], []
+        events = self._pending_events
+        self._pending, self._pending_markers, self._pending_events = [], [], []
         while self._gaps:
             key, at = self._gaps.popleft()
             try:
@@ -357,10 +376,13 @@ class HistoryStore:
                 self._gaps.appendleft((key, at))
                 return self._commit_failed(e, rows, markers)
         queue = self._queue
-        while queue and len(rows) < self._chunk:
+        while queue and len(rows) + len(events) < self._chunk:
             item = queue.popleft()
             if isinstance(item, _FlushMarker):
                 markers.append(item)
+                continue
+            if isinstance(item, event_rows.EventItem):
+                events.append(item)
                 continue
             try:
                 rows.append(self._row(conn, *item))
@@ -372,17 +394,28 @@ class HistoryStore:
             except Exception as e:  # a value we cannot encode: drop it, keep the rest
                 self.dropped += 1
                 log.warning("history: cannot store %r for %s: %s", item[1], item[0], e)
-        if not rows:
+        if not rows and not events:
             return markers
         t0 = time.perf_counter()
         try:
             conn.execute("BEGIN")
             conn.executemany("INSERT INTO samples (node, ts, status, dv) VALUES (?,?,?,?)", rows[:self._chunk])
+            for item in events:
+                event_rows.insert(conn, item, lambda key: self._node_id(conn, key), to_us(item.event.time))
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            self._pending_events = events
             return self._commit_failed(e, rows, markers)
+        except Exception as e:  # an event we cannot encode: the values go, the events are counted and dropped
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.warning("history: cannot store %d event(s): %s", len(events), e)
+            self.dropped += len(events)
+            self._pending, self._pending_markers = rows, markers
+            return []
+        self.events_written += len(events)
         done, self._pending = rows[:self._chunk], rows[self._chunk:]
         if self._pending:  # a shrunken slice: the rest waits, with the flush markers, for the next one
             self._pending_markers = markers
@@ -416,12 +449,16 @@ class HistoryStore:
         self._pending, self._pending_markers = rows, markers
         return []
 
-    def _row(self, conn: sqlite3.Connection, key: str, dv: ua.DataValue, arrived: datetime | None) -> tuple[Any, ...]:
+    def _node_id(self, conn: sqlite3.Connection, key: str) -> int:
         node = self._node_ids.get(key)
         if node is None:
             node = conn.execute("INSERT INTO nodes (key) VALUES (?) ON CONFLICT(key) DO UPDATE SET key=key "
                                 "RETURNING id", (key,)).fetchone()[0]
             self._node_ids[key] = node
+        return node
+
+    def _row(self, conn: sqlite3.Connection, key: str, dv: ua.DataValue, arrived: datetime | None) -> tuple[Any, ...]:
+        node = self._node_id(conn, key)
         server_ts = dv.ServerTimestamp or arrived
         ts = dv.SourceTimestamp or server_ts
         variant = dv.Value
@@ -449,6 +486,14 @@ class HistoryStore:
                 if self.retention is not None:
                     self._retention_cutoff = to_us(self.clock.now() - self.retention)
                     self._retention_todo = [r[0] for r in conn.execute("SELECT id FROM nodes")]
+                    try:
+                        conn.execute("BEGIN")
+                        self._retention_pass_deleted += event_rows.delete_before(conn, self._retention_cutoff)
+                        conn.execute("COMMIT")
+                    except sqlite3.Error as e:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        log.error("history retention of events failed (%s); retried at the next pass", e)
             if not self._retention_todo:
                 self._finish_retention()
                 return
@@ -523,6 +568,32 @@ class HistoryStore:
         def work() -> tuple[int, bytes, bytes | None]:
             keyed, cp = self._query(key, start, end, max_values, continuation, return_bounds)
             return len(keyed), _encode_history_data(keyed, timestamps), cp
+
+        return await asyncio.to_thread(work)
+
+    async def read_events(self, notifier: ua.NodeId, start: datetime | None, end: datetime | None, max_events: int,
+                          continuation: bytes | None, keep: Callable[[GatewayEvent], bool]
+                          ) -> tuple[list[GatewayEvent], bytes | None]:
+        """Events reported on `notifier`, in the order and range raw reads use (see `read_raw`)."""
+        key = self._key(notifier, start, end)
+        backward = start is None or (end is not None and start > end)
+        begin, finish = (end, None) if start is None else (start, end)
+        assert begin is not None
+        limit = min(max_events or self.max_values_per_read, self.max_values_per_read)
+
+        def work() -> tuple[list[GatewayEvent], bytes | None]:
+            with self._read_lock:
+                reader = self._reader
+                if reader is None:
+                    raise HistoryUnavailable(self.last_error or "history store is not started")
+                row = reader.execute("SELECT id FROM nodes WHERE key = ?", (key,)).fetchone()
+                reader.execute("BEGIN")
+                try:
+                    return event_rows.query(reader, row[0] if row else None, to_us(begin),
+                                            to_us(finish) if finish is not None else None, backward, limit,
+                                            continuation, keep)
+                finally:
+                    reader.execute("COMMIT")
 
         return await asyncio.to_thread(work)
 

@@ -178,3 +178,59 @@ async def test_writes_and_condition_methods_raise_audit_events_carrying_the_user
         assert ack.Comment.Text == "ok"
     finally:
         await client.disconnect()
+
+
+async def _read_events(client: Client, node: ua.NodeId, start, end, count: int, cp: bytes | None = None,
+                       where: ua.ContentFilter | None = None) -> ua.HistoryReadResult:
+    details = ua.ReadEventDetails(StartTime=start, EndTime=end, NumValuesPerNode=count)
+    flt = ua.EventFilter()
+    for name in ("EventId", "EventType", "Message", "Time"):
+        op = ua.SimpleAttributeOperand(TypeDefinitionId=ua.NodeId(ua.ObjectIds.BaseEventType),
+                                       BrowsePath=[ua.QualifiedName(name, 0)], AttributeId=ua.AttributeIds.Value)
+        flt.SelectClauses.append(op)
+    if where is not None:
+        flt.WhereClause = where
+    details.Filter = flt
+    params = ua.HistoryReadParameters(HistoryReadDetails=details, TimestampsToReturn=ua.TimestampsToReturn.Both,
+                                      ReleaseContinuationPoints=False,
+                                      NodesToRead=[ua.HistoryReadValueId(NodeId=node, ContinuationPoint=cp)])
+    return (await client.uaclient.history_read(params))[0]
+
+
+async def test_history_read_events_on_the_server_and_the_device_forward_backward_and_in_pages(alarm_gateway) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    gw = alarm_gateway
+    ns = gw.site.namespaces["urn:test:alarm-site"]
+    t0 = datetime.now(UTC) - timedelta(seconds=1)
+    client = await _operator(gw)
+    try:
+        fault = client.get_node(ua.NodeId("Rack1.FaultCode", ns))
+        for code in (1.0, 0.0, 2.0, 0.0):
+            await fault.write_value(ua.DataValue(ua.Variant(code, ua.VariantType.Double)))
+            await asyncio.sleep(0.15)  # the sim scan (100 ms) must see each value
+        await gw.history.flush()
+        t1 = datetime.now(UTC) + timedelta(seconds=1)
+        of_type = ua.ContentFilter()
+        of_type.Elements = [ua.ContentFilterElement(
+            FilterOperator=ua.FilterOperator.OfType,
+            FilterOperands=[ua.LiteralOperand(Value=ua.Variant(ua.NodeId(ua.ObjectIds.OffNormalAlarmType)))])]
+        device = ua.NodeId("Rack1", ns)
+        forward = await _read_events(client, device, t0, t1, 0, where=of_type)
+        texts = [e.EventFields[2].Value.Text for e in forward.HistoryData.Events]
+        assert texts == ["Rack1 FaultCode is 1 (normal 0)", "Rack1 FaultCode is 0, normal",
+                         "Rack1 FaultCode is 2 (normal 0)", "Rack1 FaultCode is 0, normal"]
+        backward = await _read_events(client, device, t1, t0, 0, where=of_type)
+        assert [e.EventFields[2].Value.Text for e in backward.HistoryData.Events] == texts[::-1]
+        page1 = await _read_events(client, ua.NodeId(ua.ObjectIds.Server), t0, t1, 3, where=of_type)
+        assert page1.StatusCode.value == ua.StatusCodes.GoodMoreData and len(page1.HistoryData.Events) == 3
+        page2 = await _read_events(client, ua.NodeId(ua.ObjectIds.Server), t0, t1, 3, cp=page1.ContinuationPoint,
+                                   where=of_type)
+        assert [e.EventFields[2].Value.Text for e in page1.HistoryData.Events + page2.HistoryData.Events] == texts
+        assert page2.ContinuationPoint is None
+        # Audit events are history too: the operator's writes are on the Server object.
+        everything = await _read_events(client, ua.NodeId(ua.ObjectIds.Server), t0, t1, 0)
+        types = {e.EventFields[1].Value for e in everything.HistoryData.Events}
+        assert ua.NodeId(ua.ObjectIds.AuditWriteUpdateEventType) in types
+    finally:
+        await client.disconnect()
