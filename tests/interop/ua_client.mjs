@@ -2,10 +2,14 @@
 // Usage: node ua_client.mjs < script.json   ->  one JSON document on stdout.
 // Script: {endpoint, pkiDir, securityMode: "None"|"Sign"|"SignAndEncrypt", securityPolicy: "None"|
 // "Basic256Sha256"|..., user?, password?, timeoutMs?, ops: [{op: "browse"|"read"|"write"|"subscribe"|
-// "historyRead", ...}]}. Every status is reported as {name, value} so tests compare numeric codes.
+// "historyRead"|"installAlarms"|"waitAlarm"|"acknowledge"|"confirm"|"rawRefresh", ...}]}. Every status
+// is reported as {name, value} so tests compare numeric codes. The alarm ops use node-opcua's own
+// alarm helpers (installAlarmMonitoring, ClientAlarmList, acknowledgeCondition, confirmCondition,
+// callConditionRefresh) as a SCADA client would.
 import {
   AttributeIds, ClientMonitoredItem, DataType, MessageSecurityMode, OPCUAClient, SecurityPolicy,
-  TimestampsToReturn, UserTokenType,
+  TimestampsToReturn, UserTokenType, acknowledgeCondition, callConditionRefresh, confirmCondition,
+  constructEventFilter, installAlarmMonitoring, ofType, resolveNodeId,
 } from "node-opcua-client";
 import { OPCUACertificateManager } from "node-opcua-certificate-manager";
 
@@ -19,8 +23,67 @@ const dataValue = (dv) => ({
   serverTimestamp: iso(dv.serverTimestamp),
 });
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const alarmJson = (a) => ({
+  conditionId: a.conditionId.toString(), eventType: a.eventType.toString(), eventId: a.eventId.toString("hex"),
+  message: a.fields.message?.value?.text ?? null, severity: a.fields.severity?.value ?? null,
+  retain: a.fields.retain?.value ?? null, active: a.fields.activeState?.id?.value ?? null,
+  acked: a.fields.ackedState?.id?.value ?? null, confirmed: a.fields.confirmedState?.id?.value ?? null,
+  sourceName: a.fields.sourceName?.value ?? null,
+});
+const ctx = { alarms: null, seen: {} };
+
+async function waitAlarm(op) {
+  const deadline = Date.now() + (op.timeoutMs ?? 5000);
+  while (Date.now() < deadline) {
+    const alarm = ctx.alarms.alarms().find((a) => a.conditionId.toString() === op.conditionId);
+    if (alarm) {
+      const j = alarmJson(alarm);
+      if (Object.entries(op.where ?? {}).every(([k, v]) => j[k] === v)) return { alarm, j };
+    }
+    await sleep(20);
+  }
+  return { alarm: null, j: null };
+}
+
 async function runOp(session, op) {
   switch (op.op) {
+    case "installAlarms": {
+      ctx.alarms = await installAlarmMonitoring(session);
+      await sleep(op.settleMs ?? 1000);
+      return { alarms: ctx.alarms.alarms().map(alarmJson) };
+    }
+    case "waitAlarm": {
+      const { alarm, j } = await waitAlarm(op);
+      if (alarm) ctx.seen[op.save ?? "last"] = alarm.eventId;
+      return { found: alarm !== null, alarm: j, all: ctx.alarms.alarms().map(alarmJson) };
+    }
+    case "acknowledge":
+    case "confirm": {
+      const eventId = op.eventIdHex ? Buffer.from(op.eventIdHex, "hex") : ctx.seen[op.saved ?? "last"];
+      const call = op.op === "acknowledge" ? acknowledgeCondition : confirmCondition;
+      return { status: status(await call(session, op.conditionId, eventId, op.comment ?? "")) };
+    }
+    case "rawRefresh": {
+      // A plain event subscription with its own select clauses, then ConditionRefresh on it: what
+      // arrives between RefreshStart and RefreshEnd.
+      const sub = await session.createSubscription2({ requestedPublishingInterval: 100, requestedLifetimeCount: 100,
+        requestedMaxKeepAliveCount: 10, publishingEnabled: true });
+      const fields = ["EventType", "SourceName", "Message", "Retain", "ConditionId"];
+      const where = op.ofType ? ofType(resolveNodeId(op.ofType)) : undefined;
+      const item = await sub.monitor({ nodeId: resolveNodeId("Server"), attributeId: AttributeIds.EventNotifier },
+        { samplingInterval: 0, queueSize: 1000, filter: constructEventFilter(fields, where) }, TimestampsToReturn.Both);
+      const events = [];
+      item.on("changed", (values) => events.push({ eventType: values[0].value.toString(), sourceName: values[1].value,
+        message: values[2].value?.text ?? null, retain: values[3].value, conditionId: values[4].value?.toString() ?? null }));
+      await sleep(300);
+      events.length = 0;
+      const s = await callConditionRefresh(session, sub.subscriptionId);
+      const deadline = Date.now() + (op.timeoutMs ?? 5000);
+      while (Date.now() < deadline && !events.some((e) => e.eventType === "ns=0;i=2788")) await sleep(20);
+      await sub.terminate();
+      return { status: status(s), events };
+    }
     case "browse": {
       const r = await session.browse(op.nodeId);
       return { status: status(r.statusCode), references: r.references.map((ref) => ({
