@@ -155,7 +155,8 @@ class Gateway:
         for runner in self.runners.values():
             await runner.start()
         if self.bindings.facade is not None:
-            self.facade = ModbusFacade(self.bindings.facade, self.server, self.write_path, gw_ns, self.clock)
+            self.facade = ModbusFacade(self.bindings.facade, self.server, self.write_path, self.feed, gw_ns,
+                                       self.clock)
             await self.facade.start()
         tags = self.tags
         self.health = GatewayHealth(self.feed, gw_ns, HealthSources(lambda: tags.stored, self.history,

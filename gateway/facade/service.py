@@ -19,7 +19,8 @@ from gateway.facade.model import FacadeConfig
 from gateway.facade.requests import RequestHandler
 from gateway.facade.server import FacadeServer
 from gateway.facade.watchdog import FallbackWriter, SetpointWithdrawal, Watchdog
-from gateway.values.aspace_io import StoredDataValue, store_value
+from gateway.values.aspace_io import StoredDataValue
+from gateway.values.feed import ChangeFeed
 from gateway.values.writepath import WritePath
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,11 @@ _HIERARCHICAL = {ua.NodeId(ua.ObjectIds.HasComponent), ua.NodeId(ua.ObjectIds.Ha
 
 
 class ModbusFacade:
-    def __init__(self, config: FacadeConfig, server: Server, write_path: WritePath, gw_ns: int,
+    def __init__(self, config: FacadeConfig, server: Server, write_path: WritePath, feed: ChangeFeed, gw_ns: int,
                  clock: Clock = SYSTEM_CLOCK, withdrawal: SetpointWithdrawal | None = None) -> None:
         self.config = config
         self.server = server
+        self.feed = feed
         self.gw_ns = gw_ns
         self.clock = clock
         self.watchdog: Watchdog | None = None
@@ -90,6 +92,6 @@ class ModbusFacade:
         if self.expired_node is None:
             return
         now = self.clock.now()
-        await store_value(self.server.iserver.aspace, self.expired_node,
-                          StoredDataValue(ua.Variant(expired, ua.VariantType.Boolean), SourceTimestamp=now,
-                                          ServerTimestamp=now))
+        # Through the change feed, so an alarm declared on WatchdogExpired sees every change.
+        await self.feed.store(self.expired_node, StoredDataValue(ua.Variant(expired, ua.VariantType.Boolean),
+                                                                 SourceTimestamp=now, ServerTimestamp=now))
