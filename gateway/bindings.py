@@ -75,6 +75,7 @@ class SiteBindings:
     devices: list[DeviceConfig]
     warnings: list[Problem] = field(default_factory=list)  # servable but suspect (overlapping bindings)
     alarms: list[Any] = field(default_factory=list)  # the site's alarm declarations (gateway.alarms.config)
+    facade: Any = None  # the site's Modbus facade (gateway.facade.model.FacadeConfig), if it declares one
 
 
 class SiteView:

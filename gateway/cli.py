@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from gateway import product
 from gateway.datadir import DEFAULT_DATA_DIR
 from gateway.datadir import HELP as DATA_DIR_HELP
+from gateway.facade import cli as facade_cli
 from gateway.nodeset import commands as nodeset_commands
 from gateway.security import pki_cli, users_cli
 
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     nodeset_commands.add_parser(sub)
     users_cli.add_parser(sub)
     pki_cli.add_parser(sub)
+    facade_cli.add_parser(sub)
     return parser
 
 

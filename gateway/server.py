@@ -26,6 +26,7 @@ from gateway.diagnostics import ensure_diagnostics
 from gateway.drivers.base import Driver, Simulation
 from gateway.events.audit import AuditTrail
 from gateway.events.service import EventService
+from gateway.facade.service import ModbusFacade
 from gateway.health.monitor import GatewayHealth, HealthSources
 from gateway.history.service import install_history
 from gateway.history.store import HistoryStore, namespace_key
@@ -51,6 +52,7 @@ STOP_POLLING_S = 0.5
 STOP_HISTORY_S = 1.5
 STOP_DRIVERS_S = 0.5
 STOP_SERVER_S = 1.0
+STOP_FACADE_S = 0.5
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Gateway:
         self.parameters: ParameterStore | None = None
         self.simulations: list[Simulation] = []
         self.health: GatewayHealth | None = None
+        self.facade: ModbusFacade | None = None
         self._started = False
 
     async def load(self) -> None:
@@ -151,6 +154,10 @@ class Gateway:
         self._started = True
         for runner in self.runners.values():
             await runner.start()
+        if self.bindings.facade is not None:
+            self.facade = ModbusFacade(self.bindings.facade, self.server, self.write_path, self.feed, gw_ns,
+                                       self.clock)
+            await self.facade.start()
         tags = self.tags
         self.health = GatewayHealth(self.feed, gw_ns, HealthSources(lambda: tags.stored, self.history,
                                                                  lambda: self.runners.values()), self.clock)
@@ -178,12 +185,15 @@ class Gateway:
     async def stop(self) -> None:
         """Stop in stages, each with its own deadline, whatever state start() reached.
 
-        Polling ends first (nothing new is produced), then history is flushed (what was polled is
+        The Modbus facade closes first (no SCADA request reaches a stopping gateway), then polling
+        ends (nothing new is produced), then history is flushed (what was polled is
         kept), then drivers and simulators close, then the server's sockets and sessions. A stage
         that overruns is logged and left behind so the next one still runs: the whole stop stays
-        within the sum of the stage deadlines (3.5 s), under the 5 s the CLI's watchdog allows.
+        within the sum of the stage deadlines (4 s), under the 5 s the CLI's watchdog allows.
         """
         runners = list(self.runners.values())
+        if self.facade is not None:  # first: no SCADA request reaches a gateway that is stopping
+            await _stage("closing the Modbus facade", STOP_FACADE_S, self.facade.stop())
         if self.alarms is not None:
             self.alarms.stop()
         await _stage("stopping polling", STOP_POLLING_S,

@@ -8,6 +8,7 @@ from asyncua import Server
 
 from gateway.alarms.config import read_alarms
 from gateway.bindings import SiteBindings, resolve_bindings
+from gateway.facade.resolve import resolve_facade
 from gateway.nodeset.loader import LoadedSite, load_nodesets
 from gateway.nodeset.model import NodesetError
 from gateway.nodesets import GATEWAY_NAMESPACE, GATEWAY_TYPES
@@ -22,6 +23,8 @@ async def load_site(server: Server, nodesets: list[Path]) -> tuple[LoadedSite, S
     bindings, problems = resolve_bindings(server.iserver.aspace, site, gw_ns)
     bindings.alarms, alarm_problems = read_alarms(server.iserver.aspace, site, gw_ns)
     problems += alarm_problems
+    bindings.facade, facade_problems = resolve_facade(server.iserver.aspace, site, gw_ns)
+    problems += facade_problems
     if problems:
         raise NodesetError(problems)
     return site, bindings

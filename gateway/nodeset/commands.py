@@ -48,6 +48,9 @@ async def check_site(files: list[Path]) -> tuple[str, list[Problem]]:
     n_vars = sum(len(d.variables) for d in bindings.devices)
     classes = ", ".join(f"{k}={v:g}ms" for k, v in bindings.scan_classes.items())
     warned = f", {len(bindings.warnings)} warning(s)" if bindings.warnings else ""
+    facade = bindings.facade
+    if facade is not None:
+        warned = f", a Modbus facade of {len(facade.mappings)} mapping(s) on port {facade.port}" + warned
     return (f"ok: {len(site.new_nodes)} nodes in {len(site.documents)} nodeset(s), {len(bindings.devices)} devices, "
             f"{n_vars} bound variables, scan classes {classes}{warned}"), bindings.warnings
 

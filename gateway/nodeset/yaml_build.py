@@ -24,6 +24,7 @@ from gateway.bindings import field_type_mismatch
 from gateway.drivers.base import XSD_TYPES, Binding, Point
 from gateway.drivers.registry import driver_for, unknown_scheme
 from gateway.drivers.simulators.physics import parse_model
+from gateway.facade import yaml_section as facade_section
 from gateway.files import write_atomically
 from gateway.nodeset.model import NodesetError, Problem
 from gateway.nodeset.units import UNITS, eu_information
@@ -43,7 +44,7 @@ DATA_TYPES: dict[str, int] = {
 }
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-SITE_KEYS = {"site", "scan_classes", "profiles", "devices", "variables", "severity_classes"}
+SITE_KEYS = {"site", "scan_classes", "profiles", "devices", "variables", "severity_classes", "facade"}
 SITE_INFO_KEYS = {"namespace", "name", "version", "description"}
 DEVICE_KEYS = {"name", "profile", "connection", "description", "variables", "simulator", "alarms"}
 PROFILE_KEYS = {"description", "source", "variables"}
@@ -475,9 +476,12 @@ def build(doc: Any, source: str) -> bytes:
     taken = {v.name for v in site_vars} & seen_devices
     for clash in sorted(taken):
         b.problem(doc, clash, f"'{clash}' names both a device and a site variable", "variables")
+    by_path = {v.path: v for _, _, vs in devices for v in vs} | {v.path: v for v in site_vars}
+    facade = facade_section.check(b, doc, by_path)
     if b.problems:
         raise NodesetError(b.problems)
-    return _emit(uri, site_name, version, info.get("description"), scan_specs, devices, site_vars, alarms)
+    return _emit(uri, site_name, version, info.get("description"), scan_specs, devices, site_vars, alarms,
+                 (facade, by_path) if facade is not None else None)
 
 
 def _device_alarms(b: _Builder, d: _Map, device: str, variables: list[_Var], classes: dict[str, int]) -> list[Alarm]:
@@ -514,8 +518,8 @@ def b_vars(b: _Builder, specs: list[Any], device: str | None, scan_classes: set[
 
 
 def _emit(uri: str, site_name: str, version: str, description: str | None, scan_specs: dict,
-          devices: list[tuple[str, _Map, list[_Var]]], site_vars: list[_Var], alarms: dict[str, list[Alarm]]
-          ) -> bytes:
+          devices: list[tuple[str, _Map, list[_Var]]], site_vars: list[_Var], alarms: dict[str, list[Alarm]],
+          facade: Any = None) -> bytes:
     w = _Writer()
     uris = w.sub(w.root, "NamespaceUris")
     w.sub(uris, "Uri", uri)
@@ -554,6 +558,8 @@ def _emit(uri: str, site_name: str, version: str, description: str | None, scan_
             _alarm(w, alarm, dev_id)
     for var in site_vars:
         _variable(w, var, site_id, bound=False)
+    if facade is not None:
+        facade_section.emit(w, site_id, site_name, facade[0], facade[1], _property, _scalar)
     return etree.tostring(w.root, xml_declaration=True, encoding="utf-8", pretty_print=True)
 
 
