@@ -144,19 +144,27 @@ class Gateway:
         self.events.canonical_method = self.methods.canonical
         self.write_path.audit.sinks.append(self.events)
         self.alarms = AlarmService(self.server.iserver, self.feed, self.events, self.methods, self.clock)
-        comm_alarms = [self.alarms.add_communication_alarm(dev.nodeid, dev.name, diagnostics.nodes["ConnectionState"],
+        system_alarms = [self.alarms.add_communication_alarm(dev.nodeid, dev.name, diagnostics.nodes["ConnectionState"],
                                                            gw_ns)
                        for dev in self.bindings.devices
                        if (diagnostics := self.runners[dev.nodeid].diagnostics) is not None]
-        self.alarms.start(self.bindings.alarms, comm_alarms)
+        if self.bindings.facade is not None:
+            self.facade = ModbusFacade(self.bindings.facade, self.server, self.write_path, self.feed, gw_ns,
+                                       self.clock)
+            await self.facade.prepare()
+            if self.facade.expired_node is not None:
+                name = self.bindings.facade.name
+                system_alarms.append(self.alarms.add_system_alarm(
+                    self.bindings.facade.nodeid, name, "WatchdogAlarm", self.facade.expired_node, True,
+                    (f"{name}: the SCADA stopped changing the watchdog register; its setpoints are withdrawn",
+                     f"{name}: the SCADA's watchdog is alive again"), gw_ns, 800))
+        self.alarms.start(self.bindings.alarms, system_alarms)
         self.events.start()
         await self.server.start()
         self._started = True
         for runner in self.runners.values():
             await runner.start()
-        if self.bindings.facade is not None:
-            self.facade = ModbusFacade(self.bindings.facade, self.server, self.write_path, self.feed, gw_ns,
-                                       self.clock)
+        if self.facade is not None:
             await self.facade.start()
         tags = self.tags
         self.health = GatewayHealth(self.feed, gw_ns, HealthSources(lambda: tags.stored, self.history,

@@ -53,7 +53,8 @@ class AlarmConfig:
     limits: dict[str, float] = field(default_factory=dict)  # HighHighLimit ... LowLowLimit present
     normal_state: ua.NodeId | None = None  # OffNormal: the variable holding the normal value
     normal_value: Any = None  # OffNormal without NormalState node: the constant normal value
-    active_value: Any = None  # an alarm active while the input equals this (a device's communication alarm)
+    active_value: Any = None  # an alarm active while the input equals this (the gateway's own system alarms)
+    texts: tuple[str, str] = ("", "")  # a system alarm's messages when active and when back to normal
     setpoint: ua.NodeId | None = None  # Deviation: limits are relative to this variable
     deadband: float = 0.0
     on_delay: float = 0.0

@@ -81,27 +81,35 @@ class AlarmService:
 
     def add_communication_alarm(self, device: ua.NodeId, device_name: str, connection_state: ua.NodeId,
                                 gw_ns: int, severity: int = 700) -> AlarmConfig:
-        """A device's alarm for not answering, as an OffNormalAlarmType object under the device."""
-        name = ua.QualifiedName("CommunicationAlarm", gw_ns)
-        nodeid = ua.NodeId(f"{_text_id(device)}.CommunicationAlarm", gw_ns)
+        """A device's alarm for not answering, active while its Diagnostics/ConnectionState is Disconnected."""
+        return self.add_system_alarm(device, device_name, "CommunicationAlarm", connection_state, "Disconnected",
+                                     (f"{device_name} does not answer", f"{device_name} answers again"), gw_ns,
+                                     severity)
+
+    def add_system_alarm(self, source: ua.NodeId, source_name: str, name: str, input_node: ua.NodeId,
+                         active_value: Any, texts: tuple[str, str], gw_ns: int, severity: int) -> AlarmConfig:
+        """An alarm of the gateway's own (an OffNormalAlarmType object under `source`), active while
+        `input_node` holds `active_value`; `texts` are its messages when active and when normal again."""
+        nodeid = ua.NodeId(f"{_text_id(source)}.{name}", gw_ns)
         if self.aspace.get(nodeid) is None:
             item = ua.AddNodesItem()
             item.RequestedNewNodeId = nodeid
-            item.BrowseName = name
+            item.BrowseName = ua.QualifiedName(name, gw_ns)
             item.NodeClass = ua.NodeClass.Object
-            item.ParentNodeId = device
+            item.ParentNodeId = source
             item.ReferenceTypeId = _HAS_COMPONENT
             item.TypeDefinition = OFF_NORMAL
             attrs = ua.ObjectAttributes()
-            attrs.DisplayName = ua.LocalizedText("CommunicationAlarm")
-            attrs.Description = ua.LocalizedText(f"{device_name} does not answer")
+            attrs.DisplayName = ua.LocalizedText(name)
+            attrs.Description = ua.LocalizedText(texts[0])
             attrs.EventNotifier = 0
             item.NodeAttributes = attrs
             result = self.iserver.node_mgt_service.add_nodes([item])[0]
             if not result.StatusCode.is_good():
-                raise RuntimeError(f"{device_name}: cannot add its communication alarm: {result.StatusCode.name}")
-        return AlarmConfig(nodeid, "CommunicationAlarm", OFF_NORMAL, "offnormal", device, device_name,
-                           connection_state, "ConnectionState", severity=severity, active_value="Disconnected")
+                raise RuntimeError(f"{source_name}: cannot add its {name}: {result.StatusCode.name}")
+        input_name = self.aspace[input_node].attributes[ua.AttributeIds.BrowseName].value.Value.Value.Name
+        return AlarmConfig(nodeid, name, OFF_NORMAL, "offnormal", source, source_name, input_node, input_name,
+                           severity=severity, active_value=active_value, texts=texts)
 
     def start(self, configs: Iterable[AlarmConfig], system: Iterable[AlarmConfig] = ()) -> None:
         for cfg, is_system in [*((c, False) for c in configs), *((c, True) for c in system)]:
@@ -283,7 +291,7 @@ class AlarmService:
                 return None
         active = off_normal(cfg, value, normal)
         if cfg.active_value is not None:
-            text = f"{cfg.source_name} does not answer" if active else f"{cfg.source_name} answers again"
+            text = cfg.texts[0] if active else cfg.texts[1]
         else:
             text = f"{label} is {_shown(value)}{unit}" + (f" (normal {_shown(normal)})" if active else ", normal")
         return active, None, frozenset(), text

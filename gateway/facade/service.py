@@ -51,9 +51,14 @@ class ModbusFacade:
         self.expired_node: ua.NodeId | None = None
         self._heartbeat: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        if self.watchdog is not None:
+    async def prepare(self) -> None:
+        """Make the facade's nodes (WatchdogExpired), before alarms are attached to them."""
+        if self.watchdog is not None and self.expired_node is None:
             self.expired_node = await self._ensure_flag(WATCHDOG_EXPIRED)
+
+    async def start(self) -> None:
+        await self.prepare()
+        if self.watchdog is not None:
             await self._show_watchdog(False)
             self.watchdog.start()
         self._heartbeat = asyncio.create_task(self._beat(), name="facade heartbeat")

@@ -9,6 +9,7 @@ many clients, idle and malformed connections and random frames.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import socket
@@ -81,17 +82,22 @@ class Feeder:
         await self.client.write_register(900, self.value, device_id=1)
 
     async def _run(self) -> None:
-        while True:
+        while not self.stopping.is_set():
             await self.feed()
-            await asyncio.sleep(0.2)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await self.stopping.wait()
 
     def start(self) -> None:
+        self.stopping = asyncio.Event()
         self.task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        # Not a cancel: a request cancelled in flight leaves its answer for the client's next request.
         if self.task is not None:
-            self.task.cancel()
-            await asyncio.wait([self.task])
+            self.stopping.set()
+            async with asyncio.timeout(5):
+                await self.task
 
 
 @pytest.fixture
@@ -315,8 +321,15 @@ async def test_the_watchdog_withdraws_setpoints_and_shows_its_state(facade, mast
         await _until(lambda: device.get("ActivePowerSetpoint") == pytest.approx(30.0), 5)
         await feeder.stop()  # the SCADA goes silent
         await _until(is_expired, 8)
+        alarm = next(c for c in gw.alarms.conditions.values() if c.cfg.name == "WatchdogAlarm")
+        assert alarm.active and "stopped changing the watchdog" in alarm.message
         await _until(lambda: device.get("ActivePowerSetpoint") == pytest.approx(0.0), 8)
-        assert await ua_client.get_node(ua.NodeId("ExportLimit", ns)).read_value() == 100.0
+        export_limit = ua_client.get_node(ua.NodeId("ExportLimit", ns))
+
+        async def export_limit_withdrawn() -> bool:
+            return await export_limit.read_value() == 100.0
+
+        await _until(export_limit_withdrawn, 8)
         assert "by facade:watchdog" in caplog.text
         # While expired, a guarded setpoint is refused; an unchanged watchdog value is no sign of life.
         refused = await master.write_register(0, 300, device_id=1)
@@ -326,6 +339,7 @@ async def test_the_watchdog_withdraws_setpoints_and_shows_its_state(facade, mast
         await feeder.feed()
         assert not (await master.write_register(0, 300, device_id=1)).isError()
         assert await expired.read_value() is False
+        assert not alarm.active and alarm.retain  # back to normal, still to be acknowledged
 
 
 async def test_many_clients_limits_idle_timeout_and_allowed_addresses(facade) -> None:
