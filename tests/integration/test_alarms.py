@@ -234,3 +234,61 @@ async def test_history_read_events_on_the_server_and_the_device_forward_backward
         assert ua.NodeId(ua.ObjectIds.AuditWriteUpdateEventType) in types
     finally:
         await client.disconnect()
+
+
+async def test_event_history_is_read_after_a_restart(alarm_gateway) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.server import Gateway
+
+    gw = alarm_gateway
+    ns = gw.site.namespaces["urn:test:alarm-site"]
+    t0 = datetime.now(UTC) - timedelta(seconds=1)
+    client = await _operator(gw)
+    try:
+        await client.get_node(ua.NodeId("Rack1.FaultCode", ns)).write_value(
+            ua.DataValue(ua.Variant(7.0, ua.VariantType.Double)))
+        await asyncio.sleep(0.3)
+    finally:
+        await client.disconnect()
+    await gw.stop()  # flushes history
+    again = Gateway(gw.config)
+    await again.load()
+    await again.start()
+    try:
+        client = await _operator(again)
+        try:
+            result = await _read_events(client, ua.NodeId("Rack1", ns), t0, datetime.now(UTC) + timedelta(seconds=1), 0)
+            texts = [e.EventFields[2].Value.Text for e in result.HistoryData.Events]
+            assert "Rack1 FaultCode is 7 (normal 0)" in texts
+        finally:
+            await client.disconnect()
+    finally:
+        await again.stop()
+
+
+async def test_an_operator_shelves_and_unshelves_and_timed_shelving_expires_by_itself(alarm_gateway) -> None:
+    gw = alarm_gateway
+    ns = gw.site.namespaces["urn:test:alarm-site"]
+    timed = ua.NodeId(ua.ObjectIds.ShelvedStateMachineType_TimedShelve)
+    one_shot = ua.NodeId(ua.ObjectIds.ShelvedStateMachineType_OneShotShelve)
+    unshelve = ua.NodeId(ua.ObjectIds.ShelvedStateMachineType_Unshelve)
+    client = await _operator(gw)
+    try:
+        events = Events()
+        sub = await client.create_subscription(50, events)
+        await sub.subscribe_events(client.get_node(ua.ObjectIds.Server),
+                                   client.get_node(ua.NodeId(ua.ObjectIds.OffNormalAlarmType)))
+        cond = client.get_node(ua.NodeId("Rack1.Fault", ns))
+        await cond.call_method(one_shot)
+        shelved = await events.next(lambda e: "oneshotshelved" in e.Message.Text)
+        assert shelved.SuppressedOrShelved is True
+        await cond.call_method(unshelve)
+        back = await events.next(lambda e: "unshelved by operator1" in e.Message.Text)
+        assert back.SuppressedOrShelved is False
+        await cond.call_method(timed, ua.Variant(300.0, ua.VariantType.Double))  # ms
+        await events.next(lambda e: "timedshelved" in e.Message.Text)
+        expired = await events.next(lambda e: "shelving time over" in e.Message.Text)
+        assert expired.SuppressedOrShelved is False
+    finally:
+        await client.disconnect()
