@@ -12,7 +12,10 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from gateway.nodeset.model import NodesetError
 from gateway.server import Gateway, GatewayConfig
@@ -135,6 +138,35 @@ def run_from_args(args: argparse.Namespace) -> int:
     )
     signals = StopSignals()
     try:
-        return asyncio.run(serve(config, signals))
+        code = _run(serve(config, signals))
     finally:
         signals.finished()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        # A start-up step still running in a worker thread (asyncua builds its standard address space in
+        # one, seconds on a busy machine) would hold the exit until it finished, past the stop deadline;
+        # nothing it makes is kept, so the process ends without waiting for it.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    """asyncio.run without its wait for the default executor's threads at the end (see run_from_args)."""
+    loop = asyncio.new_event_loop()
+    executor = ThreadPoolExecutor(thread_name_prefix="gateway-worker")
+    loop.set_default_executor(executor)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+            loop.close()
