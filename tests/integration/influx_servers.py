@@ -130,6 +130,10 @@ bind-address = "127.0.0.1:{free_port()}"
         with urllib.request.urlopen(f"{self.url}/query", data=data, timeout=60) as resp:
             return json.loads(resp.read())
 
+    def write(self, database: str, policy: str, lines: str) -> None:
+        query = urllib.parse.urlencode({"db": database, "rp": policy, "precision": "ns"})
+        urllib.request.urlopen(f"{self.url}/write?{query}", data=lines.encode(), timeout=10).read()
+
     def create(self, database: str, policies: dict[str, str]) -> None:
         self.query(f'CREATE DATABASE "{database}"')
         for name, duration in policies.items():
@@ -156,7 +160,8 @@ class FaultProxy:
         self.delay_s = 0.0
         self.requests = 0
         self.faults_answered = 0
-        self.forwarded = 0
+        self.forwarded = 0  # requests the server answered
+        self.answered = 0  # of those, answers passed back to the client
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -192,6 +197,7 @@ class FaultProxy:
                     await asyncio.sleep(self.delay_s)
                 writer.write(answer)
                 await writer.drain()
+                self.answered += 1
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:

@@ -31,6 +31,13 @@ from influx_servers import FaultProxy, InfluxDB1, VictoriaMetrics  # noqa: E402
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def recent() -> datetime:
+    """A start time inside InfluxDB's retention policies (which refuse older points)."""
+    return datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+
+
 OUTAGE_S = float(os.environ.get("INFLUX_OUTAGE_S", "8"))  # the 60 s variant: INFLUX_OUTAGE_S=60
 
 
@@ -246,17 +253,18 @@ async def test_nan_and_strings_on_influxdb1(tmp_path: Path, plant: Plant, influx
     """NaN is written as a point with its quality and no value; strings go to `text`; a string InfluxDB
     refuses (here: `text` already holds integers in this measurement) is dropped alone, counted, and
     the rest of its batch is written."""
+    t0 = recent()
     feed = await plant.build(3, ["Double", "String", "Double"])
-    # Another writer made `text` an integer field of this measurement in policy hs... and ls.
-    influxdb1.query('INSERT INTO "site"."ls" Pump1,variable=Other text=1i')
+    # Another writer made `text` an integer field of this measurement.
+    influxdb1.write("site", "ls", "Pump1,variable=Other text=1i")
     writer = make_writer(tmp_path, feed, {"url": influxdb1.url}, version=1)
     try:
-        await plant.store(0, 1.5, T0)
-        await plant.store(0, math.nan, T0 + timedelta(milliseconds=1), status=ua.StatusCodes.BadSensorFailure)
-        await plant.store(0, math.inf, T0 + timedelta(milliseconds=2))
-        await plant.store(1, 'say "hi"\n', T0, ua.VariantType.String)
+        await plant.store(0, 1.5, t0)
+        await plant.store(0, math.nan, t0 + timedelta(milliseconds=1), status=ua.StatusCodes.BadSensorFailure)
+        await plant.store(0, math.inf, t0 + timedelta(milliseconds=2))
+        await plant.store(1, 'say "hi"\n', t0, ua.VariantType.String)
         for k in range(20):
-            await plant.store(2, float(k), T0 + timedelta(milliseconds=k))
+            await plant.store(2, float(k), t0 + timedelta(milliseconds=k))
         await drained(writer, 20)
     finally:
         await asyncio.to_thread(writer.stop, 2.0)
@@ -271,13 +279,14 @@ async def test_nan_and_strings_on_influxdb1(tmp_path: Path, plant: Plant, influx
 
 
 async def test_string_field_on_influxdb1(tmp_path: Path, plant: Plant, influxdb1: InfluxDB1) -> None:
+    t0 = recent()
     feed = await plant.build(1, ["String"])
     writer = make_writer(tmp_path, feed, {"url": influxdb1.url}, version=1)
     long_text = "x" * 70_000
     try:
-        await plant.store(0, 'say "hi"\\ \n', T0, ua.VariantType.String)
-        await plant.store(0, long_text, T0 + timedelta(milliseconds=1), ua.VariantType.String)
-        await plant.store(0, "\ud800lone", T0 + timedelta(milliseconds=2), ua.VariantType.String)
+        await plant.store(0, 'say "hi"\\ \n', t0, ua.VariantType.String)
+        await plant.store(0, long_text, t0 + timedelta(milliseconds=1), ua.VariantType.String)
+        await plant.store(0, "\ud800lone", t0 + timedelta(milliseconds=2), ua.VariantType.String)
         await drained(writer, 20)
     finally:
         await asyncio.to_thread(writer.stop, 2.0)
@@ -286,3 +295,66 @@ async def test_string_field_on_influxdb1(tmp_path: Path, plant: Plant, influxdb1
     assert texts[1] == long_text[:65535]
     assert texts[2] == "\\ud800lone"
     assert writer.dropped == 0
+
+
+def _queued_values(queue_file: Path) -> list[float]:
+    import sqlite3
+
+    with sqlite3.connect(queue_file) as conn:
+        return [float(f.split("value=")[1].split(",")[0]) for (f,) in
+                conn.execute("SELECT fields FROM points ORDER BY id")]
+
+
+async def test_kill_9_mid_batch_and_restart_loses_and_duplicates_nothing(tmp_path: Path, influxdb1: InfluxDB1
+                                                                          ) -> None:
+    """The producer is killed -9 while a batch the server has written waits for its answer (held back by a
+    proxy): what was queued is either in the database or still in the queue file, and after a restart
+    every value is in the database exactly once, in order."""
+    import subprocess
+
+    proxy = FaultProxy(influxdb1.port)
+    proxy.delay_s = 0.4
+    await proxy.start()
+    script = Path(__file__).with_name("influx_producer.py")
+    t0_ns = int(recent().timestamp()) * 10**9
+    queue_file = tmp_path / "q" / "queue.sqlite3"
+
+    async def run(start: int, count: int) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "q"), proxy.url, str(start), str(count),
+                                 "1000", str(t0_ns)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+        assert proc.stdout is not None
+        assert (await asyncio.to_thread(proc.stdout.readline)).strip() == "ready"
+        return proc
+
+    def db_values() -> list[float]:
+        return [r["value"] for r in influxdb1.rows("site", "ls", "Pump1")]
+
+    try:
+        proc = await run(0, 100_000)
+        deadline = time.monotonic() + 30
+        while not (proxy.answered >= 3 and proxy.forwarded > proxy.answered) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        assert proxy.forwarded > proxy.answered, "no batch in flight to kill the producer in"
+        os.killpg(proc.pid, 9)
+        proc.wait(5)
+        in_db, in_queue = db_values(), _queued_values(queue_file)
+        assert in_db == [float(k) for k in range(len(in_db))], "the database holds a gap or a duplicate"
+        # The batch in flight is in both: written by the server, not yet deleted from the queue.
+        assert in_queue[0] < len(in_db), "the batch in flight was no longer in the queue"
+        assert in_queue == [float(k) for k in range(int(in_queue[0]), int(in_queue[0]) + len(in_queue))]
+        last = int(in_queue[-1])
+        proxy.delay_s = 0.0
+        proc = await run(last + 1, 2000)
+        assert proc.stdout is not None
+        assert (await asyncio.to_thread(proc.stdout.readline)).startswith("produced")
+        deadline = time.monotonic() + 30
+        while len(db_values()) < last + 2001 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        proc.terminate()
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+        await proxy.stop()
+    assert db_values() == [float(k) for k in range(last + 2001)]
+    assert _queued_values(queue_file) == []
