@@ -16,7 +16,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 _SCHEMA = """
@@ -33,11 +32,7 @@ MARK_EVERY_NS = 60 * 10**9
 _BOUND_STEP = 10_000  # rows removed per statement when a bound is passed
 
 
-@dataclass(frozen=True, slots=True)
-class QueuedPoint:
-    id: int
-    target: str
-    line: str
+QueuedPoint = tuple[int, str, str]  # id, target, line
 
 
 class DiskQueue:
@@ -50,7 +45,6 @@ class DiskQueue:
         self.dropped = 0  # spooler thread: removed by a bound
         self._initial = 0
         self._series_ids: dict[tuple[str, str], int] = {}  # spooler's
-        self._series_rows: dict[int, tuple[str, str]] = {}  # sender's
         self._local = threading.local()
         self._page_size = 4096
         self._last_mark_ns = 0
@@ -156,21 +150,11 @@ class DiskQueue:
 
     # -- sender thread -----------------------------------------------------------------------------
     def head(self, limit: int) -> list[QueuedPoint]:
-        """The oldest `limit` points, as line protocol, oldest first."""
-        conn = self._conn()
-        rows = conn.execute("SELECT id, series, ts, fields FROM points ORDER BY id LIMIT ?", (limit,)).fetchall()
-        series = self._series_rows
-        missing = {sid for _, sid, _, _ in rows if sid not in series}
-        if missing:
-            for sid, target, key in conn.execute(
-                    f"SELECT id, target, key FROM series WHERE id IN ({','.join('?' * len(missing))})",
-                    tuple(missing)):
-                series[sid] = (target, key)
-        out = []
-        for pid, sid, ts, fields in rows:
-            target, key = series[sid]
-            out.append(QueuedPoint(pid, target, f"{key} {fields} {ts}"))
-        return out
+        """The oldest `limit` points as (id, target, line), oldest first. SQLite joins each line itself:
+        a Python object and an f-string per point cost more than the rest of sending it."""
+        return self._conn().execute(
+            "SELECT p.id, s.target, s.key || ' ' || p.fields || ' ' || p.ts FROM points AS p "
+            "JOIN series AS s ON s.id = p.series ORDER BY p.id LIMIT ?", (limit,)).fetchall()
 
     def ack(self, ids: Sequence[int]) -> None:
         """The server has these points: remove them."""

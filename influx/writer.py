@@ -225,9 +225,12 @@ class SeriesWriter:
 
     def _send(self, head: list[QueuedPoint]) -> None:
         """Send the head grouped by target, in order; acknowledged groups leave the queue at once."""
+        if head[0][1] == head[-1][1] and all(p[1] == head[0][1] for p in head):
+            self._send_points(head[0][1], head)  # one target: the usual case
+            return
         by_target: dict[str, list[QueuedPoint]] = {}
         for p in head:
-            by_target.setdefault(p.target, []).append(p)
+            by_target.setdefault(p[1], []).append(p)
         for target, points in by_target.items():
             self._send_points(target, points)
 
@@ -241,14 +244,14 @@ class SeriesWriter:
                 self.stats.rejected += 1
                 self.stats.last_error = f"point refused and dropped: {exc}"
                 log.warning("influx: %s refused a point, dropped (%d so far): %s: %s", target,
-                            self.stats.rejected, points[0].line[:300], exc)
-                self.queue.ack([points[0].id])
+                            self.stats.rejected, points[0][2][:300], exc)
+                self.queue.ack([points[0][0]])
                 return
             half = len(points) // 2
             self._send_points(target, points[:half])
             self._send_points(target, points[half:])
             return
-        self.queue.ack([p.id for p in points])
+        self.queue.ack([p[0] for p in points])
         self.stats.sent += len(points)
         if self.stats.state != "Writing":
             if self.stats.state not in ("Connecting", "Stopped"):
@@ -256,7 +259,7 @@ class SeriesWriter:
             self.stats.state = "Writing"
 
     def _post(self, target: str, points: list[QueuedPoint]) -> None:
-        body = "\n".join(p.line for p in points).encode("utf-8")
+        body = "\n".join([p[2] for p in points]).encode("utf-8")
         timeout = None
         if self._stopping.is_set():
             timeout = max(self._flush_by - time.monotonic(), 0.05)

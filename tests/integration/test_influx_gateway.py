@@ -17,7 +17,7 @@ from gateway.nodesets import GATEWAY_NAMESPACE
 from gateway.server import Gateway, GatewayConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from influx_servers import VictoriaMetrics  # noqa: E402
+from influx_servers import VictoriaMetrics
 
 pytestmark = pytest.mark.integration
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sim_site.xml"
@@ -84,7 +84,7 @@ async def test_bad_influx_config_stops_the_start(tmp_path: Path, free_port: int)
                                data_dir=tmp_path / "data", insecure=True, simulate=True, influx=path))
     try:
         await gw.load()
-        with pytest.raises(InfluxConfigError, match="server.token: secrets are not written"):
+        with pytest.raises(InfluxConfigError, match=r"server.token: secrets are not written"):
             await gw.start()
     finally:
         await gw.stop()

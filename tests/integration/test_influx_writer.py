@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from gateway.values.aspace_io import StoredDataValue
 from gateway.values.feed import ChangeFeed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from influx_servers import FaultProxy, InfluxDB1, VictoriaMetrics  # noqa: E402
+from influx_servers import FaultProxy, InfluxDB1, VictoriaMetrics
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -87,10 +87,17 @@ def make_writer(tmp_path: Path, feed: ChangeFeed, server: dict, version: int = 2
     return writer
 
 
-async def drained(writer: SeriesWriter, within_s: float) -> None:
+async def until(condition: Callable[[], object], within_s: float, every_s: float = 0.05) -> None:
+    """Poll `condition` until it holds or `within_s` passed (the caller asserts what it needs)."""
     deadline = time.monotonic() + within_s
-    while writer.depth and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
+    for _ in range(int(within_s / every_s) + 1):
+        if condition() or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(every_s)
+
+
+async def drained(writer: SeriesWriter, within_s: float) -> None:
+    await until(lambda: not writer.depth, within_s, 0.1)
     assert writer.depth == 0, f"{writer.depth} points still queued after {within_s} s ({writer.last_error})"
 
 
@@ -208,9 +215,7 @@ async def test_server_errors_for_a_while_then_everything_arrives(tmp_path: Path,
             await plant.store(0, float(k), T0 + timedelta(milliseconds=k))
             if k % 50 == 0:
                 await asyncio.sleep(0.1)
-        deadline = time.monotonic() + 10
-        while proxy.faults_answered < 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await until(lambda: proxy.faults_answered >= 3, 10)
         state_during = writer.state
         assert proxy.faults_answered >= 3 and writer.depth == 300
         proxy.fault = None
@@ -233,14 +238,11 @@ async def test_retry_after_is_honoured(tmp_path: Path, plant: Plant, victoria: V
     try:
         proxy.fault = (429, "2")
         await plant.store(0, 1.0, T0)
-        deadline = time.monotonic() + 10
-        while proxy.requests < 1 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await until(lambda: proxy.requests >= 1, 10, 0.02)
         first = time.monotonic()
         await asyncio.sleep(1.5)
         assert proxy.requests == 1
-        while proxy.requests < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await until(lambda: proxy.requests >= 2, 10, 0.02)
         assert time.monotonic() - first >= 1.9
         proxy.fault = None
         await drained(writer, 10)
@@ -320,8 +322,9 @@ async def test_kill_9_mid_batch_and_restart_loses_and_duplicates_nothing(tmp_pat
     queue_file = tmp_path / "q" / "queue.sqlite3"
 
     async def run(start: int, count: int) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "q"), proxy.url, str(start), str(count),
-                                 "1000", str(t0_ns)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+        proc = await asyncio.to_thread(
+            subprocess.Popen, [sys.executable, str(script), str(tmp_path / "q"), proxy.url, str(start), str(count),
+                               "1000", str(t0_ns)], stdout=subprocess.PIPE, text=True, start_new_session=True)
         assert proc.stdout is not None
         assert (await asyncio.to_thread(proc.stdout.readline)).strip() == "ready"
         return proc
@@ -329,11 +332,10 @@ async def test_kill_9_mid_batch_and_restart_loses_and_duplicates_nothing(tmp_pat
     def db_values() -> list[float]:
         return [r["value"] for r in influxdb1.rows("site", "ls", "Pump1")]
 
+    proc: subprocess.Popen | None = None
     try:
         proc = await run(0, 100_000)
-        deadline = time.monotonic() + 30
-        while not (proxy.answered >= 3 and proxy.forwarded > proxy.answered) and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
+        await until(lambda: proxy.answered >= 3 and proxy.forwarded > proxy.answered, 30, 0.005)
         assert proxy.forwarded > proxy.answered, "no batch in flight to kill the producer in"
         os.killpg(proc.pid, 9)
         proc.wait(5)
@@ -347,13 +349,11 @@ async def test_kill_9_mid_batch_and_restart_loses_and_duplicates_nothing(tmp_pat
         proc = await run(last + 1, 2000)
         assert proc.stdout is not None
         assert (await asyncio.to_thread(proc.stdout.readline)).startswith("produced")
-        deadline = time.monotonic() + 30
-        while len(db_values()) < last + 2001 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
+        await until(lambda: len(db_values()) >= last + 2001, 30, 0.2)
         proc.terminate()
         assert proc.wait(10) == 0
     finally:
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, 9)
         await proxy.stop()
     assert db_values() == [float(k) for k in range(last + 2001)]

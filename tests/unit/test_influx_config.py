@@ -70,18 +70,18 @@ colour: blue
 
 
 def test_secret_written_inline_is_refused_and_missing_secret_named(tmp_path: Path) -> None:
-    with pytest.raises(InfluxConfigError, match="server.token: secrets are not written"):
+    with pytest.raises(InfluxConfigError, match=r"server.token: secrets are not written"):
         load_config(write(tmp_path, "server: {url: 'http://h', org: o, token: abc}\n"), {})
-    with pytest.raises(InfluxConfigError, match="server.token_env: the environment variable NOPE is not set"):
+    with pytest.raises(InfluxConfigError, match=r"server.token_env: the environment variable NOPE is not set"):
         load_config(write(tmp_path, "server: {url: 'http://h', org: o, token_env: NOPE}\n"), {})
-    with pytest.raises(InfluxConfigError, match="server.token_file: cannot read"):
+    with pytest.raises(InfluxConfigError, match=r"server.token_file: cannot read"):
         load_config(write(tmp_path, "server: {url: 'http://h', org: o, token_file: /nonexistent/t}\n"), {})
 
 
 def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
-    with pytest.raises(InfluxConfigError, match="cannot read"):
+    with pytest.raises(InfluxConfigError, match=r"cannot read"):
         load_config(tmp_path / "absent.yaml")
-    with pytest.raises(InfluxConfigError, match="not valid YAML"):
+    with pytest.raises(InfluxConfigError, match=r"not valid YAML"):
         load_config(write(tmp_path, "server: [unclosed\n"))
 
 

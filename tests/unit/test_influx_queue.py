@@ -18,11 +18,11 @@ def test_head_is_oldest_first_across_targets_and_ack_removes(tmp_path: Path) -> 
     q.open()
     q.append(rows(0, 5, "hs") + rows(5, 5, "ls"))
     head = q.head(7)
-    assert [p.line for p in head[:2]] == ["Pump1,variable=V0 value=0.0,quality=0i 0",
+    assert [p[2] for p in head[:2]] == ["Pump1,variable=V0 value=0.0,quality=0i 0",
                                           "Pump1,variable=V1 value=1.0,quality=0i 1"]
-    assert [p.target for p in head] == ["hs"] * 5 + ["ls"] * 2
-    q.ack([p.id for p in head[:3]] + [head[5].id])  # not contiguous: acknowledged one by one
-    assert [p.line.split()[-1] for p in q.head(100)] == ["3", "4", "6", "7", "8", "9"]
+    assert [p[1] for p in head] == ["hs"] * 5 + ["ls"] * 2
+    q.ack([p[0] for p in head[:3]] + [head[5][0]])  # not contiguous: acknowledged one by one
+    assert [p[2].split()[-1] for p in q.head(100)] == ["3", "4", "6", "7", "8", "9"]
     assert q.depth == 6
 
 
@@ -30,13 +30,13 @@ def test_reopened_queue_keeps_points_and_series(tmp_path: Path) -> None:
     q = DiskQueue(tmp_path / "q.sqlite3")
     q.open()
     q.append(rows(0, 10))
-    q.ack([p.id for p in q.head(4)])
+    q.ack([p[0] for p in q.head(4)])
     q.close()
     again = DiskQueue(tmp_path / "q.sqlite3")
     again.open()
     assert again.depth == 6
     again.append(rows(10, 2))
-    assert [int(p.line.split()[-1]) for p in again.head(100)] == list(range(4, 12))
+    assert [int(p[2].split()[-1]) for p in again.head(100)] == list(range(4, 12))
 
 
 def test_age_bound_counts_time_in_queue_not_source_time(tmp_path: Path) -> None:
@@ -47,7 +47,7 @@ def test_age_bound_counts_time_in_queue_not_source_time(tmp_path: Path) -> None:
     assert q.enforce_bounds(now_ns=7 * DAY) == 0
     assert q.enforce_bounds(now_ns=8 * DAY + MARK_EVERY_NS) == 10  # the first 10 waited over 7 days
     assert q.dropped == 10 and q.depth == 10
-    assert int(q.head(1)[0].line.split()[-1]) == 10
+    assert int(q.head(1)[0][2].split()[-1]) == 10
 
 
 def test_size_bound_drops_the_oldest(tmp_path: Path) -> None:
@@ -59,4 +59,4 @@ def test_size_bound_drops_the_oldest(tmp_path: Path) -> None:
     removed = q.enforce_bounds(now_ns=0)
     assert removed > 0 and q.bytes_used() <= 1_000_000
     assert q.dropped == removed and q.depth == 50_000 - removed
-    assert int(q.head(1)[0].line.split()[-1]) == removed  # the oldest went, in order
+    assert int(q.head(1)[0][2].split()[-1]) == removed  # the oldest went, in order
