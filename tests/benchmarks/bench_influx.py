@@ -93,11 +93,10 @@ async def drive(tags: TagTable, plant: list[Any], rate: float, seconds: float, w
     done = asyncio.Event()
 
     async def ticker() -> None:
-        nxt = time.monotonic() + SLOT_S
         while not done.is_set():
-            await asyncio.sleep(max(nxt - time.monotonic(), 0))
-            lateness.append(max(time.monotonic() - nxt, 0.0))
-            nxt += SLOT_S
+            asked = time.monotonic() + SLOT_S
+            await asyncio.sleep(SLOT_S)
+            lateness.append(max(time.monotonic() - asked, 0.0))
 
     tick = asyncio.create_task(ticker())
     began = time.monotonic()
@@ -106,7 +105,7 @@ async def drive(tags: TagTable, plant: list[Any], rate: float, seconds: float, w
     n = len(plant)
     while (elapsed := time.monotonic() - began) < seconds:
         due = int(elapsed * rate)
-        while produced < due:
+        while produced < due and time.monotonic() - began < seconds:
             tag = plant[produced % n]
             k += 1
             await tags.publish(tag, float(k), source_time=datetime.now(UTC))
