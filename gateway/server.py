@@ -30,9 +30,9 @@ from gateway.facade.service import ModbusFacade
 from gateway.health.monitor import GatewayHealth, HealthSources
 from gateway.history.service import install_history
 from gateway.history.store import HistoryStore, namespace_key
-from gateway.methods import MethodRegistry
 from gateway.influx.config import InfluxConfig, load_config
 from gateway.influx.service import InfluxService
+from gateway.methods import MethodRegistry
 from gateway.nodeset.loader import LoadedSite
 from gateway.nodesets import GATEWAY_NAMESPACE
 from gateway.parameters import ParameterStore
