@@ -67,9 +67,15 @@ async def test_gateway_writes_its_values_and_shows_the_writer(tmp_path: Path, fr
     finally:
         await gw.stop()
     assert time.monotonic() - stop_began < 5
-    series = vm.export('{__name__=~"Sim1_.*"}')
+    # VictoriaMetrics makes a new series searchable within a few seconds of its first sample.
+    labels: dict[tuple[str, str], dict[str, str]] = {}
+    for _ in range(30):
+        labels = {(s["metric"]["__name__"], s["metric"]["variable"]): s["metric"]
+                  for s in vm.export('{__name__=~"Sim1_.*"}')}
+        if ("Sim1_value", "Sine") in labels and ("Sim1_value", "Diagnostics.RequestCount") in labels:
+            break
+        await asyncio.sleep(0.5)
     vm.stop()
-    labels = {(s["metric"]["__name__"], s["metric"]["variable"]): s["metric"] for s in series}
     assert labels[("Sim1_value", "Sine")]["site"] == "sim_site"
     assert labels[("Sim1_value", "Sine")]["device"] == "Sim1"
     assert ("Sim1_value", "Diagnostics.RequestCount") in labels  # device diagnostics are series too
