@@ -163,10 +163,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     qbytes = writer.queue_bytes
     vm.start()
     t = time.monotonic()
+    # The sender retries on its backoff (up to 60 s after a long outage): replay counts from its first send.
+    await until(lambda: writer.stats.sent > sent0, 120)
+    first_send_s = time.monotonic() - t
+    t = time.monotonic()
     await until(lambda: not writer.depth, 1200)
     replay_s = time.monotonic() - t
     result["backlog"] = {"points": backlog_points, "queued_in_s": round(spool_s, 1), "queue_depth": depth,
                          "queue_bytes": qbytes, "bytes_per_point": round(qbytes / max(depth, 1), 1),
+                         "first_send_after_restart_s": round(first_send_s, 1),
                          "replay_s": round(replay_s, 1), "replay_points_per_s": round(backlog_points / replay_s),
                          "sent_during_replay": writer.stats.sent - sent0, "left": writer.depth}
     print("backlog", result["backlog"], flush=True)
@@ -195,7 +200,8 @@ def write_results(result: dict[str, Any], out: Path) -> None:
 | 10 ms ticks later than 50 ms | {s['ticks_over_50ms']} of {s['ticks']} |
 | 10-minute backlog | {b['points']:,} points queued in {b['queued_in_s']} s |
 | queue on disk | {b['queue_bytes']:,} bytes, {b['bytes_per_point']} bytes/point |
-| backlog replay | {b['replay_s']} s, {b['replay_points_per_s']:,} points/s |
+| backlog replay (from the first send; that came {b['first_send_after_restart_s']} s after the restart) | \
+{b['replay_s']} s, {b['replay_points_per_s']:,} points/s |
 """
     out.with_suffix(".md").write_text(md)
 
