@@ -135,6 +135,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         allow_anonymous=not args.no_anonymous,
         simulate=args.simulate,
+        influx=Path(args.influx) if args.influx else None,
     )
     signals = StopSignals()
     try:

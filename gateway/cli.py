@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulate", action="store_true",
         help="serve every field device from a built-in simulator on loopback (no hardware needed)",
     )
+    parser.add_argument(
+        "--influx", metavar="CONFIG",
+        help="write every value change to InfluxDB as configured in this YAML file (off when not given)",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     nodeset_commands.add_parser(sub)

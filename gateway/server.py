@@ -30,6 +30,8 @@ from gateway.facade.service import ModbusFacade
 from gateway.health.monitor import GatewayHealth, HealthSources
 from gateway.history.service import install_history
 from gateway.history.store import HistoryStore, namespace_key
+from gateway.influx.config import InfluxConfig, load_config
+from gateway.influx.service import InfluxService
 from gateway.methods import MethodRegistry
 from gateway.nodeset.loader import LoadedSite
 from gateway.nodesets import GATEWAY_NAMESPACE
@@ -65,6 +67,7 @@ class GatewayConfig:
     history_retention: timedelta | None = timedelta(days=30)
     device_timeout_s: float = 5.0
     simulate: bool = False  # serve every device from a simulator on loopback instead of its connection
+    influx: Path | None = None  # the series writer's configuration (`--influx CONFIG`); off when None
     name: str = product.PRODUCT_NAME
     hostnames: list[str] = field(default_factory=lambda: [socket.gethostname(), "localhost", "127.0.0.1"])
 
@@ -88,6 +91,7 @@ class Gateway:
         self.simulations: list[Simulation] = []
         self.health: GatewayHealth | None = None
         self.facade: ModbusFacade | None = None
+        self.influx: InfluxService | None = None
         self._started = False
 
     async def load(self) -> None:
@@ -111,6 +115,8 @@ class Gateway:
     async def start(self) -> None:
         assert self.bindings is not None, "load() first"
         cfg = self.config
+        # Read before anything starts: a bad file is an InfluxConfigError (ValueError) naming file and key.
+        influx_config: InfluxConfig | None = load_config(cfg.influx) if cfg.influx is not None else None
         ensure_data_dir(cfg.data_dir)
         host = urlsplit(cfg.endpoint).hostname or ""
         hostnames = [*cfg.hostnames, *([host] if host and host not in ("0.0.0.0", "::") else [])]
@@ -160,6 +166,10 @@ class Gateway:
                      f"{name}: the SCADA's watchdog is alive again"), gw_ns, 800))
         self.alarms.start(self.bindings.alarms, system_alarms)
         self.events.start()
+        if influx_config is not None:  # before polling starts, so the first values are written too
+            self.influx = InfluxService(influx_config, cfg.nodesets[-1].stem, cfg.data_dir, self.feed, self.tags,
+                                        gw_ns, self.clock)
+            await self.influx.start()
         await self.server.start()
         self._started = True
         for runner in self.runners.values():
@@ -209,7 +219,8 @@ class Gateway:
                      *([self.health.stop()] if self.health is not None else []),
                      *([self.events.stop()] if self.events is not None else []))
         if self.history is not None:
-            await _stage("flushing history", STOP_HISTORY_S, self.history.stop(within_s=STOP_HISTORY_S))
+            await _stage("flushing history", STOP_HISTORY_S, self.history.stop(within_s=STOP_HISTORY_S),
+                         *([self.influx.stop(within_s=STOP_HISTORY_S - 0.2)] if self.influx is not None else []))
         await _stage("closing drivers", STOP_DRIVERS_S,
                      *(r.close(STOP_DRIVERS_S) for r in runners), self._stop_simulations(),
                      *([asyncio.to_thread(self.parameters.close)] if self.parameters is not None else []))

@@ -7,12 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real parts the tests talk to: node-opcua (interop), socat (a serial line as a pty pair for Modbus RTU),
-# mbpoll (an independent Modbus master reading the simulators); python3-venv for the virtualenv.
+# mbpoll (an independent Modbus master reading the simulators); python3-venv for the virtualenv;
+# the time-series servers below for the series writer.
 missing=()
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v socat >/dev/null || missing+=(socat)
 command -v mbpoll >/dev/null || missing+=(mbpoll)
+# Time-series servers the series writer is tested against: VictoriaMetrics (v2 writes) and InfluxDB 1.x.
+command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
+command -v influxd >/dev/null || missing+=(influxdb)
 [ -x .venv/bin/python ] || python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   install="apt-get update && apt-get install -y ${missing[*]}"

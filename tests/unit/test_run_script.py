@@ -49,19 +49,20 @@ def _run(tmp_path: Path, *, present: set[str], sudo: bool) -> tuple[int, str, li
     return done.returncode, done.stderr, log.read_text().splitlines()
 
 
-ALL = {"node", "npm", "socat", "mbpoll"}
+SERVERS = {"victoria-metrics", "influxd"}
+ALL = {"node", "npm", "socat", "mbpoll", *SERVERS}
 
 
 def test_non_root_installs_what_is_missing_with_sudo(tmp_path: Path) -> None:
-    code, err, calls = _run(tmp_path, present={"npm", "mbpoll"}, sudo=True)
+    code, err, calls = _run(tmp_path, present={"npm", "mbpoll", "influxd"}, sudo=True)
     assert code == 0, err
     assert "sudo apt-get update -qq" in calls
-    assert "sudo apt-get install -y -qq nodejs socat" in calls
+    assert "sudo apt-get install -y -qq nodejs socat victoria-metrics" in calls
     assert "pytest -q -k x" in calls, "the suite runs after the install"
 
 
 def test_non_root_without_sudo_is_told_what_to_install(tmp_path: Path) -> None:
-    code, err, calls = _run(tmp_path, present={"node", "npm"}, sudo=False)
+    code, err, calls = _run(tmp_path, present={"node", "npm", *SERVERS}, sudo=False)
     assert code == 1
     assert "socat mbpoll" in err and "apt-get install -y socat mbpoll" in err
     assert not [c for c in calls if c.startswith(("apt-get", "pytest"))], calls

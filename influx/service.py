@@ -1,0 +1,92 @@
+"""The series writer inside the gateway: started after the tag table exists, stopped with a deadline,
+and shown under `Gateway/Diagnostics/Influx` (refreshed every second)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from asyncua import ua
+from asyncua.server.address_space import AddressSpace
+
+from gateway.clock import SYSTEM_CLOCK, Clock
+from gateway.influx.config import InfluxConfig
+from gateway.influx.diskqueue import DiskQueue
+from gateway.influx.series import SeriesCatalog
+from gateway.influx.writer import SeriesWriter
+from gateway.values.aspace_io import StoredDataValue, read_value
+from gateway.values.feed import ChangeFeed
+from gateway.values.tags import TagTable
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 1.0
+# Numeric identifiers in the gateway's types namespace (nodesets/gateway.types.xml), below Diagnostics.
+NODES: dict[str, tuple[int, ua.VariantType]] = {
+    "State": (6140, ua.VariantType.String),
+    "QueueDepth": (6141, ua.VariantType.UInt64),
+    "QueueBytes": (6142, ua.VariantType.UInt64),
+    "PointsSent": (6143, ua.VariantType.UInt64),
+    "PointsDropped": (6144, ua.VariantType.UInt64),
+    "PointsRejected": (6145, ua.VariantType.UInt64),
+    "LastError": (6146, ua.VariantType.String),
+}
+
+
+def queue_path(data_dir: Path) -> Path:
+    return data_dir / "influx" / "queue.sqlite3"
+
+
+class InfluxService:
+    def __init__(self, config: InfluxConfig, site: str, data_dir: Path, feed: ChangeFeed, tags: TagTable | None,
+                 gw_ns: int, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.config = config
+        self.feed = feed
+        self.clock = clock
+        self.catalog = SeriesCatalog(config, config.site or site, feed.aspace, tags, {gw_ns})
+        self.queue = DiskQueue(queue_path(data_dir), config.queue_max_bytes, int(config.queue_max_age_s * 1e9))
+        self.writer = SeriesWriter(config, self.catalog, self.queue)
+        self.nodes = {name: (ua.NodeId(ident, gw_ns), vt) for name, (ident, vt) in NODES.items()}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.writer.start, self.feed)
+        log.info("influx: writing %d series to %s (v%d) through %s", len(self.catalog.all()), self.config.url,
+                 self.config.version, self.queue.path)
+        self._task = asyncio.create_task(self._refresh_loop(), name="influx diagnostics")
+
+    async def stop(self, within_s: float) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task])
+            self._task = None
+        await asyncio.to_thread(self.writer.stop, within_s)
+        await self.refresh()
+
+    def snapshot(self) -> dict[str, Any]:
+        w = self.writer
+        return {"State": w.state, "QueueDepth": w.depth, "QueueBytes": w.queue_bytes, "PointsSent": w.stats.sent,
+                "PointsDropped": w.dropped, "PointsRejected": w.stats.rejected, "LastError": w.last_error}
+
+    async def refresh(self) -> None:
+        now = self.clock.now()
+        aspace: AddressSpace = self.feed.aspace
+        for name, value in self.snapshot().items():
+            nodeid, vt = self.nodes[name]
+            if aspace.get(nodeid) is None:
+                continue
+            old = read_value(aspace, nodeid)
+            if old is not None and old.Value is not None and old.Value.Value == value:
+                continue
+            await self.feed.store(nodeid, StoredDataValue(ua.Variant(value, vt), SourceTimestamp=now,
+                                                          ServerTimestamp=now))
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # the display must never take the writer or the gateway down
+                log.exception("refreshing Gateway/Diagnostics/Influx failed")
+            await self.clock.sleep(REFRESH_S)

@@ -1,0 +1,290 @@
+"""The series writer: every value change of the site becomes a point, on disk first, then on the server.
+
+Three stages, so the event loop never waits for a disk or a network:
+- a change feed listener (event loop) appends (series, value) to an in-memory list: a dict lookup
+  and an append;
+- the spooler thread takes that list every `SPOOL_EVERY_S`, renders the points and commits them to
+  the on-disk queue in one transaction, and applies the queue's size and age bounds;
+- the sender thread sends the head of the queue in batches and deletes a batch only once the
+  server acknowledged it. A failure keeps the batch on disk: no answer, 5xx, 401/403/404 and 413
+  are retried with exponential backoff and jitter; 429 and 503 wait for Retry-After; a 400 or 422
+  (a point the server refuses) splits the batch in halves until the refused point is alone, which
+  is then dropped, counted and logged, and the rest is written.
+
+A point is safe once its spool transaction committed: `kill -9` after that loses nothing; a batch the
+server took whose deletion did not happen is sent again, and the database keeps one point per series
+and timestamp. Points in memory when the process is killed (at most `SPOOL_EVERY_S` of them) are lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from asyncua import ua
+
+from gateway.influx.config import InfluxConfig
+from gateway.influx.diskqueue import DiskQueue, QueuedPoint
+from gateway.influx.endpoint import Endpoint, WriteFailed
+from gateway.influx.lineproto import fields, timestamp_ns
+from gateway.influx.series import Series, SeriesCatalog
+from gateway.values.feed import Change, ChangeFeed, Subscription
+
+log = logging.getLogger(__name__)
+
+SPOOL_EVERY_S = 0.1
+MAX_IN_MEMORY = 2_000_000  # points waiting for the spooler (a failing disk); beyond, the oldest go, counted
+LOG_EVERY_S = 60.0
+_RETRY_STATUSES_SPLIT = (400, 422)
+_RETRY_AFTER_STATUSES = (429, 503)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class WriterStats:
+    state: str = "Stopped"  # Connecting, Writing, Unreachable, Refusing, Throttled, Stopped
+    sent: int = 0
+    rejected: int = 0  # single points the server refused (malformed), dropped
+    dropped_memory: int = 0
+    last_error: str = ""
+    requests: int = 0
+    failures: int = 0
+    last_failure_log: float = field(default=float("-inf"))
+
+
+class SeriesWriter:
+    def __init__(self, config: InfluxConfig, catalog: SeriesCatalog, queue: DiskQueue,
+                 endpoint: Endpoint | None = None, now_ns: Callable[[], int] = time.time_ns) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.queue = queue
+        self.endpoint = endpoint or Endpoint(config)
+        self.now_ns = now_ns
+        self.stats = WriterStats()
+        self._buffer: list[tuple[Series, ua.DataValue]] = []
+        self._subscription: Subscription | None = None
+        self._stopping = threading.Event()
+        self._flush_by = float("inf")  # monotonic deadline for the sender at stop
+        self._spool_wake = threading.Event()
+        self._send_wake = threading.Event()
+        self._spooler: threading.Thread | None = None
+        self._sender: threading.Thread | None = None
+        self._spooler_error = ""
+        self.queue_bytes = 0  # pages the queue uses, measured by the spooler
+        self._drop_logged = float("-inf")
+
+    # -- counters shown in Gateway/Diagnostics/Influx ------------------------------------------------
+    @property
+    def dropped(self) -> int:
+        return self.stats.rejected + self.stats.dropped_memory + self.queue.dropped
+
+    @property
+    def depth(self) -> int:
+        return self.queue.depth + len(self._buffer)
+
+    @property
+    def state(self) -> str:
+        if self._sender is not None and not self._sender.is_alive() and not self._stopping.is_set():
+            return "Dead"
+        return self.stats.state
+
+    @property
+    def last_error(self) -> str:
+        return self._spooler_error or self.stats.last_error
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self, feed: ChangeFeed) -> None:
+        """Open the queue (blocking: call from a thread or before serving), listen, start both threads."""
+        self.queue.open()
+        self._subscription = feed.listen(self._on_change, name="influx series writer")
+        self.stats.state = "Connecting"
+        self._spooler = threading.Thread(target=self._spool_loop, name="influx-spooler", daemon=True)
+        self._sender = threading.Thread(target=self._send_loop, name="influx-sender", daemon=True)
+        self._spooler.start()
+        self._sender.start()
+        if self.queue.depth:
+            log.info("influx: %d points queued from before, sending them first", self.queue.depth)
+
+    def stop(self, within_s: float) -> None:
+        """Blocking (call in a thread): spool what is in memory, send what the deadline allows; the rest
+        stays queued on disk for the next start."""
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
+        deadline = time.monotonic() + within_s
+        self._flush_by = deadline - 0.1
+        self._stopping.set()
+        self._spool_wake.set()
+        self._send_wake.set()
+        for thread in (self._spooler, self._sender):
+            if thread is not None:
+                thread.join(max(deadline - time.monotonic(), 0.0))
+        left = self.queue.depth
+        if self._sender is not None and self._sender.is_alive():
+            log.warning("influx: the last request was still running at the stop deadline; %d points stay "
+                        "queued for the next start", left)
+        elif left:
+            log.info("influx: %d points stay queued for the next start", left)
+        self.stats.state = "Stopped"
+        self.endpoint.close()
+
+    # -- event loop ----------------------------------------------------------------------------------
+    def _on_change(self, change: Change) -> None:
+        series = self.catalog.get(change.node)
+        if series is not None:
+            self._buffer.append((series, change.dv))
+
+    # -- spooler thread ------------------------------------------------------------------------------
+    def _spool_loop(self) -> None:
+        while True:
+            stopping = self._stopping.is_set()
+            self._spool_once()
+            if stopping:
+                return
+            self._spool_wake.wait(SPOOL_EVERY_S)
+
+    def _spool_once(self) -> None:
+        batch, self._buffer = self._buffer, []  # one atomic swap: the listener appends to the new list
+        if batch:
+            rows = []
+            for series, dv in batch:
+                sc = dv.StatusCode
+                status = sc.value if sc is not None else 0
+                value = dv.Value.Value if dv.Value is not None else None
+                rows.append((series.target, series.key, timestamp_ns(dv.SourceTimestamp or dv.ServerTimestamp),
+                             fields(value, status)))
+            try:
+                self.queue.append(rows)
+                self._spooler_error = ""
+            except Exception as exc:  # a full or failing disk: keep the points in memory and retry
+                self._spooler_error = f"queue on disk: {exc}"
+                self._keep_in_memory(batch)
+                self._log_failure(self._spooler_error)
+                return
+            if self.queue.depth >= self.config.batch_size:
+                self._send_wake.set()
+        try:
+            removed = self.queue.enforce_bounds(self.now_ns())
+            self.queue_bytes = self.queue.bytes_used()
+        except Exception as exc:
+            self._log_failure(f"queue bounds: {exc}")
+            return
+        if removed:
+            now = time.monotonic()
+            if now - self._drop_logged >= LOG_EVERY_S:
+                self._drop_logged = now
+                log.error("influx: queue over its bound (%d bytes, %.0f days): the %d oldest points were dropped "
+                          "(%d since start)", self.config.queue_max_bytes, self.config.queue_max_age_s / 86400,
+                          removed, self.queue.dropped)
+
+    def _keep_in_memory(self, batch: list[tuple[Series, ua.DataValue]]) -> None:
+        buffer = self._buffer
+        buffer[:0] = batch  # one bytecode, atomic under the GIL: the listener keeps appending behind it
+        excess = len(buffer) - MAX_IN_MEMORY
+        if excess > 0:
+            del buffer[:excess]
+            self.stats.dropped_memory += excess
+
+    # -- sender thread -------------------------------------------------------------------------------
+    def _send_loop(self) -> None:
+        failures = 0
+        while True:
+            stopping = self._stopping.is_set()
+            if stopping and time.monotonic() >= self._flush_by:
+                return
+            try:
+                head = self.queue.head(self.config.batch_size)
+            except Exception as exc:
+                self._log_failure(f"reading the queue: {exc}")
+                head = []
+            if not head:
+                if stopping and (self._spooler is None or not self._spooler.is_alive()):
+                    return
+                self._send_wake.clear()
+                self._send_wake.wait(0.05 if stopping else self.config.flush_interval_s)
+                continue
+            try:
+                self._send(head)
+            except WriteFailed as exc:
+                failures += 1
+                wait = self._on_failure(exc, failures)
+                if stopping:
+                    return
+                self._stopping.wait(wait)
+                continue
+            failures = 0
+            if len(head) < self.config.batch_size and not stopping:
+                # A partial batch: wait for more (or the flush interval) instead of a request per spool.
+                self._send_wake.clear()
+                self._send_wake.wait(self.config.flush_interval_s)
+
+    def _send(self, head: list[QueuedPoint]) -> None:
+        """Send the head grouped by target, in order; acknowledged groups leave the queue at once."""
+        if head[0][1] == head[-1][1] and all(p[1] == head[0][1] for p in head):
+            self._send_points(head[0][1], head)  # one target: the usual case
+            return
+        by_target: dict[str, list[QueuedPoint]] = {}
+        for p in head:
+            by_target.setdefault(p[1], []).append(p)
+        for target, points in by_target.items():
+            self._send_points(target, points)
+
+    def _send_points(self, target: str, points: list[QueuedPoint]) -> None:
+        try:
+            self._post(target, points)
+        except WriteFailed as exc:
+            if exc.status not in _RETRY_STATUSES_SPLIT:
+                raise
+            if len(points) == 1:
+                self.stats.rejected += 1
+                self.stats.last_error = f"point refused and dropped: {exc}"
+                log.warning("influx: %s refused a point, dropped (%d so far): %s: %s", target,
+                            self.stats.rejected, points[0][2][:300], exc)
+                self.queue.ack([points[0][0]])
+                return
+            half = len(points) // 2
+            self._send_points(target, points[:half])
+            self._send_points(target, points[half:])
+            return
+        self.queue.ack([p[0] for p in points])
+        self.stats.sent += len(points)
+        if self.stats.state != "Writing":
+            if self.stats.state not in ("Connecting", "Stopped"):
+                log.info("influx: writing again (%d points queued)", self.queue.depth)
+            self.stats.state = "Writing"
+
+    def _post(self, target: str, points: list[QueuedPoint]) -> None:
+        body = "\n".join([p[2] for p in points]).encode("utf-8")
+        timeout = None
+        if self._stopping.is_set():
+            timeout = max(self._flush_by - time.monotonic(), 0.05)
+        self.stats.requests += 1
+        self.endpoint.write(target, body, timeout)
+
+    def _on_failure(self, exc: WriteFailed, failures: int) -> float:
+        self.stats.failures += 1
+        self.stats.last_error = str(exc)
+        if exc.status == 0:
+            self.stats.state = "Unreachable"
+        elif exc.status in _RETRY_AFTER_STATUSES:
+            self.stats.state = "Throttled"
+        else:
+            self.stats.state = "Refusing"
+        if exc.status in _RETRY_AFTER_STATUSES and exc.retry_after_s is not None:
+            wait = min(exc.retry_after_s, self.config.backoff_max_s * 5)
+        else:
+            base = min(self.config.backoff_initial_s * 2 ** min(failures - 1, 30), self.config.backoff_max_s)
+            wait = base * random.uniform(0.5, 1.0)  # jitter: gateways restarted together do not retry together
+        self._log_failure(f"{exc}; {self.queue.depth} points queued, retrying in {wait:.1f} s", state=True)
+        return wait
+
+    def _log_failure(self, message: str, state: bool = False) -> None:
+        now = time.monotonic()
+        if now - self.stats.last_failure_log >= LOG_EVERY_S:
+            self.stats.last_failure_log = now
+            log.warning("influx: %s%s", f"{self.stats.state}: " if state else "", message)

@@ -1,0 +1,360 @@
+"""The series writer against real servers on loopback: VictoriaMetrics (v2 writes) and InfluxDB 1.x.
+
+Values go through the real change feed of an asyncua address space; the writer's queue is a real
+SQLite file; faults are real: the server process stopped and restarted, a proxy answering 500 or
+429, a database refusing a point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from asyncua import Server, ua
+
+from gateway.influx.config import config_from_dict
+from gateway.influx.diskqueue import DiskQueue
+from gateway.influx.series import SeriesCatalog
+from gateway.influx.writer import SeriesWriter
+from gateway.values.aspace_io import StoredDataValue
+from gateway.values.feed import ChangeFeed
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from influx_servers import FaultProxy, InfluxDB1, VictoriaMetrics
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def recent() -> datetime:
+    """A start time inside InfluxDB's retention policies (which refuse older points)."""
+    return datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+
+
+OUTAGE_S = float(os.environ.get("INFLUX_OUTAGE_S", "8"))  # the 60 s variant: INFLUX_OUTAGE_S=60
+
+
+class Plant:
+    """An address space with a few variables under one object, stored through a real ChangeFeed."""
+
+    def __init__(self) -> None:
+        self.server = Server()
+        self.nodes: list[ua.NodeId] = []
+        self.feed: ChangeFeed | None = None
+
+    async def build(self, n_vars: int, kinds: list[str] | None = None) -> ChangeFeed:
+        await self.server.init()
+        idx = await self.server.register_namespace("urn:test:plant")
+        dev = await self.server.nodes.objects.add_object(ua.NodeId("Pump1", idx), "Pump1")
+        for i in range(n_vars):
+            kind = (kinds or ["Double"])[i % len(kinds or ["Double"])]
+            initial = {"Double": 0.0, "String": "", "Boolean": False}[kind]
+            node = await dev.add_variable(ua.NodeId(f"Pump1.V{i}", idx), f"V{i}", initial,
+                                          getattr(ua.VariantType, kind))
+            self.nodes.append(node.nodeid)
+        self.feed = ChangeFeed(self.server.iserver.aspace)
+        return self.feed
+
+    async def store(self, i: int, value: object, t: datetime, vt: ua.VariantType = ua.VariantType.Double,
+                    status: int = 0) -> None:
+        assert self.feed is not None
+        await self.feed.store(self.nodes[i], StoredDataValue(ua.Variant(value, vt), StatusCode=ua.StatusCode(status),
+                                                             SourceTimestamp=t, ServerTimestamp=t))
+
+
+def make_writer(tmp_path: Path, feed: ChangeFeed, server: dict, version: int = 2, **extra: object) -> SeriesWriter:
+    raw = {"server": server, "site": "TestSite", "batch": {"size": 1000, "flush_interval": "100ms"},
+           "backoff": {"initial": "200ms", "max": "2s"}, **extra}
+    if version == 2:
+        raw["server"] = {"version": 2, "org": "plant", "token_env": "TEST_TOKEN", **server}
+        raw.setdefault("targets", {"HighSpeed": {"bucket": "hs"}, "MediumSpeed": {"bucket": "ms"},
+                                   "LowSpeed": {"bucket": "ls"}})
+    else:
+        raw["server"] = {"version": 1, "database": "site", **server}
+        raw.setdefault("targets", {"HighSpeed": {"retention_policy": "hs"}, "LowSpeed": {"retention_policy": "ls"}})
+    config = config_from_dict(raw, "test.yaml", {"TEST_TOKEN": "secret"})
+    catalog = SeriesCatalog(config, config.site, feed.aspace, None, set())
+    queue = DiskQueue(tmp_path / "queue.sqlite3", config.queue_max_bytes, int(config.queue_max_age_s * 1e9))
+    writer = SeriesWriter(config, catalog, queue)
+    writer.start(feed)
+    return writer
+
+
+async def until(condition: Callable[[], object], within_s: float, every_s: float = 0.05) -> None:
+    """Poll `condition` until it holds or `within_s` passed (the caller asserts what it needs)."""
+    deadline = time.monotonic() + within_s
+    for _ in range(int(within_s / every_s) + 1):
+        if condition() or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(every_s)
+
+
+async def drained(writer: SeriesWriter, within_s: float) -> None:
+    await until(lambda: not writer.depth, within_s, 0.1)
+    assert writer.depth == 0, f"{writer.depth} points still queued after {within_s} s ({writer.last_error})"
+
+
+@pytest.fixture
+async def plant() -> AsyncIterator[Plant]:
+    p = Plant()
+    yield p
+
+
+@pytest.fixture
+def victoria(tmp_path: Path):  # type: ignore[no-untyped-def]
+    if not VictoriaMetrics.available():
+        pytest.skip("victoria-metrics is not installed (tests/run.sh installs it)")
+    vm = VictoriaMetrics(tmp_path / "vm")
+    vm.start()
+    yield vm
+    vm.stop()
+
+
+@pytest.fixture
+def influxdb1(tmp_path: Path):  # type: ignore[no-untyped-def]
+    if not InfluxDB1.available():
+        pytest.skip("influxd (InfluxDB 1.x) is not installed (tests/run.sh installs it)")
+    db = InfluxDB1(tmp_path / "influxdb")
+    db.start()
+    db.create("site", {"hs": "1d", "ls": "28d"})
+    yield db
+    db.stop()
+
+
+def samples(vm: VictoriaMetrics, variable: str) -> tuple[list[float], list[int]]:
+    series = vm.export(f'{{__name__="Pump1_value",variable="{variable}"}}')
+    assert len(series) <= 1, series
+    if not series:
+        return [], []
+    return series[0]["values"], series[0]["timestamps"]
+
+
+async def test_points_reach_victoriametrics_with_schema(tmp_path: Path, plant: Plant, victoria: VictoriaMetrics
+                                                        ) -> None:
+    feed = await plant.build(2)
+    writer = make_writer(tmp_path, feed, {"url": victoria.url})
+    try:
+        for k in range(50):
+            await plant.store(0, float(k) + 0.5, T0 + timedelta(milliseconds=k))
+        await plant.store(1, 7.0, T0, status=ua.StatusCodes.BadSensorFailure)
+        await drained(writer, 20)
+    finally:
+        await asyncio.to_thread(writer.stop, 2.0)
+    series = victoria.export('{__name__=~"Pump1_.*"}')
+    by_name = {(s["metric"]["__name__"], s["metric"]["variable"]): s for s in series}
+    v0 = by_name[("Pump1_value", "V0")]
+    assert v0["metric"] == {"__name__": "Pump1_value", "site": "TestSite", "device": "Pump1", "variable": "V0",
+                            "scan_class": "LowSpeed"}
+    assert v0["values"] == [k + 0.5 for k in range(50)]
+    assert v0["timestamps"] == [int(T0.timestamp() * 1000) + k for k in range(50)]
+    assert by_name[("Pump1_quality", "V1")]["values"] == [ua.StatusCodes.BadSensorFailure]
+    assert writer.stats.sent == 51 and writer.dropped == 0
+
+
+async def test_outage_under_1000_points_per_second_loses_nothing(tmp_path: Path, plant: Plant,
+                                                                 victoria: VictoriaMetrics) -> None:
+    """The server is stopped for OUTAGE_S (60 s in the long variant) while 1,000 points/s arrive (10 series
+    x 100/s); after the restart every point is there exactly once, in order, and the queue is empty."""
+    feed = await plant.build(10)
+    writer = make_writer(tmp_path, feed, {"url": victoria.url})
+    rate, produced = 1000, 0
+    start = time.monotonic()
+
+    async def produce(until: float) -> None:
+        nonlocal produced
+        while time.monotonic() < until:
+            due = int((time.monotonic() - start) * rate)
+            while produced < due:
+                k = produced
+                await plant.store(k % 10, float(k // 10), T0 + timedelta(milliseconds=10 * (k // 10) + k % 10))
+                produced += 1
+            await asyncio.sleep(0.01)
+
+    try:
+        await produce(time.monotonic() + 2)
+        victoria.stop()
+        await produce(time.monotonic() + OUTAGE_S)
+        queued_in_outage = writer.depth
+        victoria.start()
+        await produce(time.monotonic() + 2)
+        await drained(writer, 60)
+        state_after = writer.state
+    finally:
+        await asyncio.to_thread(writer.stop, 2.0)
+    assert queued_in_outage >= rate * (OUTAGE_S - 1) * 0.8
+    assert state_after == "Writing"
+    n_per_series = produced // 10
+    for i in range(10):
+        values, timestamps = samples(victoria, f"V{i}")
+        expected = n_per_series + (1 if i < produced % 10 else 0)
+        assert values == [float(k) for k in range(expected)], f"V{i}: {len(values)} values, expected {expected}"
+        assert timestamps == sorted(timestamps)
+    assert writer.stats.sent >= produced and writer.dropped == 0
+    print(f"outage {OUTAGE_S:.0f} s: {produced} points, {queued_in_outage} queued during the outage, "
+          f"{writer.stats.sent} sent (with resends), 0 lost")
+
+
+@pytest.mark.parametrize("fault", [(500, None), (429, "1"), (503, "1")])
+async def test_server_errors_for_a_while_then_everything_arrives(tmp_path: Path, plant: Plant,
+                                                                 victoria: VictoriaMetrics,
+                                                                 fault: tuple[int, str | None]) -> None:
+    proxy = FaultProxy(victoria.port)
+    await proxy.start()
+    feed = await plant.build(1)
+    writer = make_writer(tmp_path, feed, {"url": proxy.url})
+    try:
+        proxy.fault = fault
+        for k in range(300):
+            await plant.store(0, float(k), T0 + timedelta(milliseconds=k))
+            if k % 50 == 0:
+                await asyncio.sleep(0.1)
+        await until(lambda: proxy.faults_answered >= 3, 10)
+        state_during = writer.state
+        assert proxy.faults_answered >= 3 and writer.depth == 300
+        proxy.fault = None
+        await drained(writer, 30)
+    finally:
+        await asyncio.to_thread(writer.stop, 2.0)
+        await proxy.stop()
+    assert state_during == ("Refusing" if fault[0] == 500 else "Throttled")
+    assert str(fault[0]) in writer.stats.last_error
+    assert samples(victoria, "V0")[0] == [float(k) for k in range(300)]
+    assert writer.dropped == 0
+
+
+async def test_retry_after_is_honoured(tmp_path: Path, plant: Plant, victoria: VictoriaMetrics) -> None:
+    """429 with Retry-After: 2 -> the next request comes about 2 s later, not after the 200 ms backoff."""
+    proxy = FaultProxy(victoria.port)
+    await proxy.start()
+    feed = await plant.build(1)
+    writer = make_writer(tmp_path, feed, {"url": proxy.url})
+    try:
+        proxy.fault = (429, "2")
+        await plant.store(0, 1.0, T0)
+        await until(lambda: proxy.requests >= 1, 10, 0.02)
+        first = time.monotonic()
+        await asyncio.sleep(1.5)
+        assert proxy.requests == 1
+        await until(lambda: proxy.requests >= 2, 10, 0.02)
+        assert time.monotonic() - first >= 1.9
+        proxy.fault = None
+        await drained(writer, 10)
+    finally:
+        await asyncio.to_thread(writer.stop, 2.0)
+        await proxy.stop()
+
+
+async def test_nan_and_strings_on_influxdb1(tmp_path: Path, plant: Plant, influxdb1: InfluxDB1) -> None:
+    """NaN is written as a point with its quality and no value; strings go to `text`; a string InfluxDB
+    refuses (here: `text` already holds integers in this measurement) is dropped alone, counted, and
+    the rest of its batch is written."""
+    t0 = recent()
+    feed = await plant.build(3, ["Double", "String", "Double"])
+    # Another writer made `text` an integer field of this measurement.
+    influxdb1.write("site", "ls", "Pump1,variable=Other text=1i")
+    writer = make_writer(tmp_path, feed, {"url": influxdb1.url}, version=1)
+    try:
+        await plant.store(0, 1.5, t0)
+        await plant.store(0, math.nan, t0 + timedelta(milliseconds=1), status=ua.StatusCodes.BadSensorFailure)
+        await plant.store(0, math.inf, t0 + timedelta(milliseconds=2))
+        await plant.store(1, 'say "hi"\n', t0, ua.VariantType.String)
+        for k in range(20):
+            await plant.store(2, float(k), t0 + timedelta(milliseconds=k))
+        await drained(writer, 20)
+    finally:
+        await asyncio.to_thread(writer.stop, 2.0)
+    rows = influxdb1.rows("site", "ls", "Pump1", "WHERE variable != 'Other'")
+    v0 = [r for r in rows if r["variable"] == "V0"]
+    assert [(r["value"], r["quality"]) for r in v0] == [(1.5, 0), (None, ua.StatusCodes.BadSensorFailure),
+                                                        (None, 0)]
+    assert [r["value"] for r in rows if r["variable"] == "V2"] == [float(k) for k in range(20)]
+    assert not [r for r in rows if r["variable"] == "V1"]
+    assert writer.stats.rejected == 1 and writer.dropped == 1
+    assert "field type conflict" in writer.stats.last_error
+
+
+async def test_string_field_on_influxdb1(tmp_path: Path, plant: Plant, influxdb1: InfluxDB1) -> None:
+    t0 = recent()
+    feed = await plant.build(1, ["String"])
+    writer = make_writer(tmp_path, feed, {"url": influxdb1.url}, version=1)
+    long_text = "x" * 70_000
+    try:
+        await plant.store(0, 'say "hi"\\ \n', t0, ua.VariantType.String)
+        await plant.store(0, long_text, t0 + timedelta(milliseconds=1), ua.VariantType.String)
+        await plant.store(0, "\ud800lone", t0 + timedelta(milliseconds=2), ua.VariantType.String)
+        await drained(writer, 20)
+    finally:
+        await asyncio.to_thread(writer.stop, 2.0)
+    texts = [r["text"] for r in influxdb1.rows("site", "ls", "Pump1")]
+    assert texts[0] == 'say "hi"\\ \n'
+    assert texts[1] == long_text[:65535]
+    assert texts[2] == "\\ud800lone"
+    assert writer.dropped == 0
+
+
+def _queued_values(queue_file: Path) -> list[float]:
+    import sqlite3
+
+    with sqlite3.connect(queue_file) as conn:
+        return [float(f.split("value=")[1].split(",")[0]) for (f,) in
+                conn.execute("SELECT fields FROM points ORDER BY id")]
+
+
+async def test_kill_9_mid_batch_and_restart_loses_and_duplicates_nothing(tmp_path: Path, influxdb1: InfluxDB1
+                                                                          ) -> None:
+    """The producer is killed -9 while a batch the server has written waits for its answer (held back by a
+    proxy): what was queued is either in the database or still in the queue file, and after a restart
+    every value is in the database exactly once, in order."""
+    import subprocess
+
+    proxy = FaultProxy(influxdb1.port)
+    proxy.delay_s = 0.4
+    await proxy.start()
+    script = Path(__file__).with_name("influx_producer.py")
+    t0_ns = int(recent().timestamp()) * 10**9
+    queue_file = tmp_path / "q" / "queue.sqlite3"
+
+    async def run(start: int, count: int) -> subprocess.Popen:
+        proc = await asyncio.to_thread(
+            subprocess.Popen, [sys.executable, str(script), str(tmp_path / "q"), proxy.url, str(start), str(count),
+                               "1000", str(t0_ns)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+        assert proc.stdout is not None
+        assert (await asyncio.to_thread(proc.stdout.readline)).strip() == "ready"
+        return proc
+
+    def db_values() -> list[float]:
+        return [r["value"] for r in influxdb1.rows("site", "ls", "Pump1")]
+
+    proc: subprocess.Popen | None = None
+    try:
+        proc = await run(0, 100_000)
+        await until(lambda: proxy.answered >= 3 and proxy.forwarded > proxy.answered, 30, 0.005)
+        assert proxy.forwarded > proxy.answered, "no batch in flight to kill the producer in"
+        os.killpg(proc.pid, 9)
+        proc.wait(5)
+        in_db, in_queue = db_values(), _queued_values(queue_file)
+        assert in_db == [float(k) for k in range(len(in_db))], "the database holds a gap or a duplicate"
+        # The batch in flight is in both: written by the server, not yet deleted from the queue.
+        assert in_queue[0] < len(in_db), "the batch in flight was no longer in the queue"
+        assert in_queue == [float(k) for k in range(int(in_queue[0]), int(in_queue[0]) + len(in_queue))]
+        last = int(in_queue[-1])
+        proxy.delay_s = 0.0
+        proc = await run(last + 1, 2000)
+        assert proc.stdout is not None
+        assert (await asyncio.to_thread(proc.stdout.readline)).startswith("produced")
+        await until(lambda: len(db_values()) >= last + 2001, 30, 0.2)
+        proc.terminate()
+        assert proc.wait(10) == 0
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, 9)
+        await proxy.stop()
+    assert db_values() == [float(k) for k in range(last + 2001)]
+    assert _queued_values(queue_file) == []
