@@ -19,7 +19,7 @@ import math
 from asyncua import ua
 
 from gateway.clock import SYSTEM_CLOCK, Clock
-from gateway.control.arbitration import Constraint, Decision, arbitrate, describe_drop
+from gateway.control.arbitration import Constraint, Decision, arbitrate, describe_drop, drop_key
 from gateway.control.channel import SetpointChannel, WriteFn
 from gateway.control.charge_limiter import ChargeLimiter
 from gateway.control.config import ControlConfig
@@ -87,6 +87,7 @@ class ControlEngine:
         self.overruns = 0
         self.controller_failures = 0
         self.dropped: list[str] = []
+        self._drop_keys: set[tuple[str, str, str, str]] = set()
         self.decisions: dict[str, Decision] = {}
         self._activate = True  # the active mode starts bumpless on the next cycle in Run
         self._last_start: float | None = None
@@ -104,8 +105,8 @@ class ControlEngine:
         if self.state.state is SystemState.Init and not self.safety.tripped:
             self.state.go(SystemState.Run, "first cycle")
         self._refresh_mode_parameters()
-        ctx = CycleContext(self.image, self.config.signals, self.clock.now(), dt, self.config.max_age_s,
-                           dict(self.outputs))
+        present = {name: ch.written if ch.failed else self.outputs[name] for name, ch in self.channels.items()}
+        ctx = CycleContext(self.image, self.config.signals, self.clock.now(), dt, self.config.max_age_s, present)
         forced = not self.state.controlling
         if forced:
             why = ", ".join(i.name for i in self.safety.tripped) or self.state.state.name
@@ -147,14 +148,18 @@ class ControlEngine:
             log.warning("controller %s runs again", controller.name)
 
     def _decide(self, constraints: list[Constraint], dt: float, forced: bool) -> None:
-        dropped: list[str] = []
+        dropped: list[tuple[tuple[str, str, str, str], str]] = []
         for name, spec in self.config.setpoints.items():
-            present = self.outputs[name]
-            if present is None:
+            channel = self.channels[name]
+            # A refused write is not in the plant: the next decision starts from what was accepted.
+            present = channel.written if channel.failed else self.outputs[name]
+            if present is None:  # first decision: from what the device holds, else from the safe value
                 present = self.image.get(spec.node).number(math.inf)
+                if present is None:
+                    present = spec.safe
             decision = arbitrate(name, [c for c in constraints if c.setpoint == name], present)
             self.decisions[name] = decision
-            dropped += [describe_drop(c, bound) for c, bound in decision.dropped]
+            dropped += [(drop_key(c, bound), describe_drop(c, bound)) for c, bound in decision.dropped]
             if decision.target is None:
                 continue  # nobody constrains it: left alone
             target = decision.target
@@ -162,13 +167,14 @@ class ControlEngine:
             out = min(max(out, decision.low), decision.high)  # a bound that held beats the ramp
             self.outputs[name] = out
             who = decision.decided_by or "engine"
-            self.channels[name].want(out, Writer(f"control:{who}", ServiceRole.control,
-                                                 reason=f"{name} {out:g}" + (" (safe)" if forced else "")))
-        if dropped != self.dropped:
-            for text in dropped:
-                if text not in self.dropped:
-                    log.warning("control conflict: %s", text)
-            self.dropped = dropped
+            channel.want(out, Writer(f"control:{who}", ServiceRole.control,
+                                     reason=f"{name} {out:g}" + (" (safe)" if forced else "")))
+        # Logged once per conflict (who against whom), not per cycle while its values move.
+        for key, text in dropped:
+            if key not in self._drop_keys:
+                log.warning("control conflict: %s", text)
+        self._drop_keys = {key for key, _ in dropped}
+        self.dropped = [text for _, text in dropped]
 
     def _refresh_mode_parameters(self) -> None:
         for mode_name, params in self.config.mode_parameters.items():
@@ -332,4 +338,5 @@ class ControlEngine:
         """Wait for every write in flight (tests)."""
         for channel in self.channels.values():
             await channel.settle()
+        self._publish_state()
         await self.nodes.flush()

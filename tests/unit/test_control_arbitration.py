@@ -16,12 +16,13 @@ def c(op: str, value: float, priority: int, source: str = "") -> Constraint:
 CASES = [
     # constraints, present output, target, low, high, dropped sources
     ([], 5.0, None, -math.inf, math.inf, []),
-    ([c("=", 30, 100)], None, 30.0, 30, 30, []),
-    ([c("<=", 20, 800), c("=", 30, 100)], 0.0, 0.0, -math.inf, 20, ["c100"]),  # a higher bound holds
-    ([c("<=", 20, 800), c("=", 30, 100)], 25.0, 20.0, -math.inf, 20, ["c100"]),
-    ([c("<=", 20, 800), c(">=", -10, 800), c("=", 15, 100)], None, 15.0, 15, 15, []),
-    ([c("=", 0, 1000), c("<=", -5, 800)], None, 0.0, 0, 0, ["c800"]),  # safety = 0 beats a limit that conflicts
-    ([c("=", 10, 100, "a"), c("=", 20, 100, "b")], None, 10.0, 10, 10, ["b"]),  # equal priority: first kept
+    ([c("=", 30, 100)], None, 30.0, -math.inf, math.inf, []),
+    # a higher bound holds; the dropped target is brought inside it
+    ([c("<=", 20, 800), c("=", 30, 100)], 0.0, 20.0, -math.inf, 20, ["c100"]),
+    ([c("<=", 20, 800), c(">=", -10, 800), c("=", 15, 100)], None, 15.0, -10, 20, []),
+    # safety = 0 beats a limit that conflicts (low/high: the kept <= / >= only)
+    ([c("=", 0, 1000), c("<=", -5, 800)], None, 0.0, -math.inf, math.inf, ["c800"]),
+    ([c("=", 10, 100, "a"), c("=", 20, 100, "b")], None, 10.0, -math.inf, math.inf, ["b"]),  # equal: first kept
     ([c("<=", 20, 800)], 35.0, 20.0, -math.inf, 20, []),  # bounds only: the present output kept inside them
     ([c(">=", -20, 800), c("<=", 20, 800)], 5.0, 5.0, -20, 20, []),
     ([c(">=", 10, 500), c("<=", 5, 100)], None, 10.0, 10, math.inf, ["c100"]),
@@ -40,7 +41,7 @@ def test_dropped_conflict_names_the_bound_it_broke() -> None:
     d = arbitrate("p", [c("<=", 20, 800, "ChargeLimiter"), c("=", 30, 100, "PeakShaving")], None)
     dropped, bound = d.dropped[0]
     assert dropped.source == "PeakShaving" and bound is not None and bound.source == "ChargeLimiter"
-    assert d.target == 0.0 and d.decided_by == ""
+    assert d.target == 20.0 and d.decided_by == "PeakShaving"
 
 
 def test_a_constraint_must_be_finite_and_known() -> None:

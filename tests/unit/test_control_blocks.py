@@ -86,7 +86,8 @@ def test_charge_limiter_table(chg, dis, soc, temp, bounds) -> None:
     image = ProcessImage(clock)
     roles = {r: ua.NodeId(r, 1) for r in ("max_charge_power", "max_discharge_power", "soc", "temperature")}
     for role, value in zip(roles, (chg, dis, soc, temp), strict=True):
-        image.set(roles[role], value, ua.StatusCodes.Good if value is not None else ua.StatusCodes.BadCommunicationError)
+        status = ua.StatusCodes.Good if value is not None else ua.StatusCodes.BadCommunicationError
+        image.set(roles[role], value, status)
     ctx = _ctx(image, roles)
     ChargeLimiter({"soc_min": 5.0, "soc_max": 95.0, "derate_from_c": 45.0, "stop_at_c": 55.0}).run(ctx)
     got = {c.op: c.value for c in ctx.constraints}
