@@ -21,6 +21,7 @@ class SetpointSpec:
     node: ua.NodeId
     safe: float  # what it is forced to on a trip, a stall, in Error, Sleep and Maintenance
     ramp_per_s: float = 0.0  # 0: no ramp limit
+    resolution: float = 0.0  # > 0: outputs are rounded to a multiple (a scaled integer register takes no more)
     vtype: ua.VariantType = ua.VariantType.Double
 
 

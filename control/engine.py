@@ -91,6 +91,7 @@ class ControlEngine:
         self.decisions: dict[str, Decision] = {}
         self._activate = True  # the active mode starts bumpless on the next cycle in Run
         self._last_start: float | None = None
+        self._started_at: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._failed_controllers: set[str] = set()
         self._publish_state()
@@ -101,9 +102,16 @@ class ControlEngine:
         dt = self.period if self._last_start is None else now - self._last_start
         self._last_start = now
         self.cycles += 1
+        if self._started_at is None:
+            self._started_at = now
+        if self.state.state is SystemState.Init and not self.safety.armed:
+            # Start-up: stay safe (not latched) until every interlock input has a good value; an input
+            # still missing after the maximum input age trips as any other.
+            if not self.safety.waiting() or now - self._started_at > self.config.max_age_s:
+                self.safety.armed = True
         self.safety.evaluate_all()
-        if self.state.state is SystemState.Init and not self.safety.tripped:
-            self.state.go(SystemState.Run, "first cycle")
+        if self.state.state is SystemState.Init and self.safety.armed and not self.safety.tripped:
+            self.state.go(SystemState.Run, "inputs ready")
         self._refresh_mode_parameters()
         present = {name: ch.written if ch.failed else self.outputs[name] for name, ch in self.channels.items()}
         ctx = CycleContext(self.image, self.config.signals, self.clock.now(), dt, self.config.max_age_s, present)
@@ -165,6 +173,8 @@ class ControlEngine:
             target = decision.target
             out = target if forced else self.ramps[name].step(present, target, dt)
             out = min(max(out, decision.low), decision.high)  # a bound that held beats the ramp
+            if spec.resolution > 0:  # towards zero: never more power than decided
+                out = math.trunc(out / spec.resolution) * spec.resolution
             self.outputs[name] = out
             who = decision.decided_by or "engine"
             channel.want(out, Writer(f"control:{who}", ServiceRole.control,

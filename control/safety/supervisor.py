@@ -24,6 +24,9 @@ class SafetySupervisor:
         self.image = image
         self.trip_listeners: list[TripListener] = []
         self.reset_listeners: list[TripListener] = []
+        # Disarmed while the engine starts (inputs still waiting for their first value; setpoints are safe
+        # then anyway); armed at the first Run, or when the start-up grace ends with an input still missing.
+        self.armed = False
         for interlock in self.interlocks.values():
             image.track(interlock.nodes)
             for node in interlock.nodes:
@@ -31,7 +34,8 @@ class SafetySupervisor:
 
     def _hook(self, interlock: Interlock) -> Callable[[ua.NodeId], None]:
         def changed(_node: ua.NodeId) -> None:
-            self._evaluate(interlock)
+            if self.armed:
+                self._evaluate(interlock)
         return changed
 
     @property
@@ -42,7 +46,14 @@ class SafetySupervisor:
         """An interlock the engine evaluates itself (its stall watchdog)."""
         self.interlocks[interlock.name] = interlock
 
+    def waiting(self) -> list[str]:
+        """Interlock inputs without a usable value yet (the engine's start-up check)."""
+        return [f"{i.name}: {why}" for i in self.interlocks.values() for node in i.nodes
+                if (why := self.image.get(node).why_not(i.max_age))]
+
     def evaluate_all(self) -> None:
+        if not self.armed:
+            return
         for interlock in self.interlocks.values():
             self._evaluate(interlock)
 
