@@ -165,11 +165,18 @@ class ControlEngine:
                 present = self.image.get(spec.node).number(math.inf)
                 if present is None:
                     present = spec.safe
-            decision = arbitrate(name, [c for c in constraints if c.setpoint == name], present)
+            mine = [c for c in constraints if c.setpoint == name]
+            held = None
+            if not any(c.op == "=" for c in mine):
+                # Bounds only: what the device holds (perhaps an operator's value) stays unless it breaks them.
+                held = self.image.get(spec.node).number(math.inf)
+                present = held if held is not None else present
+            decision = arbitrate(name, mine, present)
             self.decisions[name] = decision
             dropped += [(drop_key(c, bound), describe_drop(c, bound)) for c, bound in decision.dropped]
-            if decision.target is None:
-                continue  # nobody constrains it: left alone
+            if decision.target is None or (held is not None and decision.target == held):
+                self.outputs[name] = held if held is not None else self.outputs[name]
+                continue  # nobody constrains it, or what it holds is inside the bounds: left alone
             target = decision.target
             out = target if forced else self.ramps[name].step(present, target, dt)
             out = min(max(out, decision.low), decision.high)  # a bound that held beats the ramp
