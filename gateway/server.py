@@ -21,6 +21,10 @@ from gateway import product
 from gateway.alarms.service import AlarmService
 from gateway.bindings import DeviceConfig, SiteBindings
 from gateway.clock import SYSTEM_CLOCK, Clock
+from gateway.control.engine import ControlEngine
+from gateway.control.methods import add_interlock_alarms, bind_control_methods
+from gateway.control.outputs import AddressSpaceNodes
+from gateway.control.run import start_control
 from gateway.datadir import ensure_data_dir
 from gateway.diagnostics import ensure_diagnostics
 from gateway.drivers.base import Driver, Simulation
@@ -50,6 +54,7 @@ log = logging.getLogger(__name__)
 APP_URI = product.APPLICATION_URI
 # Stop stages' deadlines (s). Their sum stays well under the 5 s the CLI's watchdog and the systemd
 # unit allow, so a stop always ends in time and on the gateway's own terms.
+STOP_CONTROL_S = 0.5
 STOP_POLLING_S = 0.5
 STOP_HISTORY_S = 1.5
 STOP_DRIVERS_S = 0.5
@@ -92,6 +97,7 @@ class Gateway:
         self.health: GatewayHealth | None = None
         self.facade: ModbusFacade | None = None
         self.influx: InfluxService | None = None
+        self.control: ControlEngine | None = None
         self._started = False
 
     async def load(self) -> None:
@@ -181,6 +187,12 @@ class Gateway:
                                                                  lambda: self.runners.values()), self.clock)
         await self.health.refresh()
         self.health.start()
+        self.control = await start_control(self.server, self.site, self.feed, self.write_path, self.runners, gw_ns,
+                                           self.clock)
+        if self.control is not None and isinstance(self.control.nodes, AddressSpaceNodes):
+            control_id = self.control.nodes.parent
+            await bind_control_methods(self.server, self.control, control_id, gw_ns, self.methods)
+            add_interlock_alarms(self.control, control_id, "Control", gw_ns, self.alarms)
         # What is loaded now (the address space: 1.5 M objects for 25,000 nodes) lives as long as the
         # gateway. Frozen, the collector's full passes no longer walk it: each took 0.4-0.7 s and, at
         # 10,000 changes/s, came every half minute (bench_history). No gc.collect() first: it found
@@ -203,15 +215,19 @@ class Gateway:
     async def stop(self) -> None:
         """Stop in stages, each with its own deadline, whatever state start() reached.
 
-        The Modbus facade closes first (no SCADA request reaches a stopping gateway), then polling
-        ends (nothing new is produced), then history is flushed (what was polled is
-        kept), then drivers and simulators close, then the server's sockets and sessions. A stage
-        that overruns is logged and left behind so the next one still runs: the whole stop stays
-        within the sum of the stage deadlines (4 s), under the 5 s the CLI's watchdog allows.
+        The Modbus facade closes first (no SCADA request reaches a stopping gateway), then control
+        stops, writing its safe setpoints while the drivers still write, then polling ends (nothing
+        new is produced), then history is flushed (what was polled is kept), then drivers and
+        simulators close, then the server's sockets and sessions. A stage that overruns is logged and
+        left behind so the next one still runs: the whole stop stays within the sum of the stage
+        deadlines, under the 5 s the CLI's watchdog allows.
         """
         runners = list(self.runners.values())
         if self.facade is not None:  # first: no SCADA request reaches a gateway that is stopping
             await _stage("closing the Modbus facade", STOP_FACADE_S, self.facade.stop())
+        if self.control is not None:  # while the drivers still write: the plant is left safe
+            await _stage("stopping control", STOP_CONTROL_S, self.control.stop(STOP_CONTROL_S))
+            self.control = None
         if self.alarms is not None:
             self.alarms.stop()
         await _stage("stopping polling", STOP_POLLING_S,

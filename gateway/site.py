@@ -10,7 +10,7 @@ from gateway.alarms.config import read_alarms
 from gateway.bindings import SiteBindings, resolve_bindings
 from gateway.facade.resolve import resolve_facade
 from gateway.nodeset.loader import LoadedSite, load_nodesets
-from gateway.nodeset.model import NodesetError
+from gateway.nodeset.model import NodesetError, Problem
 from gateway.nodesets import GATEWAY_NAMESPACE, GATEWAY_TYPES
 
 
@@ -25,6 +25,19 @@ async def load_site(server: Server, nodesets: list[Path]) -> tuple[LoadedSite, S
     problems += alarm_problems
     bindings.facade, facade_problems = resolve_facade(server.iserver.aspace, site, gw_ns)
     problems += facade_problems
+    problems += control_problems(server, site)
     if problems:
         raise NodesetError(problems)
     return site, bindings
+
+
+def control_problems(server: Server, site: LoadedSite) -> list[Problem]:
+    """The site's control configuration checked against its nodes (a setpoint missing or not writable...)."""
+    from gateway.control.site import read_control
+
+    control_id, _config, messages = read_control(server.iserver.aspace, site.new_nodes,
+                                                 site.namespaces[GATEWAY_NAMESPACE])
+    if control_id is None:
+        return []
+    file, line, written = site.origins.get(control_id, ("site", None, control_id.to_string()))
+    return [Problem(file, line, written, message) for message in messages]

@@ -112,18 +112,27 @@ class AlarmService:
                            severity=severity, active_value=active_value, texts=texts)
 
     def start(self, configs: Iterable[AlarmConfig], system: Iterable[AlarmConfig] = ()) -> None:
-        for cfg, is_system in [*((c, False) for c in configs), *((c, True) for c in system)]:
-            cond = Condition(cfg, self._notifiers(cfg.source), system=is_system)
+        for method, (role, handler) in _METHODS.items():
+            self.methods.bind(ua.NodeId(method), getattr(self, handler), role)
+        self._subscription = self.feed.listen(self._on_change, [], name="alarms")
+        self.add(configs)
+        self.add(system, system=True)
+
+    def add(self, configs: Iterable[AlarmConfig], system: bool = False) -> None:
+        """Evaluate more conditions from now on (the site's at start; later parts add their own)."""
+        assert self._subscription is not None, "start() first"
+        added = []
+        for cfg in configs:
+            cond = Condition(cfg, self._notifiers(cfg.source), system=system)
             self.conditions[cfg.nodeid] = cond
+            added.append(cond)
             for node in (cfg.input, cfg.setpoint, cfg.normal_state):
                 if node is not None:
                     self._watchers.setdefault(node, []).append(cond)
-        for method, (role, handler) in _METHODS.items():
-            self.methods.bind(ua.NodeId(method), getattr(self, handler), role)
-        self._alias_instance_methods()
-        self._subscription = self.feed.listen(self._on_change, list(self._watchers), name="alarms")
+                    self._subscription.add([node])
+        self._alias_instance_methods(added)
         now = self.clock.now()
-        for cond in self.conditions.values():
+        for cond in added:
             cond.quality = self._input(cond.cfg.input)[1]  # where the input stands now, not news
             self._evaluate(cond)
             if cond.last_event is None:  # an inactive alarm still has a latest event for refresh and comments
@@ -170,14 +179,14 @@ class AlarmService:
         self.iserver.node_mgt_service.add_references(refs)
         return (*chain, SERVER)
 
-    def _alias_instance_methods(self) -> None:
+    def _alias_instance_methods(self, conditions: Iterable[Condition]) -> None:
         """Copies of the type's methods under a condition call the same handler (matched by browse name)."""
         by_name = {}
         for method in _METHODS:
             nd = self.aspace.get(ua.NodeId(method))
             if nd is not None:
                 by_name.setdefault(nd.attributes[ua.AttributeIds.BrowseName].value.Value.Value.Name, ua.NodeId(method))
-        for cond in self.conditions.values():
+        for cond in conditions:
             stack = [cond.nodeid]
             while stack:
                 nd = self.aspace.get(stack.pop())

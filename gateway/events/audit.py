@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from asyncua import ua
 
 from gateway.clock import SYSTEM_CLOCK, Clock
-from gateway.security.roles import Role
+from gateway.security.roles import Role, ServiceRole
 
 log = logging.getLogger("gateway.audit")
 
@@ -29,7 +29,7 @@ class Writer:
     """Who changes something: an OPC UA user now; later `control:<mode>` or `facade:<client>`."""
 
     name: str  # the user name ("anonymous" for an anonymous session) or the internal writer's name
-    role: Role
+    role: Role | ServiceRole
     reason: str = ""  # why, when a program writes (a control mode's cause); empty for a client's write
     client: str = ""  # where from: the client's address and session, for a person reading the trail
 

@@ -44,7 +44,7 @@ DATA_TYPES: dict[str, int] = {
 }
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-SITE_KEYS = {"site", "scan_classes", "profiles", "devices", "variables", "severity_classes", "facade"}
+SITE_KEYS = {"site", "scan_classes", "profiles", "devices", "variables", "severity_classes", "facade", "control"}
 SITE_INFO_KEYS = {"namespace", "name", "version", "description"}
 DEVICE_KEYS = {"name", "profile", "connection", "description", "variables", "simulator", "alarms"}
 PROFILE_KEYS = {"description", "source", "variables"}
@@ -478,10 +478,13 @@ def build(doc: Any, source: str) -> bytes:
         b.problem(doc, clash, f"'{clash}' names both a device and a site variable", "variables")
     by_path = {v.path: v for _, _, vs in devices for v in vs} | {v.path: v for v in site_vars}
     facade = facade_section.check(b, doc, by_path)
+    control = doc.get("control")
+    if control is not None:
+        _check_control(b, doc, control, devices, site_vars)
     if b.problems:
         raise NodesetError(b.problems)
     return _emit(uri, site_name, version, info.get("description"), scan_specs, devices, site_vars, alarms,
-                 (facade, by_path) if facade is not None else None)
+                 (facade, by_path) if facade is not None else None, control)
 
 
 def _device_alarms(b: _Builder, d: _Map, device: str, variables: list[_Var], classes: dict[str, int]) -> list[Alarm]:
@@ -517,9 +520,55 @@ def b_vars(b: _Builder, specs: list[Any], device: str | None, scan_classes: set[
     return out
 
 
+def _check_control(b: _Builder, doc: Any, control: Any, devices: list[tuple[str, _Map, list[_Var]]],
+                   site_vars: list[_Var]) -> None:
+    from gateway.control.site import parse_section
+
+    known = {v.path: v for _name, _d, variables in devices for v in variables} | {v.name: v for v in site_vars}
+
+    def lookup(name: str) -> tuple[bool, ua.VariantType] | None:
+        var = known.get(name)
+        return None if var is None else (bool(var.spec.get("writable")), ua.VariantType[var.datatype])
+
+    _config, problems = parse_section(control, lookup, lambda name: ua.NodeId(name, 1))
+    for message in problems:
+        b.problem(doc, "control", message, "control")
+
+
+def _emit_control(w: _Writer, site_name: str, site_id: str, control: dict) -> None:
+    """The `control:` section: a Control object with the section as JSON and one variable per mode parameter."""
+    import json
+
+    from gateway.control.modes import load_modes
+    from gateway.control.site import CONFIG_PROPERTY
+
+    cid = f"{site_id}.Control"
+    w.node("UAObject", cid, "1:Control", "Control", "The control engine: modes, interlocks, setpoints.",
+           [("HasTypeDefinition", "i=61", True), ("HasComponent", site_id, False)], parent=site_id)
+    _property(w, cid, CONFIG_PROPERTY, "String", _scalar("String", json.dumps(control, sort_keys=True)),
+              gateway=True)
+    modes_id = f"{cid}.Modes"
+    w.node("UAObject", modes_id, "1:Modes", "Modes", "Each mode's parameters (writable, kept across restarts).",
+           [("HasTypeDefinition", "i=61", True), ("HasComponent", cid, False)], parent=cid)
+    configured = control.get("modes") or {}
+    for mode_name, cls in sorted(load_modes().items()):
+        if not cls.PARAMETERS:
+            continue
+        mid = f"{modes_id}.{mode_name}"
+        w.node("UAObject", mid, f"1:{mode_name}", mode_name, f"Parameters of the {mode_name} mode.",
+               [("HasTypeDefinition", "i=61", True), ("HasComponent", modes_id, False)], parent=modes_id)
+        for p in cls.PARAMETERS:
+            spec = _Map({"writable": True, "range": [p.low, p.high], "description": p.description,
+                         "initial": float(configured.get(mode_name, {}).get(p.name, p.default))})
+            if p.unit:
+                spec["unit"] = p.unit
+            _variable(w, _Var(p.name, f"{site_name}.Control.Modes.{mode_name}.{p.name}", spec, "Double"), mid,
+                      bound=False)
+
+
 def _emit(uri: str, site_name: str, version: str, description: str | None, scan_specs: dict,
           devices: list[tuple[str, _Map, list[_Var]]], site_vars: list[_Var], alarms: dict[str, list[Alarm]],
-          facade: Any = None) -> bytes:
+          facade: Any = None, control: dict | None = None) -> bytes:
     w = _Writer()
     uris = w.sub(w.root, "NamespaceUris")
     w.sub(uris, "Uri", uri)
@@ -560,6 +609,8 @@ def _emit(uri: str, site_name: str, version: str, description: str | None, scan_
         _variable(w, var, site_id, bound=False)
     if facade is not None:
         facade_section.emit(w, site_id, site_name, facade[0], facade[1], _property, _scalar)
+    if control is not None:
+        _emit_control(w, site_name, site_id, control)
     return etree.tostring(w.root, xml_declaration=True, encoding="utf-8", pretty_print=True)
 
 

@@ -31,6 +31,22 @@ class Role(enum.IntEnum):
             raise ValueError(f"unknown role '{text}' (roles: {', '.join(r.name for r in cls)})") from None
 
 
+class ServiceRole(enum.IntEnum):
+    """Roles of the gateway's own programs, never a person's: no user can be given one (`Role.parse`
+    does not know them) and they are not listed with the users' roles.
+
+    control: the control engine's setpoint writes. It ranks with an operator (equal as a number, so every
+    check `role.allows(Role.operator)` passes and every `role is Role.admin` fails): it writes values
+    where AccessLevel allows, never attributes or anything an admin may do; the audit trail names it
+    `control`, so a setpoint written by a controller is told apart from an operator's.
+    """
+
+    control = Role.operator.value
+
+    def allows(self, needed: Role) -> bool:
+        return self >= needed
+
+
 @dataclass
 class GatewayUser(User):
     """asyncua's User with the gateway role; asyncua's own UserRole is kept coarse for its checks."""

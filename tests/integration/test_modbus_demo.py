@@ -9,6 +9,8 @@ import pytest
 from asyncua import Client, ua
 
 from gateway.drivers.modbus.simulators.site import SiteSimulation
+from gateway.events.audit import Writer
+from gateway.security.roles import Role
 from gateway.server import Gateway
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +62,9 @@ async def test_battery_setpoint_moves_the_grid_meter(demo: Gateway) -> None:
         setpoint = client.get_node(ua.NodeId("Battery1.ActivePowerSetpoint", ns))
         battery = client.get_node(ua.NodeId("Battery1.ActivePower", ns))
         await _good_value(grid)
+        # The demo runs self-consumption; in Manual no mode steers and an operator's setpoint stands.
+        assert demo.control is not None
+        assert demo.control.go_to_mode("Manual", Writer("operator1", Role.operator))[0].is_good()
         pv = sim.device("PvInverter1").model
         assert pv is not None
         pv.peak_kw = 0.0  # type: ignore[attr-defined]  # no sun, so the meter moves only with the battery and the (slow) load

@@ -1,0 +1,48 @@
+"""Start a site's control engine inside the gateway: its nodes, its process image on the change feed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from asyncua import Server, ua
+
+from gateway.clock import SYSTEM_CLOCK, Clock
+from gateway.control.engine import ControlEngine
+from gateway.control.outputs import AddressSpaceNodes
+from gateway.control.site import read_control
+from gateway.nodeset.loader import LoadedSite
+from gateway.values.aspace_io import read_value
+from gateway.values.feed import ChangeFeed
+from gateway.values.runners import DeviceRunner
+from gateway.values.writepath import WritePath
+
+log = logging.getLogger(__name__)
+
+
+async def start_control(server: Server, site: LoadedSite | None, feed: ChangeFeed, write_path: WritePath,
+                        runners: Mapping[ua.NodeId, DeviceRunner], gw_ns: int,
+                        clock: Clock = SYSTEM_CLOCK) -> ControlEngine | None:
+    """The site's control engine, running; None when the site configures no control."""
+    if site is None:
+        return None
+    aspace = server.iserver.aspace
+    control_id, config, problems = read_control(aspace, site.new_nodes, gw_ns)
+    if control_id is None or config is None:
+        return None
+    if problems:  # load_site refused such a site already; kept as a guard for callers that skip it
+        raise ValueError("control: " + "; ".join(problems))
+    # An input bound to a device is current while its device answers (LastSuccess changes on every good scan).
+    for runner in runners.values():
+        if runner.diagnostics is None:
+            continue
+        last_success = runner.diagnostics.nodes.get("LastSuccess")
+        for var in runner.cfg.variables:
+            if last_success is not None:
+                config.confirmed_by[var.nodeid] = last_success
+    engine = ControlEngine(config, write_path.write, clock, AddressSpaceNodes(server, control_id, gw_ns, feed, clock))
+    engine.image.attach(feed, lambda node: read_value(aspace, node))
+    await engine.start()
+    log.info("control: mode %s, %d setpoint(s), %d interlock(s), period %g ms", config.mode, len(config.setpoints),
+             len(config.interlocks), config.period_s * 1000)
+    return engine

@@ -1,0 +1,128 @@
+"""Interlock benchmark (P6): from the E-stop register changing in a Modbus simulator to the battery setpoint
+register reading 0 at the simulated device.
+
+    python tests/benchmarks/bench_interlock.py              # 200 rounds, scan 100 ms, control period 1 s
+    python tests/benchmarks/bench_interlock.py --rounds 50 --period-ms 100
+
+A gateway runs a small site under --simulate (pymodbus simulators on loopback, real Modbus TCP): a battery
+with an E-stop discrete input scanned every 100 ms and a power setpoint in a holding register, driven by
+ExternalControl at 30 kW. Each round sets the E-stop bit in the simulator's memory, times until the
+setpoint register holds 0 (checked every 0.5 ms), releases it, resets the interlock as an operator and
+waits for 30 kW again. The interlock acts on the change of its input (a change-feed listener), so the
+figure is the scan phase + the Modbus read + the write, independent of the control period.
+Target: p99 <= 100 ms. Results: tests/benchmarks/results/interlock.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import platform
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway.events.audit import Writer
+from gateway.nodeset.yaml_build import compile_text
+from gateway.security.roles import Role
+from gateway.server import Gateway, GatewayConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "tests" / "benchmarks" / "results"
+TARGET_P99_MS = 100.0
+
+SITE = """
+site: {namespace: "urn:bench:interlock", name: BenchSite}
+devices:
+  - name: Battery1
+    connection: modbus+tcp://192.168.10.10:502/1
+    variables:
+      - {name: EStop, datatype: Boolean, scan: HighSpeed, address: discrete/1}
+      - {name: ActivePowerSetpoint, datatype: Double, unit: kW, range: [-100, 100], writable: true, scan: HighSpeed,
+         address: holding/0, field_type: "xsd:short", scale: 0.1}
+variables:
+  - {name: ExternalPower, datatype: Double, unit: kW, range: [-100, 100], writable: true, initial: 30.0}
+control:
+  period_ms: PERIOD
+  max_input_age_s: 3600
+  mode: ExternalControl
+  setpoints:
+    battery_power: {node: Battery1.ActivePowerSetpoint, safe: 0, resolution: 0.1}
+  signals:
+    external_power: ExternalPower
+  interlocks:
+    - {name: EStop, kind: estop, inputs: {signal: Battery1.EStop}}
+"""
+
+
+async def wait_for(predicate, timeout_s: float, step_s: float = 0.0005) -> None:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if predicate():
+                return
+            await asyncio.sleep(step_s)
+
+
+async def run(rounds: int, period_ms: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        site = Path(tmp) / "site.xml"
+        site.write_bytes(compile_text(SITE.replace("PERIOD", str(period_ms)), "bench-site.yaml"))
+        gw = Gateway(GatewayConfig(nodesets=[site], endpoint="opc.tcp://127.0.0.1:0", data_dir=Path(tmp) / "data",
+                                   insecure=True, simulate=True, history_retention=None))
+        await gw.load()
+        await gw.start()
+        try:
+            sim = gw.simulations[0]
+            battery = sim.device("Battery1")
+            engine = gw.control
+            assert engine is not None
+            # ExternalPower is a parameter that never changes: with max_input_age_s large it stays usable.
+            await wait_for(lambda: battery.get("ActivePowerSetpoint") == 30.0, 10.0)
+            operator = Writer("bench", Role.operator)
+            latencies: list[float] = []
+            for _ in range(rounds):
+                await asyncio.sleep(0.05 + (len(latencies) % 10) * 0.011)  # spread over the scan phase
+                battery.set("EStop", True)
+                started = time.perf_counter()
+                await wait_for(lambda: battery.get("ActivePowerSetpoint") == 0.0, 5.0)
+                latencies.append((time.perf_counter() - started) * 1000.0)
+                battery.set("EStop", False)
+                await wait_for(lambda: engine.reset("EStop", operator)[0].is_good(), 5.0, 0.02)
+                await wait_for(lambda: battery.get("ActivePowerSetpoint") == 30.0, 5.0)
+        finally:
+            await gw.stop()
+    latencies.sort()
+    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+    return {"rounds": rounds, "scan_ms": 100, "control_period_ms": period_ms,
+            "p50_ms": round(statistics.median(latencies), 1), "p99_ms": round(p(0.99), 1),
+            "max_ms": round(latencies[-1], 1), "min_ms": round(latencies[0], 1), "target_p99_ms": TARGET_P99_MS,
+            "machine": f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}",
+            "date": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--period-ms", type=int, default=1000)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    result = asyncio.run(run(args.rounds, args.period_ms))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "interlock.json").write_text(json.dumps(result, indent=2) + "\n")
+    verdict = "met" if result["p99_ms"] <= TARGET_P99_MS else "MISSED"
+    md = (f"# Interlock benchmark (P6)\n\nE-stop register change in a Modbus simulator -> battery setpoint register "
+          f"reads 0 at the simulated device; scan {result['scan_ms']} ms, control period "
+          f"{result['control_period_ms']} ms, {result['rounds']} rounds.\n\n"
+          f"| p50 | p99 | max | min | target p99 |\n|---|---|---|---|---|\n"
+          f"| {result['p50_ms']} ms | {result['p99_ms']} ms | {result['max_ms']} ms | {result['min_ms']} ms | "
+          f"<= {TARGET_P99_MS:g} ms ({verdict}) |\n\n{result['machine']}, {result['date']}\n")
+    (RESULTS / "interlock.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The `control:` section of a site: compiled to nodes, read back, and refused when it binds a controller to
+a setpoint that is missing or not writable (YAML build and `nodeset check` alike)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.nodeset.commands import check_site
+from gateway.nodeset.model import NodesetError
+from gateway.nodeset.yaml_build import compile_text
+
+DEMO = Path(__file__).resolve().parents[2] / "nodesets" / "demo" / "demo-site.yaml"
+
+
+def test_the_demo_site_compiles_with_its_control_section_and_checks(tmp_path) -> None:
+    xml = compile_text(DEMO.read_text(encoding="utf-8"), str(DEMO))
+    assert b"ControlConfiguration" in xml and b"DemoSite.Control.Modes.PeakShaving.import_limit" in xml
+    site = tmp_path / "demo.xml"
+    site.write_bytes(xml)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ("battery_power: {node: Battery1.ActivePowerSetpoint", "battery_power: {node: Battery1.ActivePower"),
+    ("battery_power: {node: Battery1.ActivePowerSetpoint", "battery_power: {node: Battery1.NoSuchVariable"),
+])
+def test_yaml_build_refuses_a_setpoint_missing_or_not_writable(edit, message) -> None:
+    text = DEMO.read_text(encoding="utf-8").replace(edit, message)
+    with pytest.raises(NodesetError) as err:
+        compile_text(text, "site.yaml")
+    text = "\n".join(str(p) for p in err.value.problems)
+    assert "is not writable" in text or "is no variable of the site" in text
+
+
+async def test_nodeset_check_refuses_a_compiled_site_whose_setpoint_is_not_writable(tmp_path) -> None:
+    xml = compile_text(DEMO.read_text(encoding="utf-8"), str(DEMO)).decode()
+    site = tmp_path / "site.xml"
+    bad = xml.replace('"node": "Battery1.ActivePowerSetpoint"', '"node": "Battery1.ActivePower"')
+    assert bad != xml
+    site.write_text(bad, encoding="utf-8")
+    with pytest.raises(NodesetError) as err:
+        await check_site([site])
+    assert any("setpoint battery_power: Battery1.ActivePower is not writable" in str(p) for p in err.value.problems)
+    good = tmp_path / "good.xml"
+    good.write_text(xml, encoding="utf-8")
+    summary, _warnings = await check_site([good])
+    assert summary.startswith("ok:")
