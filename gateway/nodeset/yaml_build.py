@@ -30,6 +30,7 @@ from gateway.nodeset.model import NodesetError, Problem
 from gateway.nodeset.units import UNITS, eu_information
 from gateway.nodeset.values import INT_RANGES
 from gateway.nodeset.yaml_alarms import Alarm, check_alarm, severity_classes
+from gateway.nodeset.yaml_statemachines import StateMachines, check_state_machines, emit_state_machines
 from gateway.nodesets import GATEWAY_NAMESPACE
 from gateway.nodesets import HERE as NODESETS_DIR
 
@@ -44,7 +45,8 @@ DATA_TYPES: dict[str, int] = {
 }
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-SITE_KEYS = {"site", "scan_classes", "profiles", "devices", "variables", "severity_classes", "facade"}
+SITE_KEYS = {"site", "scan_classes", "profiles", "devices", "variables", "severity_classes", "facade",
+             "state_machines"}
 SITE_INFO_KEYS = {"namespace", "name", "version", "description"}
 DEVICE_KEYS = {"name", "profile", "connection", "description", "variables", "simulator", "alarms"}
 PROFILE_KEYS = {"description", "source", "variables"}
@@ -478,10 +480,14 @@ def build(doc: Any, source: str) -> bytes:
         b.problem(doc, clash, f"'{clash}' names both a device and a site variable", "variables")
     by_path = {v.path: v for _, _, vs in devices for v in vs} | {v.path: v for v in site_vars}
     facade = facade_section.check(b, doc, by_path)
+    names: dict[str | None, set[str]] = {None: seen_devices | {v.name for v in site_vars}}
+    names.update({name: {v.name for v in variables} | {a.name for a in alarms.get(name, ())}
+                  for name, _, variables in devices})
+    machines = check_state_machines(b, doc, names)
     if b.problems:
         raise NodesetError(b.problems)
     return _emit(uri, site_name, version, info.get("description"), scan_specs, devices, site_vars, alarms,
-                 (facade, by_path) if facade is not None else None)
+                 (facade, by_path) if facade is not None else None, machines)
 
 
 def _device_alarms(b: _Builder, d: _Map, device: str, variables: list[_Var], classes: dict[str, int]) -> list[Alarm]:
@@ -519,7 +525,7 @@ def b_vars(b: _Builder, specs: list[Any], device: str | None, scan_classes: set[
 
 def _emit(uri: str, site_name: str, version: str, description: str | None, scan_specs: dict,
           devices: list[tuple[str, _Map, list[_Var]]], site_vars: list[_Var], alarms: dict[str, list[Alarm]],
-          facade: Any = None) -> bytes:
+          facade: Any = None, machines: StateMachines | None = None) -> bytes:
     w = _Writer()
     uris = w.sub(w.root, "NamespaceUris")
     w.sub(uris, "Uri", uri)
@@ -560,6 +566,8 @@ def _emit(uri: str, site_name: str, version: str, description: str | None, scan_
         _variable(w, var, site_id, bound=False)
     if facade is not None:
         facade_section.emit(w, site_id, site_name, facade[0], facade[1], _property, _scalar)
+    if machines is not None:
+        emit_state_machines(w, machines, site_id, _property, _scalar, _nodeid_value)
     return etree.tostring(w.root, xml_declaration=True, encoding="utf-8", pretty_print=True)
 
 
