@@ -95,11 +95,10 @@ def check_state_machines(b: Any, doc: Any, taken: dict[str | None, set[str]]) ->
         return out
     if not b.check_keys(section, SECTION_KEYS, "state_machines", "state_machines"):
         return out
-    types: dict[str, MachineTypeSpec] = {}
+    types: dict[str, MachineTypeSpec | None] = {}  # None: a type with problems (reported once, on the type)
     for spec in b.sequence(section, "state_machines", "types"):
         mtype = _check_type(b, spec, types)
         if mtype is not None:
-            types[mtype.name] = mtype
             out.types.append(mtype)
     for spec in b.sequence(section, "state_machines", "instances"):
         instance = _check_instance(b, spec, types, taken)
@@ -108,7 +107,11 @@ def check_state_machines(b: Any, doc: Any, taken: dict[str | None, set[str]]) ->
     return out
 
 
-def _check_type(b: Any, spec: Any, types: dict[str, MachineTypeSpec]) -> MachineTypeSpec | None:
+def _scalar_value(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _check_type(b: Any, spec: Any, types: dict[str, MachineTypeSpec | None]) -> MachineTypeSpec | None:
     where = "state_machines.types"
     if not b.check_keys(spec, TYPE_KEYS, where, "a state machine type"):
         return None
@@ -118,16 +121,20 @@ def _check_type(b: Any, spec: Any, types: dict[str, MachineTypeSpec]) -> Machine
     if name in types:
         b.problem(spec, name, f"state machine type {name!r} is defined twice", "name")
         return None
+    types[name] = None
     ok = True
     if "description" in spec:
         ok &= b.text(spec, name, "description")
     mtype = MachineTypeSpec(name, spec.get("description"))
     children: set[str] = set()  # states, transitions and methods are all components of the type
     state_numbers: dict[int, str] = {}
+    named: set[Any] = set()  # every state name given, with problems or not: a transition to one is no new problem
     for i, s in enumerate(b.sequence(spec, name, "states"), start=1):
         if not b.check_keys(s, STATE_KEYS, name, "a state"):
             ok = False
             continue
+        if _scalar_value(s.get("name")):
+            named.update({s.get("name"), getattr(s, "raw", {}).get("name")})
         if isinstance(s.get("name"), bool):
             written = getattr(s, "raw", {}).get("name", s["name"])
             b.problem(s, name, f"YAML reads the state name {written} as {s['name']!r}: quote it, "
@@ -203,8 +210,11 @@ def _check_type(b: Any, spec: Any, types: dict[str, MachineTypeSpec]) -> Machine
         if isinstance(t.get("method"), str):
             used.add(t["method"])  # used even if this transition has problems: no second, misleading message
         source, target = t.get("from"), t.get("to")
+        source, target = (v if _scalar_value(v) else repr(v) for v in (source, target))  # a list is no state
         for key, state in (("from", source), ("to", target)):
-            if isinstance(state, bool):
+            if state in named and state not in states:
+                ok = False  # the state's own problem is reported
+            elif isinstance(state, bool):
                 written = getattr(t, "raw", {}).get(key, state)
                 b.problem(t, f"{name}.transitions", f"YAML reads {key}: {written} as {state!r}: quote it, "
                                                     f"{key}: \"{written}\"", key)
@@ -258,10 +268,13 @@ def _check_type(b: Any, spec: Any, types: dict[str, MachineTypeSpec]) -> Machine
                                                 f"transition's method:)", "methods")
             ok = False
     mtype.methods = list(declared.values())
-    return mtype if ok else None
+    if not ok:
+        return None
+    types[name] = mtype
+    return mtype
 
 
-def _check_instance(b: Any, spec: Any, types: dict[str, MachineTypeSpec],
+def _check_instance(b: Any, spec: Any, types: dict[str, MachineTypeSpec | None],
                     taken: dict[str | None, set[str]]) -> MachineInstance | None:
     where = "state_machines.instances"
     if not b.check_keys(spec, INSTANCE_KEYS, where, "a state machine"):
@@ -271,6 +284,8 @@ def _check_instance(b: Any, spec: Any, types: dict[str, MachineTypeSpec],
         return None
     type_name = spec.get("type")
     mtype = types.get(type_name) if isinstance(type_name, str) else None
+    if mtype is None and isinstance(type_name, str) and type_name in types:
+        return None  # the type's problems are reported on the type
     if mtype is None:
         b.problem(spec, name, f"unknown state machine type {type_name!r} (types: {', '.join(types) or 'none'})",
                   "type")
@@ -286,7 +301,7 @@ def _check_instance(b: Any, spec: Any, types: dict[str, MachineTypeSpec],
         b.problem(spec, path, f"{name!r} is already used in {parent or 'the site'}", "name")
         return None
     initial = spec.get("initial")
-    if initial is not None and initial not in {s.name for s in mtype.states}:
+    if initial is not None and (not isinstance(initial, str) or initial not in {s.name for s in mtype.states}):
         b.problem(spec, path, f"initial {initial!r} is not a state of {mtype.name}", "initial")
         return None
     if initial is None and not any(s.initial for s in mtype.states):

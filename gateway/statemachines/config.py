@@ -64,9 +64,20 @@ class MachineConfig:
 Report = Callable[[ua.NodeId, str], None]
 
 
+class _View(SiteView):
+    def __init__(self, aspace: AddressSpace, gw_ns: int, site: LoadedSite) -> None:
+        super().__init__(aspace, gw_ns)
+        self.site = site
+
+    def written(self, nid: ua.NodeId) -> str:
+        """A node as the site's file writes it (its namespace index there, not the server's) and its name."""
+        origin = self.site.origins.get(nid)
+        return f"{origin[2] if origin else nid.to_string()} ({self.name(nid)})"
+
+
 def read_state_machines(aspace: AddressSpace, site: LoadedSite, gw_ns: int
                         ) -> tuple[list[MachineConfig], list[Problem]]:
-    view = SiteView(aspace, gw_ns)
+    view = _View(aspace, gw_ns, site)
     problems: list[Problem] = []
 
     def problem(nid: ua.NodeId, message: str) -> None:
@@ -99,13 +110,13 @@ def read_state_machines(aspace: AddressSpace, site: LoadedSite, gw_ns: int
     return machines, problems
 
 
-def _chain(view: SiteView, type_id: ua.NodeId) -> list[ua.NodeId]:
+def _chain(view: _View, type_id: ua.NodeId) -> list[ua.NodeId]:
     """The type and its supertypes below FiniteStateMachineType, where states and transitions are defined."""
     chain = view.supertypes(type_id)
     return chain[:chain.index(FINITE_STATE_MACHINE)] if FINITE_STATE_MACHINE in chain else chain
 
 
-def _components(view: SiteView, type_id: ua.NodeId, nodeclass: ua.NodeClass) -> list[ua.NodeId]:
+def _components(view: _View, type_id: ua.NodeId, nodeclass: ua.NodeClass) -> list[ua.NodeId]:
     out = []
     for t in reversed(_chain(view, type_id)):  # the supertype's first, as Part 16 numbers them
         for r in view.refs(t):
@@ -114,18 +125,18 @@ def _components(view: SiteView, type_id: ua.NodeId, nodeclass: ua.NodeClass) -> 
     return out
 
 
-def _is_a(view: SiteView, nid: ua.NodeId, base: ua.NodeId) -> bool:
+def _is_a(view: _View, nid: ua.NodeId, base: ua.NodeId) -> bool:
     return base in view.supertypes(view.typedef(nid))
 
 
-def _property(view: SiteView, nid: ua.NodeId, name: str) -> tuple[bool, Any]:
+def _property(view: _View, nid: ua.NodeId, name: str) -> tuple[bool, Any]:
     for r in view.children(nid):
         if r.BrowseName.Name == name and r.BrowseName.NamespaceIndex == 0:
             return True, view.attr(r.NodeId, ua.AttributeIds.Value)
     return False, None
 
 
-def _number(view: SiteView, nid: ua.NodeId, prop: str, what: str, problem: Report) -> int | None:
+def _number(view: _View, nid: ua.NodeId, prop: str, what: str, problem: Report) -> int | None:
     present, value = _property(view, nid, prop)
     if not present:
         problem(nid, f"{what} {view.name(nid)} has no {prop}")
@@ -136,21 +147,23 @@ def _number(view: SiteView, nid: ua.NodeId, prop: str, what: str, problem: Repor
     return value
 
 
-def _display(view: SiteView, nid: ua.NodeId) -> str:
+def _display(view: _View, nid: ua.NodeId) -> str:
     text = getattr(view.attr(nid, ua.AttributeIds.DisplayName), "Text", None)
     return text or view.name(nid)
 
 
-def _read_type(view: SiteView, type_id: ua.NodeId, problem: Report) -> MachineType | None:
+def _read_type(view: _View, type_id: ua.NodeId, problem: Report) -> MachineType | None:
     """The machine type, or None when it has problems (each reported on the node to fix)."""
     name = view.name(type_id)
     ok = True
     states: list[State] = []
     initial: list[State] = []
     by_number: dict[int, State] = {}
+    declared_states: set[ua.NodeId] = set()  # with problems or not: a transition to one is not a second problem
     for nid in _components(view, type_id, ua.NodeClass.Object):
         if not _is_a(view, nid, STATE_TYPE):
             continue
+        declared_states.add(nid)
         number = _number(view, nid, "StateNumber", "state", problem)
         if number is None:
             ok = False
@@ -170,7 +183,9 @@ def _read_type(view: SiteView, type_id: ua.NodeId, problem: Report) -> MachineTy
                          "a machine starts in one")
         ok = False
     methods: dict[ua.NodeId, MethodSpec] = {}
-    for nid in _components(view, type_id, ua.NodeClass.Method):
+    method_nodes = _components(view, type_id, ua.NodeClass.Method)
+    declared_methods = set(method_nodes)
+    for nid in method_nodes:
         role = view.gw_props(nid).get("Role", Role.operator.name)
         try:
             parsed = Role.parse(role) if isinstance(role, str) else None
@@ -197,8 +212,8 @@ def _read_type(view: SiteView, type_id: ua.NodeId, problem: Report) -> MachineTy
                 problem(nid, f"transition {t_name} needs exactly one {label} reference, has {len(targets)}")
                 ends[label] = None
             elif targets[0] not in by_id:
-                problem(nid, f"transition {t_name}: {label} {targets[0].to_string()} ({view.name(targets[0])}) "
-                             f"is not a state of {name}")
+                if targets[0] not in declared_states:
+                    problem(nid, f"transition {t_name}: {label} {view.written(targets[0])} is not a state of {name}")
                 ends[label] = None
             else:
                 ends[label] = by_id[targets[0]]
@@ -206,15 +221,17 @@ def _read_type(view: SiteView, type_id: ua.NodeId, problem: Report) -> MachineTy
         for r in view.refs(nid):
             if r.IsForward and r.ReferenceTypeId == _HAS_CAUSE:
                 if r.NodeId not in methods:
-                    problem(nid, f"transition {t_name}: HasCause {r.NodeId.to_string()} is not a method of {name}")
+                    if r.NodeId not in declared_methods:
+                        problem(nid, f"transition {t_name}: HasCause {view.written(r.NodeId)} is not a method of "
+                                     f"{name}")
                     number = None
                 causes.append(r.NodeId)
         event_type = TRANSITION_EVENT
         effects = [r.NodeId for r in view.refs(nid) if r.IsForward and r.ReferenceTypeId == _HAS_EFFECT]
         for effect in effects:
             if view.nodeclass(effect) != ua.NodeClass.ObjectType or TRANSITION_EVENT not in view.supertypes(effect):
-                problem(nid, f"transition {t_name}: HasEffect {effect.to_string()} is not TransitionEventType or a "
-                             "subtype (the event the gateway raises for it)")
+                problem(nid, f"transition {t_name}: HasEffect {view.written(effect)} is not TransitionEventType or "
+                             "a subtype (the event the gateway raises for it)")
                 number = None
             else:
                 event_type = effect
@@ -234,7 +251,7 @@ def _read_type(view: SiteView, type_id: ua.NodeId, problem: Report) -> MachineTy
     return MachineType(type_id, name, states, transitions, initial[0] if initial else None, methods)
 
 
-def _read_instance(view: SiteView, nid: ua.NodeId, mtype: MachineType, problem: Report) -> MachineConfig | None:
+def _read_instance(view: _View, nid: ua.NodeId, mtype: MachineType, problem: Report) -> MachineConfig | None:
     nodes: dict[str, ua.NodeId] = {}
     for top in ("CurrentState", "LastTransition", "AvailableStates", "AvailableTransitions"):
         child = _child(view, nid, top, ua.NodeClass.Variable)
@@ -262,7 +279,7 @@ def _read_instance(view: SiteView, nid: ua.NodeId, mtype: MachineType, problem: 
     if isinstance(given, ua.NodeId) and not given.is_null():
         initial = next((s for s in mtype.states if s.nodeid == given), None)
         if initial is None:
-            problem(nid, f"CurrentState/Id {given.to_string()} is not a state of {mtype.name}")
+            problem(nid, f"CurrentState/Id {view.written(given)} is not a state of {mtype.name}")
             return None
     if initial is None:
         problem(nid, f"state machine has no initial state: {mtype.name} has no InitialStateType state and "
@@ -276,12 +293,12 @@ def _read_instance(view: SiteView, nid: ua.NodeId, mtype: MachineType, problem: 
     return MachineConfig(nid, view.name(nid), display_path(view, nid), mtype, initial, nodes, copies)
 
 
-def _ns(view: SiteView, nid: ua.NodeId) -> int:
+def _ns(view: _View, nid: ua.NodeId) -> int:
     bn = view.attr(nid, ua.AttributeIds.BrowseName)
     return bn.NamespaceIndex if bn is not None else nid.NamespaceIndex
 
 
-def _child(view: SiteView, nid: ua.NodeId, name: str, nodeclass: ua.NodeClass) -> ua.NodeId | None:
+def _child(view: _View, nid: ua.NodeId, name: str, nodeclass: ua.NodeClass) -> ua.NodeId | None:
     for r in view.children(nid):
         if r.BrowseName.Name == name and r.BrowseName.NamespaceIndex == 0 and view.nodeclass(r.NodeId) == nodeclass:
             return r.NodeId
