@@ -19,7 +19,8 @@ _HAS_NOTIFIER = ua.NodeId(ua.ObjectIds.HasNotifier)
 _PARENT_REFS = {ua.NodeId(ua.ObjectIds.HasComponent), ua.NodeId(ua.ObjectIds.Organizes),
                 ua.NodeId(ua.ObjectIds.HasOrderedComponent), ua.NodeId(ua.ObjectIds.HasNotifier),
                 ua.NodeId(ua.ObjectIds.HasCondition)}
-_NOTIFY = ua.EventNotifier.SubscribeToEvents | ua.EventNotifier.HistoryRead
+# EventNotifier's members are bit numbers (SubscribeToEvents is 0), so the byte is built from their masks.
+_NOTIFY = ua.EventNotifier.SubscribeToEvents.mask | ua.EventNotifier.HistoryRead.mask
 _MAX_DEPTH = 32  # a parent cycle in a malformed site must not loop forever
 
 
