@@ -183,3 +183,47 @@ async def test_concurrent_requests_run_one_after_the_other(served) -> None:
     assert sum(isinstance(r, Transition) for r in results) == 1
     assert sum(isinstance(r, TransitionRefused) for r in results) == 1
     assert len(recorded.events) == 1
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "nodesets"
+
+
+@pytest.mark.parametrize("site", ["demo/demo-site", "examples/soec-site"])
+def test_shipped_example_xml_is_what_the_yaml_builds(site: str) -> None:
+    yaml_path = EXAMPLES / f"{site}.yaml"
+    built = compile_text(yaml_path.read_text(encoding="utf-8"), str(yaml_path))
+    assert built == (EXAMPLES / f"{site}.xml").read_bytes(), \
+        f"rebuild: gateway nodeset build nodesets/{site}.yaml -o nodesets/{site}.xml"
+
+
+async def _example_machines(site: str) -> dict[str, object]:
+    server = Server()
+    await server.init()
+    _, bindings = await load_site(server, [EXAMPLES / f"{site}.xml"])
+    return {cfg.source_name: cfg for cfg in bindings.state_machines}
+
+
+async def test_the_demo_battery_system_machine() -> None:
+    machines = await _example_machines("demo/demo-site")
+    bess = machines["Battery1/SystemState"].mtype
+    assert [s.name for s in bess.states] == ["Init", "Run", "Sleep", "Maintenance", "Error", "Reboot", "Restart"]
+    assert [s.number for s in bess.states] == list(range(7)) and bess.initial.name == "Init"
+    reachable = {s.name: sorted(t.target.name for t in bess.from_state(s)) for s in bess.states}
+    assert reachable["Run"] == ["Error", "Maintenance", "Restart", "Sleep"]  # no reboot while running
+    assert reachable["Error"] == ["Maintenance", "Reboot", "Restart", "Run"]
+    assert reachable["Reboot"] == reachable["Restart"] == ["Error", "Init"]
+    roles = {spec.name: spec.role for spec in bess.methods.values()}
+    assert roles["GoToState_Reboot"] is Role.admin and roles["GoToState_Run"] is Role.operator
+    # Entering Error is the control program's: no method causes it.
+    assert all(not t.causes for t in bess.transitions if t.target.name == "Error")
+
+
+async def test_the_soec_control_states() -> None:
+    machines = await _example_machines("examples/soec-site")
+    soec = machines["ControlState"].mtype
+    assert [s.display for s in soec.states] == ["Heat-Up", "Hot Standby", "Ready-to-Start", "Running", "Shutdown"]
+    assert soec.initial.name == "Shutdown"
+    heat_up_done = soec.transition("HeatUpToHotStandby")
+    assert not heat_up_done.causes  # fired by the control program when the stack is hot
+    assert all(soec.state("Shutdown") in {t.target for t in soec.from_state(s)}
+               for s in soec.states if s.name != "Shutdown")  # every state can be shut down
