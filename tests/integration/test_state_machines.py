@@ -97,6 +97,10 @@ async def test_a_method_call_fires_a_transition_that_a_subscribed_client_sees_an
         assert (getattr(event, "Transition/Number"), getattr(event, "FromState/Number"),
                 getattr(event, "ToState/Number")) == (1, 0, 1)
         assert (await on_device.next()).EventId == event.EventId  # the device is on the notifier chain too
+        # EventNotifier as Part 3 defines its bits: SubscribeToEvents (bit 0) and HistoryRead (bit 2).
+        for notifier in ("Pump1.PumpState", "Pump1", "MachineSite"):
+            assert await node(client, notifier).read_event_notifier() == \
+                {ua.EventNotifier.SubscribeToEvents, ua.EventNotifier.HistoryRead}
 
         assert await node(client, "Pump1.PumpState.CurrentState").read_value() == ua.LocalizedText("Starting")
         assert await node(client, "Pump1.PumpState.CurrentState.Id").read_value() == \
