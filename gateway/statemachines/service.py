@@ -50,7 +50,7 @@ class StateMachineService:
                     self.methods.bind(method, self._handler(method), spec.role)
             for copy, method in cfg.method_copies.items():
                 if not self.methods.bound(copy):
-                    self.methods.bind(copy, self._handler(method), cfg.mtype.methods[method].role)
+                    self.methods.alias(copy, method)  # the type's handler, role and (audit) identity
         if self.machines:
             log.info("%d state machine(s): %s", len(self.machines),
                      ", ".join(f"{m.name} in {m.state.name}" for m in self.machines.values()))

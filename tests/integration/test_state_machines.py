@@ -5,6 +5,7 @@ LastTransition, and a transition the machine does not have from its state is ref
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,20 @@ async def test_a_method_call_fires_a_transition_that_a_subscribed_client_sees_an
         # Only transitions came through the OfType filter (the device's communication alarm is another type).
         await asyncio.sleep(0.3)
         assert events.got == []
+
+        # The transitions are in the event history of the machine (one of their notifiers), in order.
+        await gw.history.flush()
+        evfilter = await transition_filter(client)
+        details = ua.ReadEventDetails(StartTime=event.Time - timedelta(seconds=1),
+                                      EndTime=datetime.now(UTC) + timedelta(seconds=1), NumValuesPerNode=0,
+                                      Filter=evfilter)
+        params = ua.HistoryReadParameters(HistoryReadDetails=details, TimestampsToReturn=ua.TimestampsToReturn.Both,
+                                          ReleaseContinuationPoints=False,
+                                          NodesToRead=[ua.HistoryReadValueId(NodeId=ua.NodeId("Pump1.PumpState", ns))])
+        stored = (await client.uaclient.history_read(params))[0]
+        assert stored.StatusCode.is_good(), stored.StatusCode
+        to_state = len(evfilter.SelectClauses) - 1  # ToState/Number, the last clause
+        assert [e.EventFields[to_state].Value for e in stored.HistoryData.Events] == [1, 0, 1, 2]
     finally:
         await client.disconnect()
 
