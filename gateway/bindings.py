@@ -76,6 +76,7 @@ class SiteBindings:
     warnings: list[Problem] = field(default_factory=list)  # servable but suspect (overlapping bindings)
     alarms: list[Any] = field(default_factory=list)  # the site's alarm declarations (gateway.alarms.config)
     facade: Any = None  # the site's Modbus facade (gateway.facade.model.FacadeConfig), if it declares one
+    state_machines: list[Any] = field(default_factory=list)  # the site's machines (gateway.statemachines.config)
 
 
 class SiteView:

@@ -43,6 +43,7 @@ from gateway.parameters import ParameterStore
 from gateway.security.setup import configure_security
 from gateway.session import GatewayInternalServer
 from gateway.site import load_site
+from gateway.statemachines.service import StateMachineService
 from gateway.transport import GatewayServer
 from gateway.values.feed import ChangeFeed
 from gateway.values.runners import DeviceRunner
@@ -88,6 +89,7 @@ class Gateway:
         self.methods: MethodRegistry | None = None
         self.events: EventService | None = None
         self.alarms: AlarmService | None = None
+        self.state_machines: StateMachineService | None = None
         self.tags: TagTable | None = None
         self.runners: dict = {}
         self.history: HistoryStore | None = None
@@ -171,6 +173,8 @@ class Gateway:
                     (f"{name}: the SCADA stopped changing the watchdog register; its setpoints are withdrawn",
                      f"{name}: the SCADA's watchdog is alive again"), gw_ns, 800))
         self.alarms.start(self.bindings.alarms, system_alarms)
+        self.state_machines = StateMachineService(self.server.iserver, self.feed, self.events, self.methods, self.clock)
+        await self.state_machines.start(self.bindings.state_machines)
         self.events.start()
         if influx_config is not None:  # before polling starts, so the first values are written too
             self.influx = InfluxService(influx_config, cfg.nodesets[-1].stem, cfg.data_dir, self.feed, self.tags,

@@ -12,6 +12,7 @@ from gateway.facade.resolve import resolve_facade
 from gateway.nodeset.loader import LoadedSite, load_nodesets
 from gateway.nodeset.model import NodesetError, Problem
 from gateway.nodesets import GATEWAY_NAMESPACE, GATEWAY_TYPES
+from gateway.statemachines.config import read_state_machines
 
 
 async def load_site(server: Server, nodesets: list[Path]) -> tuple[LoadedSite, SiteBindings]:
@@ -26,6 +27,8 @@ async def load_site(server: Server, nodesets: list[Path]) -> tuple[LoadedSite, S
     bindings.facade, facade_problems = resolve_facade(server.iserver.aspace, site, gw_ns)
     problems += facade_problems
     problems += control_problems(server, site)
+    bindings.state_machines, machine_problems = read_state_machines(server.iserver.aspace, site, gw_ns)
+    problems += machine_problems
     if problems:
         raise NodesetError(problems)
     return site, bindings

@@ -27,7 +27,8 @@ from gateway.alarms.config import OFF_NORMAL, AlarmConfig
 from gateway.alarms.evaluate import describe_limit, exclusive_state, limit_states, off_normal
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.events.event import GatewayEvent
-from gateway.events.service import SERVER, EventService
+from gateway.events.notifiers import notifier_chain
+from gateway.events.service import EventService
 from gateway.methods import MethodCall, MethodError, MethodRegistry
 from gateway.security.roles import Role
 from gateway.values.aspace_io import read_value
@@ -35,13 +36,7 @@ from gateway.values.feed import Change, ChangeFeed
 
 log = logging.getLogger(__name__)
 
-_OBJECTS = ua.NodeId(ua.ObjectIds.ObjectsFolder)
-_HAS_NOTIFIER = ua.NodeId(ua.ObjectIds.HasNotifier)
 _HAS_COMPONENT = ua.NodeId(ua.ObjectIds.HasComponent)
-_PARENT_REFS = {ua.NodeId(ua.ObjectIds.HasComponent), ua.NodeId(ua.ObjectIds.Organizes),
-                ua.NodeId(ua.ObjectIds.HasOrderedComponent), ua.NodeId(ua.ObjectIds.HasNotifier),
-                ua.NodeId(ua.ObjectIds.HasCondition)}
-_NOTIFY = ua.EventNotifier.SubscribeToEvents | ua.EventNotifier.HistoryRead
 _M = ua.ObjectIds
 # Method of the type -> (role, handler name). The shelving methods also have copies in the
 # AlarmConditionType's ShelvingState instance declaration, which clients call too.
@@ -150,34 +145,7 @@ class AlarmService:
         return [c.last_event for c in self.conditions.values() if c.retain and c.last_event is not None]
 
     def _notifiers(self, source: ua.NodeId) -> tuple[ua.NodeId, ...]:
-        """The source's object ancestors below Objects, made event notifiers and linked by HasNotifier, then Server."""
-        chain: list[ua.NodeId] = []
-        current: ua.NodeId | None = source
-        while current is not None and current != _OBJECTS and len(chain) < 32:
-            nd = self.aspace.get(current)
-            if nd is None:
-                break
-            if nd.attributes[ua.AttributeIds.NodeClass].value.Value.Value == ua.NodeClass.Object:
-                chain.append(current)
-            current = next((r.NodeId for r in nd.references if not r.IsForward and r.ReferenceTypeId in _PARENT_REFS),
-                           None)
-        for node in chain:
-            av = self.aspace.get(node).attributes.get(ua.AttributeIds.EventNotifier)
-            if av is not None:
-                old = av.value.Value.Value if av.value is not None and av.value.Value is not None else 0
-                av.value = ua.DataValue(ua.Variant(old | _NOTIFY, ua.VariantType.Byte))
-        links = list(zip([SERVER, *chain[::-1]], chain[::-1], strict=False))
-        refs = []
-        for parent, child in links:
-            if not any(r.NodeId == child and r.ReferenceTypeId == _HAS_NOTIFIER
-                       for r in self.aspace.get(parent).references):
-                ref = ua.AddReferencesItem()
-                ref.SourceNodeId, ref.TargetNodeId, ref.IsForward = parent, child, True
-                ref.ReferenceTypeId = _HAS_NOTIFIER
-                ref.TargetNodeClass = ua.NodeClass.Object
-                refs.append(ref)
-        self.iserver.node_mgt_service.add_references(refs)
-        return (*chain, SERVER)
+        return notifier_chain(self.iserver, source)
 
     def _alias_instance_methods(self, conditions: Iterable[Condition]) -> None:
         """Copies of the type's methods under a condition call the same handler (matched by browse name)."""

@@ -81,7 +81,7 @@ class EventService:
         if self.sink is not None:  # events are stored: the Server object answers HistoryReadEvents
             av = self.iserver.aspace[SERVER].attributes[ua.AttributeIds.EventNotifier]
             bits = av.value.Value.Value if av.value is not None and av.value.Value is not None else 0
-            av.value = ua.DataValue(ua.Variant(bits | ua.EventNotifier.HistoryRead, ua.VariantType.Byte))
+            av.value = ua.DataValue(ua.Variant(bits | ua.EventNotifier.HistoryRead.mask, ua.VariantType.Byte))
         self._task = asyncio.create_task(self._run(), name="event delivery")
 
     async def stop(self) -> None:

@@ -173,7 +173,7 @@ class GatewayHistoryManager(HistoryManager):
             return result
         notifier = node.attributes.get(ua.AttributeIds.EventNotifier)
         bits = notifier.value.Value.Value if notifier is not None and notifier.value is not None else 0
-        if not bits & ua.EventNotifier.HistoryRead:
+        if not bits & ua.EventNotifier.HistoryRead.mask:  # the members are bit numbers; .mask is the bit
             result.StatusCode = _status(ua.StatusCodes.BadHistoryOperationUnsupported)
             return result
         start, end = _given(details.StartTime), _given(details.EndTime)

@@ -30,6 +30,7 @@ from gateway.nodeset.model import NodesetError, Problem
 from gateway.nodeset.units import UNITS, eu_information
 from gateway.nodeset.values import INT_RANGES
 from gateway.nodeset.yaml_alarms import Alarm, check_alarm, severity_classes
+from gateway.nodeset.yaml_statemachines import StateMachines, check_state_machines, emit_state_machines
 from gateway.nodesets import GATEWAY_NAMESPACE
 from gateway.nodesets import HERE as NODESETS_DIR
 
@@ -44,7 +45,8 @@ DATA_TYPES: dict[str, int] = {
 }
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-SITE_KEYS = {"site", "scan_classes", "profiles", "devices", "variables", "severity_classes", "facade", "control"}
+SITE_KEYS = {"site", "scan_classes", "profiles", "devices", "variables", "severity_classes", "facade", "control",
+             "state_machines"}
 SITE_INFO_KEYS = {"namespace", "name", "version", "description"}
 DEVICE_KEYS = {"name", "profile", "connection", "description", "variables", "simulator", "alarms"}
 PROFILE_KEYS = {"description", "source", "variables"}
@@ -481,10 +483,14 @@ def build(doc: Any, source: str) -> bytes:
     control = doc.get("control")
     if control is not None:
         _check_control(b, doc, control, devices, site_vars)
+    names: dict[str | None, set[str]] = {None: seen_devices | {v.name for v in site_vars}}
+    names.update({name: {v.name for v in variables} | {a.name for a in alarms.get(name, ())}
+                  for name, _, variables in devices})
+    machines = check_state_machines(b, doc, names)
     if b.problems:
         raise NodesetError(b.problems)
     return _emit(uri, site_name, version, info.get("description"), scan_specs, devices, site_vars, alarms,
-                 (facade, by_path) if facade is not None else None, control)
+                 (facade, by_path) if facade is not None else None, control, machines)
 
 
 def _device_alarms(b: _Builder, d: _Map, device: str, variables: list[_Var], classes: dict[str, int]) -> list[Alarm]:
@@ -568,7 +574,7 @@ def _emit_control(w: _Writer, site_name: str, site_id: str, control: dict) -> No
 
 def _emit(uri: str, site_name: str, version: str, description: str | None, scan_specs: dict,
           devices: list[tuple[str, _Map, list[_Var]]], site_vars: list[_Var], alarms: dict[str, list[Alarm]],
-          facade: Any = None, control: dict | None = None) -> bytes:
+          facade: Any = None, control: dict | None = None, machines: StateMachines | None = None) -> bytes:
     w = _Writer()
     uris = w.sub(w.root, "NamespaceUris")
     w.sub(uris, "Uri", uri)
@@ -611,6 +617,8 @@ def _emit(uri: str, site_name: str, version: str, description: str | None, scan_
         facade_section.emit(w, site_id, site_name, facade[0], facade[1], _property, _scalar)
     if control is not None:
         _emit_control(w, site_name, site_id, control)
+    if machines is not None:
+        emit_state_machines(w, machines, site_id, _property, _scalar, _nodeid_value)
     return etree.tostring(w.root, xml_declaration=True, encoding="utf-8", pretty_print=True)
 
 
