@@ -405,6 +405,8 @@ class AlarmService:
 
 
 def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 

@@ -120,3 +120,14 @@ async def test_method_arguments_roles_and_disabled_conditions(alarms) -> None:
     await _store(feed, ua.NodeId("Rack1.Temperature", ns), 70.0)
     assert not cond.active and not cond.retain  # a disabled alarm is not evaluated
     assert recorded.events[-1].value(path("EnabledState", "Id")) is False
+
+
+async def test_the_soec_example_carries_its_alarm_personality() -> None:
+    root = Path(__file__).resolve().parents[2]
+    server = Server()
+    await server.init()
+    _, bindings = await load_site(server, [root / "nodesets" / "examples" / "soec-site.xml"])
+    severity = {a.name: a.severity for a in bindings.alarms}
+    assert severity == {"StackOverTemperature": 900, "SteamLoss": 900, "ProtectiveGasLow": 600,
+                        "VentilationLoss": 900, "EmergencyStopPressed": 1000, "HydrogenFireDetected": 990}
+    assert max(severity, key=severity.get) == "EmergencyStopPressed"
