@@ -25,6 +25,9 @@ class SetpointSpec:
     vtype: ua.VariantType = ua.VariantType.Double
 
 
+EXTERNAL_CONTROL = "ExternalControl"
+
+
 @dataclass
 class ControlConfig:
     period_s: float = DEFAULT_PERIOD_S
@@ -38,6 +41,9 @@ class ControlConfig:
     interlocks: list[InterlockSpec] = field(default_factory=list)
     charge_limiter: dict[str, Any] | None = None
     confirmed_by: dict[ua.NodeId, ua.NodeId] = field(default_factory=dict)  # input -> its device's LastSuccess
+    # (signal, mode): ExternalControl hands over to `mode` while the Boolean signal is true or not Good
+    # (the SCADA's watchdog expired, as a hybrid plant controller falls back to its local mode).
+    fallback: tuple[str, str] | None = None
 
     def problems(self) -> list[str]:
         out = []

@@ -22,7 +22,7 @@ from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.control.arbitration import Constraint, Decision, arbitrate, describe_drop, drop_key
 from gateway.control.channel import SetpointChannel, WriteFn
 from gateway.control.charge_limiter import ChargeLimiter
-from gateway.control.config import ControlConfig
+from gateway.control.config import EXTERNAL_CONTROL, ControlConfig
 from gateway.control.controller import SAFETY, Controller, CycleContext
 from gateway.control.image import ProcessImage
 from gateway.control.modes import Mode, load_modes
@@ -115,6 +115,7 @@ class ControlEngine:
         self._refresh_mode_parameters()
         present = {name: ch.written if ch.failed else self.outputs[name] for name, ch in self.channels.items()}
         ctx = CycleContext(self.image, self.config.signals, self.clock.now(), dt, self.config.max_age_s, present)
+        self._fall_back(ctx)
         forced = not self.state.controlling
         if forced:
             why = ", ".join(i.name for i in self.safety.tripped) or self.state.state.name
@@ -133,6 +134,18 @@ class ControlEngine:
         self._decide(ctx.constraints, dt, forced)
         self._publish_state()
         await self.nodes.flush()
+
+    def _fall_back(self, ctx: CycleContext) -> None:
+        """ExternalControl hands over to the site's fallback mode while its fallback signal is true or not Good."""
+        if self.config.fallback is None or self.mode != EXTERNAL_CONTROL:
+            return
+        signal, target = self.config.fallback
+        inp = ctx.input(signal)
+        if inp.good and inp.value is False:
+            return
+        why = "is true" if inp.good else f"is not Good ({inp.why_not(float('inf'))})"
+        log.warning("control: %s %s; ExternalControl falls back to %s", signal, why, target)
+        self.mode, self._activate = target, True
 
     def _ctx_for(self, ctx: CycleContext, controller: Controller) -> CycleContext:
         ctx.source, ctx.priority = controller.name, controller.priority

@@ -18,13 +18,13 @@ from typing import Any
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
-from gateway.control.config import ControlConfig, SetpointSpec
+from gateway.control.config import EXTERNAL_CONTROL, ControlConfig, SetpointSpec
 from gateway.control.modes import load_modes
 from gateway.control.safety.interlock import InterlockSpec, spec_problems
 
 CONFIG_PROPERTY = "ControlConfiguration"
 SECTION_KEYS = {"period_ms", "max_input_age_s", "stall_periods", "mode", "setpoints", "signals", "charge_limiter",
-                "modes", "interlocks"}
+                "modes", "interlocks", "fallback"}
 SETPOINT_KEYS = {"node", "safe", "ramp", "resolution"}
 INTERLOCK_KEYS = {"name", "kind", "inputs", "severity", "params"}
 _CURRENT_WRITE = ua.AccessLevel.CurrentWrite.mask
@@ -81,6 +81,16 @@ def parse_section(section: Any, lookup: Lookup, to_node: Callable[[str], ua.Node
             problems.append(f"signal {role}: {name} is no variable of the site")
         else:
             config.signals[str(role)] = to_node(str(name))
+    fallback = section.get("fallback")
+    if fallback is not None:
+        if not isinstance(fallback, dict) or set(fallback) != {"signal", "mode"}:
+            problems.append("fallback must be {signal: <a signal role>, mode: <a mode>}")
+        elif fallback["signal"] not in config.signals:
+            problems.append(f"fallback: signal {fallback['signal']!r} is not one of the signals")
+        elif fallback["mode"] not in modes or fallback["mode"] == EXTERNAL_CONTROL:
+            problems.append(f"fallback: {fallback['mode']!r} is not a mode ExternalControl can fall back to")
+        else:
+            config.fallback = (str(fallback["signal"]), str(fallback["mode"]))
     limiter = section.get("charge_limiter")
     if limiter is not None and not isinstance(limiter, dict):
         problems.append("charge_limiter must be a mapping of its parameters")

@@ -532,9 +532,16 @@ def _check_control(b: _Builder, doc: Any, control: Any, devices: list[tuple[str,
 
     known = {v.path: v for _name, _d, variables in devices for v in variables} | {v.name: v for v in site_vars}
 
+    # What the facade section adds: its watchdog state, a read-only Boolean a fallback may watch.
+    site = doc.get("site") if isinstance(doc.get("site"), dict) else {}
+    facade_flags = {f"{site.get('name')}.Facade.WatchdogExpired": (False, ua.VariantType.Boolean)} \
+        if doc.get("facade") is not None else {}
+
     def lookup(name: str) -> tuple[bool, ua.VariantType] | None:
         var = known.get(name)
-        return None if var is None else (bool(var.spec.get("writable")), ua.VariantType[var.datatype])
+        if var is None:
+            return facade_flags.get(name)
+        return bool(var.spec.get("writable")), ua.VariantType[var.datatype]
 
     _config, problems = parse_section(control, lookup, lambda name: ua.NodeId(name, 1))
     for message in problems:

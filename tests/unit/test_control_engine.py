@@ -99,6 +99,27 @@ async def test_peak_shaving_table_through_the_write_path(plant) -> None:
     assert engine.nodes.values["Setpoints.battery_power.DecidedBy"] == "PeakShaving"
 
 
+async def test_external_control_falls_back_when_its_watchdog_signal_is_true_or_bad(plant) -> None:
+    server, path, clock = plant
+    external, lost = ua.NodeId("external", 1), ua.NodeId("lost", 1)
+    engine = make_engine(path, clock, mode="ExternalControl")
+    engine.config.signals |= {"external_power": external, "external_lost": lost}
+    engine.config.fallback = ("external_lost", "PeakShaving")
+    engine.image.track([external, lost], {})
+    engine.image.set(external, 20.0)
+    engine.image.set(lost, False)
+    await run_cycles(engine, server, clock, [({GRID: 80.0}, 20.0), ({external: -10.0}, -10.0)])
+    assert engine.mode == "ExternalControl"
+    engine.image.set(lost, True)
+    await engine.cycle()
+    assert engine.mode == "PeakShaving"  # the site's fallback takes over
+    assert engine.nodes.values["Setpoints.battery_power.DecidedBy"] == "PeakShaving"
+    engine.go_to_mode("ExternalControl", OPERATOR)
+    engine.image.set(lost, False, ua.StatusCodes.BadCommunicationError)
+    await engine.cycle()
+    assert engine.mode == "PeakShaving"  # a watchdog state nobody can read is no sign of life either
+
+
 async def test_a_setpoint_is_written_once_per_change(plant) -> None:
     server, path, clock = plant
     engine = make_engine(path, clock)
