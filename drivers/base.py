@@ -1,10 +1,16 @@
 """The one interface every protocol driver implements (modelled on python-can's BusABC).
 
 A driver owns the I/O for ONE device connection. The gateway gives it the device's points
-(bound variables) grouped by scan class; the driver plans its requests per scan class once,
-then the gateway's poller calls `read(scan_class)` on the schedule and `write()` for the write
-path. Scaling, change detection, status codes and diagnostics nodes are the gateway's job, so a
-driver deals only in raw field values.
+(bound variables) grouped by scan class. Values reach the gateway in one of two ways, or both:
+- polled (`polls`): the driver plans its requests per scan class once, then the device runner
+  calls `read(scan_class)` on the schedule;
+- pushed (`pushes`): the runner calls `run(sink)`, and the driver hands readings to the sink as
+  frames or messages arrive (CAN, MQTT) until its link fails; the runner then marks the device's
+  values Bad, backs off as it does for a failed scan, and calls `run` again.
+`write()` serves the write path either way. Scaling, change detection, status codes and
+diagnostics nodes are the gateway's job, so a driver deals only in raw field values. Each driver
+declares its own connection options and binding properties (`connection_options`,
+`point_options`, see options.py); the common binding is `Binding`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from urllib.parse import SplitResult
 from asyncua import ua
 
 from gateway.clock import SYSTEM_CLOCK, Clock
+from gateway.drivers.options import Option
 
 if TYPE_CHECKING:
     from gateway.bindings import DeviceConfig
@@ -47,18 +54,16 @@ class DriverError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Binding:
-    """A variable's field binding, as written in its properties (see README, Binding reference)."""
+    """A variable's field binding, as written in its properties (docs/bindings.md): the properties every
+    driver shares, and in `options` those its driver declares (`Driver.point_options`), parsed, by key."""
 
     address: str
     field_type: str | None = None  # xsd:* name; None = derived from the variable's DataType
-    byte_order: str | None = None  # "big" | "little"; None = the device's default
-    word_order: str | None = None
-    bit: int | None = None
-    length: int | None = None  # string length in bytes
     scale: float = 1.0
     offset: float = 0.0
     scan_class: str = "MediumSpeed"
     deadband: float = 0.0
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -101,10 +106,28 @@ class Simulation(Protocol):
     async def stop(self) -> None: ...
 
 
+class PushSink(Protocol):
+    """Where a pushing driver delivers (the device runner)."""
+
+    async def deliver(self, readings: Mapping[int, Reading]) -> None:
+        """Readings by point key, as they arrive; a Good one makes the device Connected."""
+
+    async def lost(self, message: str) -> None:
+        """The device fell silent although the link is up (every message stale): Disconnected, with why."""
+
+
 class Driver(abc.ABC):
     """Base class of all drivers; subclasses register with `@register("scheme", ...)`."""
 
     schemes: ClassVar[tuple[str, ...]] = ()
+    #: Query options of the Connection URI and binding properties beyond the common ones (options.py).
+    connection_options: ClassVar[tuple[Option, ...]] = ()
+    point_options: ClassVar[tuple[Option, ...]] = ()
+    #: One line for the table of schemes in docs/bindings.md: the Connection form, and what it is.
+    connection_form: ClassVar[str] = ""
+    #: How values arrive: `read` on the scan schedule, `run` delivering as they come, or both.
+    polls: ClassVar[bool] = True
+    pushes: ClassVar[bool] = False
 
     def __init__(
         self, url: SplitResult, points_by_class: Mapping[str, Sequence[Point]], clock: Clock = SYSTEM_CLOCK
@@ -162,9 +185,16 @@ class Driver(abc.ABC):
     async def stop(self) -> None:
         """Close the connection; must be safe to call twice."""
 
-    @abc.abstractmethod
     async def read(self, scan_class: str) -> Mapping[int, Reading]:
-        """Read every point of one scan class; raise DriverError when the device cannot be reached."""
+        """Read every point of one scan class; raise DriverError when the device cannot be reached.
+        Polling drivers (`polls`) implement it."""
+        raise NotImplementedError(f"the {', '.join(self.schemes)} driver does not poll")
+
+    async def run(self, sink: PushSink) -> None:
+        """Deliver readings to `sink` as they arrive, for ever; raise DriverError (or OSError) when the link
+        fails. Cancellation is the stop. Pushing drivers (`pushes`) implement it; they also mark points
+        whose data went stale (a message not seen in time) by delivering a Bad Reading with no value."""
+        raise NotImplementedError(f"the {', '.join(self.schemes)} driver does not push")
 
     @abc.abstractmethod
     async def write(self, point: Point, value: Any) -> Any:

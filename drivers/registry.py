@@ -20,7 +20,7 @@ from gateway.drivers.base import Driver
 log = logging.getLogger(__name__)
 
 _DRIVERS: dict[str, type[Driver]] = {}
-_NOT_DRIVERS = {"base", "registry", "simulators"}  # simulators: plant models, no driver
+_NOT_DRIVERS = {"base", "registry", "options", "reference", "worker", "simulators"}  # simulators: plant models
 _loaded = False
 
 

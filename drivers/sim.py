@@ -22,6 +22,7 @@ from asyncua import ua
 
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.drivers.base import Driver, DriverError, Point, Reading, Simulation
+from gateway.drivers.options import Option, parse_query
 from gateway.drivers.registry import register
 
 if TYPE_CHECKING:
@@ -109,16 +110,22 @@ class _AlreadySimulated:
         pass
 
 
+_CONNECTION_OPTIONS = (
+    Option("latency_ms", "number", "delay of every request (tests and demos of slow devices)", default=0.0, low=0),
+)
+
+
 @register("sim")
 class SimDriver(Driver):
     instances: ClassVar[dict[str, SimDriver]] = {}
+    connection_options = _CONNECTION_OPTIONS
+    connection_form = "`sim://NAME[?latency_ms=N]`: values from functions of time, see below"
 
     def __init__(
         self, url: SplitResult, points_by_class: Mapping[str, Sequence[Point]], clock: Clock = SYSTEM_CLOCK
     ) -> None:
         super().__init__(url, points_by_class, clock)
-        query = dict(parse_qsl(url.query))
-        self.latency = float(query.get("latency_ms", 0)) / 1000.0
+        self.latency = parse_query(url, _CONNECTION_OPTIONS, "sim")["latency_ms"] / 1000.0
         self.offline = False
         self._t0 = clock.monotonic()
         self._signals: dict[int, Callable[[float], Any]] = {}
@@ -135,10 +142,7 @@ class SimDriver(Driver):
 
     @classmethod
     def validate_connection(cls, url: SplitResult) -> None:
-        for key, raw in parse_qsl(url.query):
-            if key != "latency_ms":
-                raise ValueError(f"sim connection has no option '{key}' (has: latency_ms)")
-            float(raw)
+        parse_query(url, _CONNECTION_OPTIONS, "sim")
 
     @classmethod
     def validate_point(cls, url: SplitResult, point: Point) -> None:

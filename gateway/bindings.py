@@ -19,16 +19,15 @@ from asyncua.server.address_space import AddressSpace
 
 from gateway.diagnostics import expanded, planned_nodeids
 from gateway.drivers.base import XSD_TYPES, Binding, Driver, Point
+from gateway.drivers.options import parse_point_options
 from gateway.drivers.registry import driver_for, unknown_scheme
 from gateway.nodeset.loader import LoadedSite
 from gateway.nodeset.model import Problem
 from gateway.nodeset.typecheck import TypeIndex
 
 DEFAULT_SCAN_CLASSES = {"HighSpeed": 100.0, "MediumSpeed": 1000.0, "LowSpeed": 10000.0}
-BINDING_PROPERTIES = (
-    "FieldAddress", "FieldType", "ByteOrder", "WordOrder", "Bit", "Length", "Scale", "Offset", "ScanClass",
-    "Deadband",
-)
+# The binding properties every driver shares; a driver adds its own (Driver.point_options).
+BINDING_PROPERTIES = ("FieldAddress", "FieldType", "Scale", "Offset", "ScanClass", "Deadband")
 _HIERARCHICAL = {
     ua.NodeId(i) for i in (ua.ObjectIds.HasComponent, ua.ObjectIds.HasProperty, ua.ObjectIds.Organizes,
                            ua.ObjectIds.HasOrderedComponent)
@@ -180,11 +179,12 @@ def resolve_bindings(
             continue
         cfg = DeviceConfig(dev, view.name(dev), str(conn), url, driver,
                            simulator=str(view.gw_props(dev).get("Simulator") or ""))
-        declared = _profile_declarations(view, dev)
+        binding_props = binding_properties(driver)
+        declared = _profile_declarations(view, dev, binding_props)
         for var, path in _walk(view, dev, devices_set):
             own = view.gw_props(var)
             inherited = declared.get(path, {})
-            props = {**inherited, **{k: v for k, v in own.items() if k in BINDING_PROPERTIES}}
+            props = {**inherited, **{k: v for k, v in own.items() if k in binding_props}}
             if "FieldAddress" not in props:
                 continue
             reached.add(var)
@@ -247,12 +247,18 @@ def _walk(view: SiteView, root: ua.NodeId, devices: set[ua.NodeId]) -> Iterable[
                 stack.append((child, cpath))
 
 
-def _profile_declarations(view: SiteView, device: ua.NodeId) -> dict[BrowsePath, dict[str, Any]]:
+def binding_properties(driver: type[Driver]) -> frozenset[str]:
+    """The property names that make up a binding on a device of this driver."""
+    return frozenset(BINDING_PROPERTIES) | {o.prop for o in driver.point_options}
+
+
+def _profile_declarations(view: SiteView, device: ua.NodeId, binding_props: frozenset[str]
+                          ) -> dict[BrowsePath, dict[str, Any]]:
     """Binding properties declared by the device's type and its supertypes, by browse path."""
     declared: dict[BrowsePath, dict[str, Any]] = {}
     for t in reversed(view.supertypes(view.typedef(device))):  # subtypes override supertypes
         for var, path in _walk(view, t, set()):
-            props = {k: v for k, v in view.gw_props(var).items() if k in BINDING_PROPERTIES}
+            props = {k: v for k, v in view.gw_props(var).items() if k in binding_props}
             if props:
                 declared[path] = {**declared.get(path, {}), **props}
     return declared
@@ -274,14 +280,11 @@ def _bound_variable(
         binding = Binding(
             address=str(props["FieldAddress"]),
             field_type=_opt_str(props, "FieldType"),
-            byte_order=_order(props, "ByteOrder"),
-            word_order=_order(props, "WordOrder"),
-            bit=_opt_int(props, "Bit", 0, 63),
-            length=_opt_int(props, "Length", 1, 65535),
             scale=float(props.get("Scale", 1.0) if props.get("Scale") is not None else 1.0),
             offset=float(props.get("Offset", 0.0) if props.get("Offset") is not None else 0.0),
             scan_class=str(props.get("ScanClass") or "MediumSpeed"),
             deadband=float(props.get("Deadband") or 0.0),
+            options=parse_point_options(driver.point_options, props),
         )
         for key, number in (("Scale", binding.scale), ("Offset", binding.offset), ("Deadband", binding.deadband)):
             if not math.isfinite(number):
@@ -347,22 +350,3 @@ def field_type_mismatch(vtype: ua.VariantType, field_type: str) -> str | None:
 def _opt_str(props: dict[str, Any], key: str) -> str | None:
     v = props.get(key)
     return str(v) if v not in (None, "") else None
-
-
-def _order(props: dict[str, Any], key: str) -> str | None:
-    v = _opt_str(props, key)
-    if v is not None and v.lower() not in ("big", "little"):
-        raise ValueError(f"{key} must be 'big' or 'little', not '{v}'")
-    return v.lower() if v else None
-
-
-def _opt_int(props: dict[str, Any], key: str, lo: int, hi: int) -> int | None:
-    v = props.get(key)
-    if v in (None, ""):
-        return None
-    if isinstance(v, float) and not v.is_integer():
-        raise ValueError(f"{key} must be a whole number, not {v}")
-    i = int(v)
-    if not lo <= i <= hi:
-        raise ValueError(f"{key} must be in [{lo}, {hi}], not {i}")
-    return i

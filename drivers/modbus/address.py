@@ -23,6 +23,8 @@ from dataclasses import dataclass, fields
 from typing import NamedTuple
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
+from gateway.drivers.options import Option
+
 TABLES = ("coil", "discrete", "input", "holding")
 BIT_TABLES = frozenset({"coil", "discrete"})
 WRITABLE_TABLES = frozenset({"coil", "holding"})
@@ -198,6 +200,47 @@ _INT_OPTIONS: dict[str, tuple[int, int, str]] = {
 _SERIAL_OPTIONS = frozenset({"baud", "parity", "stopbits", "bytesize"})
 _QUERY_OPTIONS = tuple(f.name for f in fields(DeviceOptions) if f.name not in ("scheme", "host", "port",
                                                                                  "serial_port", "unit"))
+
+
+POINT_OPTIONS = (
+    Option("byte_order", "choice", "byte order inside a 16-bit register", choices=_ORDER,
+           default_text="the device's `byte_order`"),
+    Option("word_order", "choice", "register order of 32/64-bit values (`little` = low word first, \"CDAB\")",
+           choices=_ORDER, default_text="the device's `word_order`"),
+    Option("bit", "int", "bit of an integer field, 0 = least significant", low=0, high=63, datatype="Byte"),
+    Option("length", "int", "string length in bytes", low=1, high=65535, datatype="UInt16"),
+)
+# Parsed by parse_connection (its checks and messages predate the declarations); the declarations name them
+# for the documentation, and a test holds the two to the same keys.
+CONNECTION_OPTIONS = (
+    Option("byte_order", "choice", "byte order inside each register; a variable's `ByteOrder` overrides it",
+           default="big", choices=_ORDER),
+    Option("word_order", "choice", "register order of 32/64-bit values (`little` = low word first, \"CDAB\"); "
+           "`WordOrder` overrides it", default="big", choices=_ORDER),
+    Option("addressing", "int", "base of the `TABLE/N` form: 0 = protocol offsets, 1 = one-based as many manuals "
+           "number registers", default=0, low=0, high=1),
+    Option("max_read_registers", "int", "registers per FC03/FC04 request (the protocol's maximum)",
+           default=MAX_READ_REGISTERS, low=1, high=MAX_READ_REGISTERS),
+    Option("max_write_registers", "int", "registers per FC16 request", default=MAX_WRITE_REGISTERS, low=1,
+           high=MAX_WRITE_REGISTERS),
+    Option("max_read_bits", "int", "coils or discrete inputs per FC01/FC02 request", default=MAX_READ_BITS, low=1,
+           high=MAX_READ_BITS),
+    Option("max_write_bits", "int", "coils per FC15 request", default=MAX_WRITE_BITS, low=1, high=MAX_WRITE_BITS),
+    Option("gap", "int", "unused registers a read may span to join two blocks (0: many devices refuse unmapped "
+           "registers)", default=0, low=0, high=MAX_READ_BITS),
+    Option("timeout_ms", "int", "answer timeout of one request", default=1000, low=1, high=600_000),
+    Option("min_interval_ms", "int", "silence between two requests on the link (slow converters, RS-485)",
+           default=0, low=0, high=600_000),
+    Option("write_function", "choice", "6: FC06 (FC05 for a coil) for one register, FC16 (FC15) for more; "
+           "16: always FC16 (FC15)", default="6", choices=("6", "16")),
+    Option("baud", "int", "serial line speed (`modbus+rtu` only, as the three below; defaults of Modbus over "
+           "Serial Line v1.02); every device on one serial port must state the same line, or the site is "
+           "refused", default=19200, low=50, high=4_000_000),
+    Option("parity", "choice", "serial parity (`n`, `none`, `e`, `even`, `o`, `odd` in any case)", default="E",
+           choices=("n", "e", "o")),
+    Option("stopbits", "choice", "serial stop bits", default="1", choices=("1", "2")),
+    Option("bytesize", "int", "serial data bits", default=8, low=7, high=8),
+)
 
 
 def parse_connection(url: str | SplitResult) -> DeviceOptions:

@@ -26,6 +26,8 @@ from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.drivers.base import Driver, DriverError, Point, Reading, Simulation
 from gateway.drivers.modbus.address import (
     BIT_TABLES,
+    CONNECTION_OPTIONS,
+    POINT_OPTIONS,
     WRITABLE_TABLES,
     DeviceOptions,
     link_conflicts,
@@ -83,13 +85,19 @@ def exception_text(code: int) -> str:
 
 def layout_of(key: int, point: Point, options: DeviceOptions) -> FieldLayout:
     b = point.binding
-    span = span_for(key, b.address, point.field_type, options, bit=b.bit, length=b.length, scan_class=b.scan_class)
-    return FieldLayout(span, point.field_type, b.byte_order or options.byte_order, b.word_order or options.word_order,
-                  b.bit, b.length)
+    bit, length = b.options.get("bit"), b.options.get("length")
+    span = span_for(key, b.address, point.field_type, options, bit=bit, length=length, scan_class=b.scan_class)
+    return FieldLayout(span, point.field_type, b.options.get("byte_order") or options.byte_order,
+                       b.options.get("word_order") or options.word_order, bit, length)
 
 
 @register("modbus+tcp", "modbus+rtutcp", "modbus+rtu")
 class ModbusDriver(Driver):
+    connection_options = CONNECTION_OPTIONS
+    point_options = POINT_OPTIONS
+    connection_form = "`modbus+tcp://HOST[:PORT]/UNIT[?OPTIONS]`, `modbus+rtutcp://HOST:PORT/UNIT[?OPTIONS]`, " \
+                      "`modbus+rtu:///dev/ttyUSB0/UNIT[?OPTIONS]`"
+
     def __init__(
         self, url: SplitResult, points_by_class: Mapping[str, Sequence[Point]], clock: Clock = SYSTEM_CLOCK
     ) -> None:

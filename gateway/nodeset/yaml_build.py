@@ -22,7 +22,8 @@ from lxml import etree
 
 from gateway.bindings import field_type_mismatch
 from gateway.drivers.base import XSD_TYPES, Binding, Point
-from gateway.drivers.registry import driver_for, unknown_scheme
+from gateway.drivers.options import Option
+from gateway.drivers.registry import driver_for, known_schemes, unknown_scheme
 from gateway.drivers.simulators.physics import parse_model
 from gateway.facade import yaml_section as facade_section
 from gateway.files import write_atomically
@@ -50,9 +51,10 @@ SITE_KEYS = {"site", "scan_classes", "profiles", "devices", "variables", "severi
 SITE_INFO_KEYS = {"namespace", "name", "version", "description"}
 DEVICE_KEYS = {"name", "profile", "connection", "description", "variables", "simulator", "alarms"}
 PROFILE_KEYS = {"description", "source", "variables"}
+# A device variable's keys: these, and the binding options its driver declares (Driver.point_options).
 VARIABLE_KEYS = {
-    "name", "datatype", "unit", "range", "address", "field_type", "byte_order", "word_order", "bit", "length",
-    "scale", "offset", "scan", "deadband", "writable", "historize", "description", "initial", "alarms",
+    "name", "datatype", "unit", "range", "address", "field_type", "scale", "offset", "scan", "deadband", "writable",
+    "historize", "description", "initial", "alarms",
 }
 SITE_VARIABLE_KEYS = {"name", "datatype", "unit", "range", "writable", "historize", "description", "initial"}
 
@@ -115,6 +117,19 @@ class _Var:
     path: str  # Device.Variable, or Variable for site-level ones
     spec: _Map
     datatype: str
+    options: tuple[Option, ...] = ()  # the binding options of its device's driver
+
+
+def point_options_of(driver: Any) -> tuple[Option, ...]:
+    """The binding options of a device's driver; of every driver when the connection is unusable (so the
+    variables are still checked, and the one problem is the connection)."""
+    if driver is not None:
+        return driver[0].point_options
+    by_key: dict[str, Option] = {}
+    for scheme in known_schemes():
+        for option in driver_for(scheme).point_options:  # type: ignore[union-attr]
+            by_key.setdefault(option.key, option)
+    return tuple(by_key.values())
 
 
 class _Builder:
@@ -212,23 +227,21 @@ class _Builder:
             mismatch = field_type_mismatch(ua.VariantType[datatype], v.get("field_type") or _XSD_OF[datatype])
             if mismatch:
                 self.problem(v, path, mismatch, "field_type" if "field_type" in v else "datatype")
-        for key in ("byte_order", "word_order"):
-            if key in v and v[key] not in ("big", "little"):
-                self.problem(v, path, f"{key} must be big or little, got {v[key]!r}", key)
-        if "bit" in v and (not isinstance(v["bit"], int) or isinstance(v["bit"], bool) or not 0 <= v["bit"] <= 63):
-            self.problem(v, path, f"bit must be an integer 0..63, got {v['bit']!r}", "bit")
-        if "length" in v and (not isinstance(v["length"], int) or isinstance(v["length"], bool)
-                              or not 0 < v["length"] <= 65535):
-            self.problem(v, path, f"length must be an integer 1..65535, got {v['length']!r}", "length")
+        options: dict[str, Any] = {}
+        for option in point_options_of(driver):
+            if option.key in v:
+                try:
+                    options[option.key] = _yaml_option(option, v[option.key])
+                except ValueError as exc:
+                    self.problem(v, path, f"{option.key} {exc}", option.key)
         scan = v.get("scan", "MediumSpeed")
         if not isinstance(scan, str) or scan not in scan_classes:
             self.problem(v, path, f"unknown scan class {scan!r} (known: {', '.join(sorted(scan_classes))})", "scan")
         if driver is not None and datatype and not any(p.node == path for p in self.problems):
             driver, url = driver
-            binding = Binding(address=v["address"], field_type=v.get("field_type"), byte_order=v.get("byte_order"),
-                              word_order=v.get("word_order"), bit=v.get("bit"), length=v.get("length"),
+            binding = Binding(address=v["address"], field_type=v.get("field_type"),
                               scale=float(v.get("scale", 1.0)), offset=float(v.get("offset", 0.0)), scan_class=scan,
-                              deadband=float(v.get("deadband", 0.0)))
+                              deadband=float(v.get("deadband", 0.0)), options=options)
             try:
                 driver.validate_point(url, Point(0, path, binding, v.get("field_type") or _XSD_OF[datatype],
                                                  bool(v.get("writable"))))
@@ -259,6 +272,19 @@ class _Builder:
             self.problem(d, name, f"bad connection '{conn}': {exc}", "connection")
             return None
         return driver, url
+
+
+def _yaml_option(option: Option, value: Any) -> Any:
+    """An option as YAML typed it: numbers and booleans must be such, not text that looks like one."""
+    if option.kind in ("int", "number") and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise ValueError(f"must be a number, got {value!r}")
+    if option.kind == "bool" and not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    if option.kind in ("text", "choice"):
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValueError(f"must be text, got {value!r}")
+        return option.parse(str(value))
+    return option.parse(value)
 
 
 _XSD_OF = {
@@ -464,7 +490,8 @@ def build(doc: Any, source: str) -> bytes:
         var_specs = [v for v in var_specs if not (isinstance(v, dict) and v.get("name") in own_names)] + own
         if not var_specs:
             b.problem(d, name, "a device needs at least one variable (directly or from its profile)")
-        variables = b_vars(b, var_specs, name, scan_classes, VARIABLE_KEYS, True, driver)
+        options = point_options_of(driver)
+        variables = b_vars(b, var_specs, name, scan_classes, VARIABLE_KEYS | {o.key for o in options}, True, driver)
         devices.append((name, d, variables))
         alarms[name] = _device_alarms(b, d, name, variables, classes)
         if driver is not None:
@@ -522,7 +549,7 @@ def b_vars(b: _Builder, specs: list[Any], device: str | None, scan_classes: set[
             continue
         seen.add(name)
         datatype = b.check_variable(v, path, scan_classes, bound, driver)
-        out.append(_Var(name, path, v, datatype or "Double"))
+        out.append(_Var(name, path, v, datatype or "Double", point_options_of(driver) if bound else ()))
     return out
 
 
@@ -658,11 +685,11 @@ def _property(w: _Writer, parent: str, name: str, datatype: str, value: Any, gat
 
 _BINDING_PROPS = (  # YAML key, property, DataType, XML value tag
     ("address", "FieldAddress", "String", "String"), ("field_type", "FieldType", "String", "String"),
-    ("byte_order", "ByteOrder", "String", "String"), ("word_order", "WordOrder", "String", "String"),
-    ("bit", "Bit", "i=3", "Byte"), ("length", "Length", "i=5", "UInt16"), ("scale", "Scale", "Double", "Double"),
-    ("offset", "Offset", "Double", "Double"), ("scan", "ScanClass", "String", "String"),
-    ("deadband", "Deadband", "Double", "Double"),
+    ("scale", "Scale", "Double", "Double"), ("offset", "Offset", "Double", "Double"),
+    ("scan", "ScanClass", "String", "String"), ("deadband", "Deadband", "Double", "Double"),
 )
+_OPTION_DATATYPE = {"String": "String", "Boolean": "Boolean", "Byte": "i=3", "UInt16": "i=5", "UInt32": "i=7",
+                    "Double": "Double"}
 
 
 def _variable(w: _Writer, var: _Var, parent: str, bound: bool) -> None:
@@ -684,9 +711,13 @@ def _variable(w: _Writer, var: _Var, parent: str, bound: bool) -> None:
         _property(w, vid, "EngineeringUnits", "EUInformation", _eu_value(v["unit"]), gateway=False)
     if not bound:
         return
-    for key, prop, datatype, tag in _BINDING_PROPS:
+    # The driver's options after FieldType, in their declared order (where Modbus's always stood).
+    props = [*_BINDING_PROPS[:2], *((o.key, o.prop, _OPTION_DATATYPE[o.datatype], o.datatype) for o in var.options),
+             *_BINDING_PROPS[2:]]
+    for key, prop, datatype, tag in props:
         if key in v:
-            text = repr(float(v[key])) if tag == "Double" else str(v[key])
+            value = v[key]
+            text = repr(float(value)) if tag == "Double" else str(value).lower() if tag == "Boolean" else str(value)
             _property(w, vid, prop, datatype, _scalar(tag, text), gateway=True)
 
 

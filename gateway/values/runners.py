@@ -7,6 +7,11 @@ first good scan restores Good, and a failing class that answers again makes the 
 in backoff retry at once, so a device that returns is Good everywhere within one period. Driver
 calls are serialised per device: one connection, one request at a time, as fieldbuses need.
 
+A pushing driver (CAN, MQTT) delivers readings itself: the runner runs it in one task and its
+readings take the same way into the tag table. When its link fails, its variables turn Bad and it
+is started again after the same backoff as a failed scan (the device's shortest scan period,
+doubled per failure, capped); the first good reading makes the device Connected again.
+
 Every driver call is bounded with `asyncio.timeout`, not wait_for: on Python 3.11 wait_for
 returns the inner result and swallows a cancellation that arrives as the call finishes,
 which left cancelled poll tasks looping for ever and stop() waiting on them.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import zlib
 from collections.abc import Mapping
@@ -35,6 +41,7 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
 STOP_WITHIN_S = 1.0  # how long stop() waits for the poll tasks, then for the driver to close
 TASK_RESTART_S = 1.0  # pause before a poll task that failed is started again
+PUSH_REPORT_S = 1.0  # a pushing device's diagnostics are refreshed at most this often (and on every change)
 
 
 @dataclass(slots=True)
@@ -74,6 +81,9 @@ class DeviceRunner:
         self.task_failures = 0  # poll tasks that ended with an error (shown on Gateway/Diagnostics)
         self.last_task_error = ""
         self._own_errors = 0  # failures the driver did not count: timeouts, driver bugs
+        self._push_failures = 0  # consecutive failed runs of a pushing driver: its backoff
+        self._push_period = min((s.period_s for s in self._classes.values()), default=1.0)
+        self._push_reported = -math.inf
 
     async def start(self) -> None:
         self.health.state = "Connecting"
@@ -81,8 +91,11 @@ class DeviceRunner:
             await self.tags.mark_waiting(tag)
         await self._report()
         await self.driver.start()
-        for sc in self.driver.points_by_class:
-            self._tasks.append(asyncio.create_task(self._poll_supervised(sc), name=f"poll {self.cfg.name} {sc}"))
+        if self.driver.polls:
+            for sc in self.driver.points_by_class:
+                self._tasks.append(asyncio.create_task(self._poll_supervised(sc), name=f"poll {self.cfg.name} {sc}"))
+        if self.driver.pushes:
+            self._tasks.append(asyncio.create_task(self._listen(), name=f"listen {self.cfg.name}"))
 
     async def stop(self, within_s: float = STOP_WITHIN_S) -> None:
         """Cancel polling and close the driver; each step waits at most `within_s`, then is left behind."""
@@ -214,6 +227,55 @@ class DeviceRunner:
             self.health.state = "Disconnected"
         for pt in self.driver.points_by_class.get(scan_class, ()):
             await self.tags.set_status(self.tag_of[pt.key], status)
+        await self._report()
+
+    # -- pushing drivers ----------------------------------------------------------------------
+    async def _listen(self) -> None:
+        """Run the pushing driver; when its link fails (or the driver fails), mark its values Bad and run it
+        again after a backoff."""
+        while True:
+            try:
+                await self.driver.run(self)
+                raise DriverError("the link closed")
+            except (DriverError, OSError) as exc:
+                status = exc.status if isinstance(exc, DriverError) else ua.StatusCodes.BadCommunicationError
+                message = str(exc) if isinstance(exc, DriverError) else os_error_text(exc)
+                counted = isinstance(exc, DriverError)
+            except Exception as exc:  # a driver bug must not end the device's updates
+                log.exception("driver %s failed", self.cfg.name)
+                status, message, counted = ua.StatusCodes.BadInternalError, f"driver error: {exc!r}", False
+            self._push_failures += 1
+            if not counted:
+                self._own_errors += 1
+            await self.lost(message)
+            for tag in self.tag_of.values():
+                await self.tags.set_status(tag, status)
+            await self._report()
+            await self.clock.sleep(min(MAX_BACKOFF_S, self._push_period * 2 ** min(self._push_failures - 1, 16)))
+
+    async def deliver(self, readings: Mapping[int, Reading]) -> None:
+        """Readings a pushing driver received (PushSink): into the tag table as a scan's readings go."""
+        good = any(ua.StatusCode(r.status).is_good() for r in readings.values())
+        changed = False
+        if good:
+            self._push_failures = 0
+            self.health.last_success = self.clock.now()
+            if self.health.state != "Connected":
+                if self.health.state == "Disconnected":
+                    log.info("device %s answers again", self.cfg.name)
+                self.health.state, self.health.last_error, changed = "Connected", "", True
+        for key, reading in readings.items():
+            await self.tags.publish_raw(self.tag_of[key], reading.value, reading.status, reading.source_time)
+        now = self.clock.monotonic()
+        if changed or now - self._push_reported >= PUSH_REPORT_S:
+            self._push_reported = now
+            await self._report()
+
+    async def lost(self, message: str) -> None:
+        """A pushing driver's device went silent or its link failed (PushSink): Disconnected, logged once."""
+        if self.health.last_error != message or self.health.state != "Disconnected":
+            log.warning("device %s: %s", self.cfg.name, message)
+        self.health.state, self.health.last_error = "Disconnected", message
         await self._report()
 
     async def _report(self) -> None:

@@ -21,7 +21,7 @@ S = ua.StatusCodes
 
 def point(key: int, address: str, field_type: str, *, writable: bool = False, scan: str = "MediumSpeed",
           **binding: object) -> Point:
-    return Point(key, f"P{key}", Binding(address=address, scan_class=scan, **binding), field_type, writable)  # type: ignore[arg-type]
+    return Point(key, f"P{key}", Binding(address=address, scan_class=scan, options=binding), field_type, writable)  # type: ignore[arg-type]
 
 
 def driver(url: str, *points: Point) -> ModbusDriver:
