@@ -1,0 +1,1 @@
+"""Simulated CAN devices for `gateway --simulate`."""
