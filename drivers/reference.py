@@ -47,8 +47,10 @@ def anchor(driver: type[Driver]) -> str:
 
 
 def _default(o: Option) -> str:
+    if o.default_text:
+        return o.default_text
     text = o.describe_default()
-    return text if text.startswith(("the ", "none")) else f"`{text}`"
+    return text if text == "none" else f"`{text}`"
 
 
 def options_block(driver: type[Driver]) -> str:

@@ -43,7 +43,9 @@ def load(path: Path) -> Database:
         db = _cache.get(key)
         if db is None:
             try:
-                loaded = cantools.database.load_file(str(path), database_format="dbc", strict=True)
+                # Not strict: DBC files from the field carry value tables of signals that no longer exist
+                # (opendbc's tesla_can.dbc), which strict loading refuses outright; syntax errors still fail.
+                loaded = cantools.database.load_file(str(path), database_format="dbc", strict=False)
             except (OSError, UnicodeDecodeError) as exc:
                 raise ValueError(f"DBC file {path}: cannot read it: {exc}") from None
             except Exception as exc:  # cantools raises its own ParseError and plain errors for bad files

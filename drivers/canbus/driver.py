@@ -14,6 +14,7 @@ periodically (`Send` periodic: python-can's periodic task, its data changed in p
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 _S = ua.StatusCodes
 
 CONNECTION_OPTIONS = (
-    Option("dbc", "text", "the DBC file: a path, or the name of one the driver ships (`bms_rack.dbc`)"),
+    Option("dbc", "text", "the DBC file: a path, or the name of one the driver ships (`bms_rack.dbc`)",
+           default_text="(required)"),
     Option("bitrate", "int", "bus bit rate in bit/s, for interfaces that set it (not socketcan: `ip link`)", low=1,
            high=10_000_000),
     Option("fd", "bool", "CAN FD: the bus carries FD frames (a DBC message with VFrameFormat *_FD is sent as one)",
@@ -58,8 +60,7 @@ POINT_OPTIONS = (
     Option("dbc_scaling", "bool", "false: the raw signal integer, for the site's own `Scale` and `Offset` (no value "
            "table either)", default=True, datatype="Boolean"),
     Option("send", "choice", "how a write goes out: its message `once`, or `periodic` at `PeriodMs` until the "
-           "gateway stops (then the device's own timeout applies)", default="once", choices=("once", "periodic"),
-           default_text="`once`"),
+           "gateway stops (then the device's own timeout applies)", default="once", choices=("once", "periodic")),
     Option("period_ms", "int", "period of a periodic send", default_text="the message's DBC cycle time", low=1,
            high=3_600_000, datatype="UInt32"),
 )
@@ -70,8 +71,10 @@ def parse_connection(url: SplitResult) -> tuple[BusSettings, dict[str, Any]]:
     """Bus settings and options of a `can://` connection; ValueError names the bad part."""
     interface = url.netloc
     if interface not in can.interfaces.VALID_INTERFACES:
+        close = difflib.get_close_matches(interface, can.interfaces.VALID_INTERFACES, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
         raise ValueError(f"'{interface}' is not a python-can interface "
-                         f"(known: {', '.join(sorted(can.interfaces.VALID_INTERFACES))})")
+                         f"({hint}known: {', '.join(sorted(can.interfaces.VALID_INTERFACES))})")
     channel = url.path[1:] if url.path.startswith("/") else url.path
     if not channel:
         raise ValueError(f"no channel: can://{interface}/CHANNEL (can0, a virtual bus name, a multicast group)")
