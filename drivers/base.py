@@ -15,7 +15,6 @@ declares its own connection options and binding properties (`connection_options`
 
 from __future__ import annotations
 
-import abc
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -116,7 +115,7 @@ class PushSink(Protocol):
         """The device fell silent although the link is up (every message stale): Disconnected, with why."""
 
 
-class Driver(abc.ABC):
+class Driver:
     """Base class of all drivers; subclasses register with `@register("scheme", ...)`."""
 
     schemes: ClassVar[tuple[str, ...]] = ()
@@ -196,6 +195,8 @@ class Driver(abc.ABC):
         whose data went stale (a message not seen in time) by delivering a Bad Reading with no value."""
         raise NotImplementedError(f"the {', '.join(self.schemes)} driver does not push")
 
-    @abc.abstractmethod
     async def write(self, point: Point, value: Any) -> Any:
-        """Write a raw value; return the value read back, or None. Raise DriverError on failure."""
+        """Write a raw value; return the value read back, or None. Raise DriverError on failure. A read-only
+        driver (ping) leaves it: its validate_point refuses writable variables, so this is never reached."""
+        raise DriverError(f"{point.name}: the {', '.join(self.schemes)} driver takes no writes",
+                          ua.StatusCodes.BadNotWritable)

@@ -99,7 +99,13 @@ def _encode(message: Message, values: dict[str, Any]) -> bytes:
 class BmsSimulation:
     """The racks of one site, each on a virtual bus named after its configured interface and channel."""
 
+    #: Every message at this period (ms) instead of its DBC cycle time, for all simulations made after it is set
+    #: (tests/benchmarks/bench_can.py sends at 10 ms).
+    default_cycle_ms: float | None = None
+
     def __init__(self, devices: Sequence[DeviceConfig], cycle_ms: float | None = None) -> None:
+        cycle_ms = cycle_ms or self.default_cycle_ms
+        self.sent = 0  # frames sent, all racks
         self.urls: dict[ua.NodeId, SplitResult] = {}
         self.racks: dict[str, Rack] = {}
         self.channels: dict[str, list[tuple[Rack, int]]] = {}  # virtual channel -> racks, fd
@@ -196,6 +202,7 @@ class BmsSimulation:
             rack.module_index = (rack.module_index + 1) % MODULES
             values["ModuleIndex"] = rack.module_index
         data = b"\xff" if rack.garbage else _encode(message, values)
+        self.sent += 1
         try:
             bus.send(can.Message(arbitration_id=fid, data=data, is_extended_id=message.is_extended_frame,
                                  is_fd=message.is_fd and bool(fd)))
