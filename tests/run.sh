@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real parts the tests talk to: node-opcua (interop), socat (a serial line as a pty pair for Modbus RTU),
-# mbpoll (an independent Modbus master reading the simulators); python3-venv for the virtualenv;
-# the time-series servers below for the series writer.
+# mbpoll (an independent Modbus master reading the simulators), Mosquitto and its clients (the MQTT driver's
+# broker and an independent publisher); python3-venv for the virtualenv; the time-series servers below
+# for the series writer.
 missing=()
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
@@ -17,6 +18,8 @@ command -v mbpoll >/dev/null || missing+=(mbpoll)
 # Time-series servers the series writer is tested against: VictoriaMetrics (v2 writes) and InfluxDB 1.x.
 command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
 command -v influxd >/dev/null || missing+=(influxdb)
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 [ -x .venv/bin/python ] || python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   install="apt-get update && apt-get install -y ${missing[*]}"
