@@ -18,7 +18,7 @@ import os
 import ssl
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult
 
 import aiomqtt
@@ -26,10 +26,13 @@ import yaml
 from asyncua import ua
 
 from gateway.clock import SYSTEM_CLOCK, Clock
-from gateway.drivers.base import Driver, DriverError, Point, PushSink, Reading
+from gateway.drivers.base import Driver, DriverError, Point, PushSink, Reading, Simulation
 from gateway.drivers.mqtt import payload
 from gateway.drivers.options import Option, parse_query
 from gateway.drivers.registry import register
+
+if TYPE_CHECKING:
+    from gateway.bindings import DeviceConfig
 
 log = logging.getLogger(__name__)
 _S = ua.StatusCodes
@@ -127,6 +130,14 @@ class MqttDriver(Driver):
         options = parse_connection(url)
         if options["credentials"]:
             read_credentials(options["credentials"])
+
+    @classmethod
+    async def simulate(cls, devices: Sequence[DeviceConfig], clock: Clock) -> Simulation:
+        from gateway.drivers.mqtt.simulator import MqttSimulation  # a broker starts only when simulating
+
+        sim = MqttSimulation(devices)
+        await sim.start()
+        return sim
 
     @classmethod
     def validate_point(cls, url: SplitResult, point: Point) -> None:
