@@ -153,6 +153,14 @@ class Driver:
         """
 
     @classmethod
+    def point_defaults(cls, url: SplitResult, address: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        """What the device's own description says of a point, as YAML site keys (`unit`, `range`,
+        `description`): the YAML compiler uses them where the site states nothing. `options` are the
+        variable's driver options as written. A CAN driver reads them from the DBC. Raise ValueError for
+        an address it cannot resolve."""
+        return {}
+
+    @classmethod
     def validate_devices(cls, urls: Sequence[SplitResult]) -> list[tuple[int, str]]:
         """Problems between devices of this driver (each URL already accepted by validate_connection):
         (index into `urls` of the device at fault, message). Two devices on one serial port that

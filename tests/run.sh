@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 # mbpoll (an independent Modbus master reading the simulators), Mosquitto and its clients (the MQTT driver's
 # broker and an independent publisher); python3-venv for the virtualenv; the time-series servers below
 # for the series writer.
+# Debian puts the broker in /usr/sbin, which a developer's PATH may lack (the MQTT tests look there too).
+PATH="$PATH:/usr/sbin"
 missing=()
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
@@ -18,7 +20,7 @@ command -v mbpoll >/dev/null || missing+=(mbpoll)
 # Time-series servers the series writer is tested against: VictoriaMetrics (v2 writes) and InfluxDB 1.x.
 command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
 command -v influxd >/dev/null || missing+=(influxdb)
-command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v mosquitto >/dev/null || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 [ -x .venv/bin/python ] || python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -167,6 +167,25 @@ class CanDriver(Driver):
             raise ValueError(f"message {ref.message.name} is a CAN FD frame: writing it needs fd=true")
 
     @classmethod
+    def point_defaults(cls, url: SplitResult, address: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The DBC's unit (when the gateway knows it), range (when it has one) and comment of the signal; no
+        unit or range for a raw signal (`dbc_scaling: false`), whose counts the site scales itself."""
+        from gateway.nodeset.units import UNITS
+
+        _, connection = parse_connection(url)
+        db, name = _database(connection)
+        signal = dbc.find_signal(db, address, connection["id_offset"], name).signal
+        out: dict[str, Any] = {"description": signal.comment} if signal.comment else {}
+        if options.get("dbc_scaling") is False:
+            return out
+        if signal.unit and signal.unit in UNITS:
+            out["unit"] = signal.unit
+        low, high = signal.minimum, signal.maximum
+        if low is not None and high is not None and low < high and not signal.choices:
+            out["range"] = [low, high]
+        return out
+
+    @classmethod
     def validate_devices(cls, urls: Sequence[SplitResult]) -> list[tuple[int, str]]:
         """Devices on one bus must open it alike, and must not claim the same frame ids (a rack's id_offset
         that makes its frames another rack's)."""

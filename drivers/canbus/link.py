@@ -9,11 +9,12 @@ every device on it, and the next device that runs opens it again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import can
 from asyncua import ua
@@ -57,7 +58,7 @@ class BusSettings:
         return f"{self.interface} channel {self.channel}"
 
 
-class Subscriber:
+class Subscriber(Protocol):
     """What a device gives the link: its frame ids, a decoder run in the receive thread, and where the results
     go (`post`, thread-safe); `failed` is told when the link fails."""
 
@@ -82,7 +83,7 @@ class CanLink:
         self._receiver: threading.Thread | None = None
         self._stop = threading.Event()
         self._sub_lock = threading.Lock()
-        self._open_lock: Any = None  # an asyncio.Lock, made in the loop that first opens the link
+        self._open_lock: asyncio.Lock | None = None  # made in the loop that first opens the link
 
     @classmethod
     def acquire(cls, settings: BusSettings) -> CanLink:
@@ -101,8 +102,6 @@ class CanLink:
 
     # -- open and close --------------------------------------------------------------------
     async def ensure_open(self) -> None:
-        import asyncio
-
         if self._open_lock is None:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
@@ -176,10 +175,15 @@ class CanLink:
                 continue
             out: dict[Subscriber, list[Any]] = {}
             with self._sub_lock:
-                routes = [(m, self._subscribers.get(m.arbitration_id, ())) for m in frames if not m.is_error_frame]
-                for msg, subs in routes:
-                    for sub in subs:
+                routes = [(m, list(self._subscribers.get(m.arbitration_id, ()))) for m in frames
+                          if not m.is_error_frame]
+            for msg, subs in routes:
+                for sub in subs:
+                    try:
                         out.setdefault(sub, []).append(sub.decode(msg))
+                    except Exception:  # a decoder bug must not end the link for every device on it
+                        log.exception("CAN %s: decoding frame %#x failed", self.settings.describe(),
+                                      msg.arbitration_id)
             for sub, items in out.items():
                 sub.post(items)
 
@@ -222,10 +226,6 @@ class CanLink:
         if bus is None or worker is None:
             raise DriverError(f"{self.settings.describe()} is not open", ua.StatusCodes.BadCommunicationError)
         return bus, worker
-
-    @classmethod
-    def open_links(cls) -> Iterable[CanLink]:
-        return list(cls._links.values())
 
 
 def _shutdown_quietly(bus: can.BusABC) -> None:

@@ -548,6 +548,8 @@ def b_vars(b: _Builder, specs: list[Any], device: str | None, scan_classes: set[
             b.problem(v, path, f"variable '{name}' is defined twice", "name")
             continue
         seen.add(name)
+        if bound and driver is not None:
+            v = _with_device_defaults(v, driver)
         datatype = b.check_variable(v, path, scan_classes, bound, driver)
         out.append(_Var(name, path, v, datatype or "Double", point_options_of(driver) if bound else ()))
     return out
@@ -604,6 +606,29 @@ def _emit_control(w: _Writer, site_name: str, site_id: str, control: dict) -> No
                 spec["unit"] = p.unit
             _variable(w, _Var(p.name, f"{site_name}.Control.Modes.{mode_name}.{p.name}", spec, "Double"), mid,
                       bound=False)
+
+
+def _with_device_defaults(v: _Map, driver: Any) -> _Map:
+    """The variable with what its device says of the point (a DBC's unit, range, comment) where the site
+    says nothing; a copy, as a profile's variable serves devices that may say different things."""
+    cls, url = driver
+    address = v.get("address")
+    if not isinstance(address, str):
+        return v
+    options = {o.key: v[o.key] for o in cls.point_options if o.key in v}
+    try:
+        defaults = cls.point_defaults(url, address, options)
+    except ValueError:  # a bad address is reported by the driver's own check
+        return v
+    if v.get("datatype") in ("Boolean", "String"):  # a flag or a state name has no unit or range
+        defaults = {k: d for k, d in defaults.items() if k not in ("unit", "range")}
+    if not defaults or all(k in v for k in defaults):
+        return v
+    copy = _Map({**{k: d for k, d in defaults.items() if k not in v}, **v})
+    copy.line, copy.key_lines, copy.raw = v.line, dict(v.key_lines), dict(v.raw)
+    for key in defaults:
+        copy.key_lines.setdefault(key, v.key_lines.get("address", v.line))
+    return copy
 
 
 def _emit(uri: str, site_name: str, version: str, description: str | None, scan_specs: dict,

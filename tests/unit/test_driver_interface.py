@@ -267,3 +267,35 @@ def test_every_driver_with_a_connection_form_is_in_the_scheme_table() -> None:
     for driver in reference.drivers():
         assert driver.connection_form, f"{driver.__name__} declares no connection_form"
         assert f"driver-options {driver.schemes[0]}" in text
+
+
+def test_yaml_takes_unit_range_and_description_from_the_dbc_unless_the_site_states_them() -> None:
+    site = """site: {namespace: "urn:test:dbc", name: Site}
+devices:
+  - name: Rack
+    connection: "can://virtual/bms?dbc=bms_rack.dbc"
+    variables:
+      - {name: Current, address: RackStatus/Current}
+      - {name: Voltage, unit: kV, range: [0, 2], description: mine, address: RackStatus/Voltage}
+      - {name: SocRaw, datatype: UInt16, address: RackStatus/StateOfCharge, dbc_scaling: false}
+      - {name: Hot, datatype: Boolean, address: RackAlarms/OverTemperature}
+"""
+    from lxml import etree
+
+    root = etree.fromstring(compile_text(site, "site.yaml"))
+    ns = {"u": "http://opcfoundation.org/UA/2011/03/UANodeSet.xsd"}
+
+    def node(nodeid: str) -> Any:
+        found = root.find(f"u:UAVariable[@NodeId='{nodeid}']", ns)
+        return found
+
+    def text(nodeid: str) -> str:
+        found = node(nodeid)
+        return "" if found is None else etree.tostring(found, encoding="unicode")
+
+    assert "<Text>A</Text>" in text("ns=1;s=Rack.Current.EngineeringUnits")  # the DBC's unit
+    assert "-3276.8" in text("ns=1;s=Rack.Current.EURange") and "3276.7" in text("ns=1;s=Rack.Current.EURange")
+    assert "Rack current, &gt; 0 discharging." in text("ns=1;s=Rack.Current")  # the signal's comment
+    assert "<Text>kV</Text>" in text("ns=1;s=Rack.Voltage.EngineeringUnits") and ">mine<" in text("ns=1;s=Rack.Voltage")
+    assert node("ns=1;s=Rack.SocRaw.EngineeringUnits") is None and node("ns=1;s=Rack.SocRaw.EURange") is None
+    assert node("ns=1;s=Rack.Hot.EURange") is None

@@ -50,11 +50,13 @@ def _run(tmp_path: Path, *, present: set[str], sudo: bool) -> tuple[int, str, li
 
 
 SERVERS = {"victoria-metrics", "influxd"}
-ALL = {"node", "npm", "socat", "mbpoll", *SERVERS}
+# Mosquitto is stubbed in every run: the script also looks in /usr/sbin, where this machine may have it.
+MQTT = {"mosquitto", "mosquitto_pub"}
+ALL = {"node", "npm", "socat", "mbpoll", *SERVERS, *MQTT}
 
 
 def test_non_root_installs_what_is_missing_with_sudo(tmp_path: Path) -> None:
-    code, err, calls = _run(tmp_path, present={"npm", "mbpoll", "influxd"}, sudo=True)
+    code, err, calls = _run(tmp_path, present={"npm", "mbpoll", "influxd", *MQTT}, sudo=True)
     assert code == 0, err
     assert "sudo apt-get update -qq" in calls
     assert "sudo apt-get install -y -qq nodejs socat victoria-metrics" in calls
@@ -62,10 +64,16 @@ def test_non_root_installs_what_is_missing_with_sudo(tmp_path: Path) -> None:
 
 
 def test_non_root_without_sudo_is_told_what_to_install(tmp_path: Path) -> None:
-    code, err, calls = _run(tmp_path, present={"node", "npm", *SERVERS}, sudo=False)
+    code, err, calls = _run(tmp_path, present={"node", "npm", *SERVERS, *MQTT}, sudo=False)
     assert code == 1
     assert "socat mbpoll" in err and "apt-get install -y socat mbpoll" in err
     assert not [c for c in calls if c.startswith(("apt-get", "pytest"))], calls
+
+
+def test_the_mqtt_clients_are_installed_when_missing(tmp_path: Path) -> None:
+    code, err, calls = _run(tmp_path, present=ALL - {"mosquitto_pub"}, sudo=True)
+    assert code == 0, err
+    assert "sudo apt-get install -y -qq mosquitto-clients" in calls
 
 
 @pytest.mark.parametrize("sudo", [True, False])

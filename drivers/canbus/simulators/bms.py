@@ -150,6 +150,8 @@ class BmsSimulation:
         def run() -> None:
             try:
                 self._run()
+            except Exception:
+                log.exception("the CAN BMS simulation failed; its racks fall silent")
             finally:
                 loop.call_soon_threadsafe(lambda: self._ended.done() or self._ended.set_result(None))
 
