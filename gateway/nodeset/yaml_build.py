@@ -608,7 +608,7 @@ def _emit_control(w: _Writer, site_name: str, site_id: str, control: dict) -> No
                       bound=False)
 
 
-def _with_device_defaults(v: _Map, driver: Any) -> _Map:
+def _with_device_defaults(v: dict[str, Any], driver: Any) -> dict[str, Any]:
     """The variable with what its device says of the point (a DBC's unit, range, comment) where the site
     says nothing; a copy, as a profile's variable serves devices that may say different things."""
     cls, url = driver
@@ -625,9 +625,11 @@ def _with_device_defaults(v: _Map, driver: Any) -> _Map:
     if not defaults or all(k in v for k in defaults):
         return v
     copy = _Map({**{k: d for k, d in defaults.items() if k not in v}, **v})
-    copy.line, copy.key_lines, copy.raw = v.line, dict(v.key_lines), dict(v.raw)
+    # A site given as plain dicts (build() from Python, not from YAML text) has no line numbers.
+    copy.line = getattr(v, "line", 0)
+    copy.key_lines, copy.raw = dict(getattr(v, "key_lines", {})), dict(getattr(v, "raw", {}))
     for key in defaults:
-        copy.key_lines.setdefault(key, v.key_lines.get("address", v.line))
+        copy.key_lines.setdefault(key, copy.key_lines.get("address", copy.line))
     return copy
 
 

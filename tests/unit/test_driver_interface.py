@@ -299,3 +299,15 @@ devices:
     assert "<Text>kV</Text>" in text("ns=1;s=Rack.Voltage.EngineeringUnits") and ">mine<" in text("ns=1;s=Rack.Voltage")
     assert node("ns=1;s=Rack.SocRaw.EngineeringUnits") is None and node("ns=1;s=Rack.SocRaw.EURange") is None
     assert node("ns=1;s=Rack.Hot.EURange") is None
+
+
+def test_a_site_given_as_plain_dicts_takes_the_dbc_defaults_too() -> None:
+    import yaml
+
+    from gateway.nodeset.yaml_build import build
+
+    doc = yaml.safe_load("""site: {namespace: "urn:test:dbc", name: Site}
+devices:
+  - {name: Rack, connection: "can://virtual/bms?dbc=bms_rack.dbc", variables: [{name: Soc, address: RackStatus/StateOfCharge}]}
+""")
+    assert b"ns=1;s=Rack.Soc.EngineeringUnits" in build(doc, "site.yaml")
