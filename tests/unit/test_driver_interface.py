@@ -308,6 +308,8 @@ def test_a_site_given_as_plain_dicts_takes_the_dbc_defaults_too() -> None:
 
     doc = yaml.safe_load("""site: {namespace: "urn:test:dbc", name: Site}
 devices:
-  - {name: Rack, connection: "can://virtual/bms?dbc=bms_rack.dbc", variables: [{name: Soc, address: RackStatus/StateOfCharge}]}
+  - name: Rack
+    connection: "can://virtual/bms?dbc=bms_rack.dbc"
+    variables: [{name: Soc, address: RackStatus/StateOfCharge}]
 """)
     assert b"ns=1;s=Rack.Soc.EngineeringUnits" in build(doc, "site.yaml")
