@@ -214,3 +214,22 @@ async def test_udp_multicast_frames_are_decoded_and_writes_go_out_once(udp_gatew
             assert err.value.code == ua.StatusCodes.BadOutOfRange
     finally:
         bus.shutdown()
+
+
+async def test_a_bus_that_fails_turns_every_rack_bad_and_is_opened_again(racks: Gateway) -> None:
+    from gateway.drivers.canbus.link import CanLink
+
+    async with Client(racks.config.endpoint) as client:
+        ns = await client.get_namespace_index(NS)
+        soc = lambda: _dv(client, ns, "Rack4.StateOfCharge")  # noqa: E731
+        await _wait_for(soc, lambda dv: dv.StatusCode.is_good())
+        (link,) = CanLink._links.values()
+        bus = link.bus
+        assert bus is not None
+        bus.shutdown()  # the interface goes away under the receive thread (an unplugged adapter)
+        await _wait_for(soc, lambda dv: dv.StatusCode.value == ua.StatusCodes.BadCommunicationError,
+                        what="bus gone")
+        error = await client.get_node(ua.NodeId("Rack4.Diagnostics.LastError", ns)).read_value()
+        assert "receiving failed" in error
+        await _wait_for(soc, lambda dv: dv.StatusCode.is_good(), within=10, what="bus opened again")
+        assert link.bus is not None and link.bus is not bus
