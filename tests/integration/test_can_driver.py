@@ -104,7 +104,8 @@ async def test_a_setpoint_is_sent_periodically_and_drives_the_rack(racks: Gatewa
                                   lambda dv: dv.StatusCode.is_good() and dv.Value.Value > 40.0, what="rack current")
         assert current.Value.Value == pytest.approx(rack.battery.power * 1000 / (720 + rack.battery.soc
                                                                                 - 0.3 * rack.battery.power), rel=0.1)
-        assert (await _dv(client, ns, "Rack3.State")).Value.Value == "Discharging"
+        await _wait_for(lambda: _dv(client, ns, "Rack3.State"), lambda dv: dv.Value.Value == "Discharging",
+                        what="state (RackAlarms, a 500 ms cycle)")
         assert (await _dv(client, ns, "Rack1.Current")).Value.Value == pytest.approx(0.0, abs=0.1)
         with pytest.raises(ua.UaStatusCodeError) as err:  # outside the EURange
             await setpoint.write_value(ua.DataValue(ua.Variant(500.0, ua.VariantType.Double)))
