@@ -7,9 +7,11 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import stat, statetimeline, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
 from gateway.influx.dashboards.queries import DATASOURCE, InfluxQueryBuilder, series_query
@@ -28,6 +30,11 @@ _LIMIT_COLOURS = {"LowLowLimit": "red", "LowLimit": "orange", "HighLimit": "oran
 _ROLE_TITLES = {"meter": "Grid", "pv": "PV", "battery": "Battery", "load": "Load"}
 _FLOW_NOTE = "Signs as each device reports them (see the variables' descriptions in the site)."
 _BY_VARIABLE = "${__field.labels.variable}"
+
+
+def _legend() -> cb.VizLegendOptions:
+    return (cb.VizLegendOptions().show_legend(True).display_mode(common.LegendDisplayMode.LIST)
+            .placement(common.LegendPlacement.BOTTOM))
 
 
 def grafana_unit(unit: str) -> str:
@@ -81,7 +88,8 @@ def _number_panel(version: int, unit: str, variables: list[Variable], device: st
     refs = _RefIds()
     title = ", ".join(v.series.variable for v in variables)
     panel = (timeseries.Panel().title(f"{title} ({unit})" if unit else title).datasource(DATASOURCE)
-             .unit(grafana_unit(unit)).display_name(_BY_VARIABLE).span(12).height(8)
+             .unit(grafana_unit(unit)).display_name(_BY_VARIABLE).span(12).height(8).legend(_legend())
+             .fill_opacity(10)
              .description("\n".join(f"{v.series.variable}: {v.description}" for v in variables if v.description)))
     ranges = [v.eurange for v in variables]
     if ranges and all(r is not None for r in ranges):
@@ -95,6 +103,7 @@ def _number_panel(version: int, unit: str, variables: list[Variable], device: st
 def _state_panel(version: int, variables: list[Variable], device: str | None) -> statetimeline.Panel:
     refs = _RefIds()
     panel = (statetimeline.Panel().title("States").datasource(DATASOURCE).display_name(_BY_VARIABLE).span(24)
+             .show_value(common.VisibilityMode.AUTO).legend(_legend()).line_width(0).fill_opacity(70)
              .height(max(4, 2 + 2 * len(variables)))
              .mappings([model.ValueMap(options={
                  "0": model.ValueMappingResult(text="false", color="text"),
@@ -106,7 +115,7 @@ def _state_panel(version: int, variables: list[Variable], device: str | None) ->
 
 def _text_panel(version: int, variables: list[Variable], device: str | None) -> table.Panel:
     refs = _RefIds()
-    panel = table.Panel().title("Texts (latest)").datasource(DATASOURCE).span(24).height(6)
+    panel = table.Panel().title("Texts (latest)").datasource(DATASOURCE).span(24).height(6).show_header(True)
     for target in _targets(version, variables, "text", refs, device, last=True):
         panel.with_target(target)
     return panel.with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
@@ -114,7 +123,7 @@ def _text_panel(version: int, variables: list[Variable], device: str | None) -> 
 
 def _diagnostics_table(version: int, devices: Sequence[Device], device: str | None = None) -> table.Panel:
     refs = _RefIds()
-    panel = (table.Panel().title("Device diagnostics").datasource(DATASOURCE).span(24).height(8)
+    panel = (table.Panel().title("Device diagnostics").datasource(DATASOURCE).span(24).height(8).show_header(True)
              .description("The latest of each device's Diagnostics: ConnectionState, LastError, RequestCount, "
                           "ErrorCount, ResponseTime (ms), LastSuccess."))
     for dev in devices:
@@ -137,7 +146,7 @@ def _communication_annotations(version: int, devices: Sequence[Device], device: 
         if version == 2:
             query.query += '\n  |> filter(fn: (r) => r._value == "Disconnected")'
         else:
-            query.query = query.query.replace(" AND $timeFilter", " AND \"text\" = 'Disconnected' AND $timeFilter")
+            query.query = query.query.replace(" AND $timeFilter", " AND $timeFilter AND \"text\" = 'Disconnected'")
         name = f"{device or dev.name} disconnected"
         annotations.append(db.AnnotationQuery().name(name).datasource(DATASOURCE).enable(True).icon_color("red")
                            .target(_AnnotationTargetBuilder(InfluxAnnotationTarget(query.query,
@@ -211,8 +220,10 @@ def site_dashboard(site: SiteModel) -> db.Dashboard:
     if flow:
         refs = _RefIds()
         panel = (timeseries.Panel().title("Power flow").datasource(DATASOURCE).unit("kwatt").span(18).height(9)
-                 .description(_FLOW_NOTE))
+                 .legend(_legend()).fill_opacity(10).description(_FLOW_NOTE))
         now = (stat.Panel().title("Power now").datasource(DATASOURCE).unit("kwatt").span(6).height(9)
+               .graph_mode(common.BigValueGraphMode.NONE)
+               .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
                .description(_FLOW_NOTE))
         for role in ("meter", "pv", "battery", "load"):
             for dev, power in flow.get(role, []):

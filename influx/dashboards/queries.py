@@ -5,12 +5,11 @@ extension point (to_json/from_json) and is registered for the `influxdb` datasou
 builds and parses InfluxDB targets like its own. Each query selects one measurement, one device and a
 list of variables of one target (bucket or retention policy), always in the form
 `r.variable == "A" or r.variable == "B"` (Flux) / `"variable" = 'A' OR "variable" = 'B'` (InfluxQL),
-which `series_of` reads back to check that a dashboard only asks for series the writer produces.
+which the tests read back to check that a dashboard only asks for series the writer produces.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -120,23 +119,3 @@ def series_query(version: int, variables: Sequence[Variable], field: str, ref_id
     return InfluxQueryBuilder(InfluxQuery(query, ref_id, raw_query=True, result_format="time_series",
                                           datasource=DATASOURCE))
 
-
-_FLUX = re.compile(r'from\(bucket: "(?P<target>[^"]*)"\).*?r\._measurement == "(?P<measurement>[^"]*)" and '
-                   r'r\.device == "(?P<device>[^"]*)" and r\._field == "(?P<field>[^"]*)"\)\n'
-                   r"  \|> filter\(fn: \(r\) => (?P<variables>[^\n]*)\)", re.S)
-_IQL = re.compile(r'FROM "(?P<target>[^"]*)"\."(?P<measurement>[^"]*)" WHERE "device" = \'(?P<device>[^\']*)\' '
-                  r"AND \((?P<variables>.*?)\) AND \$timeFilter")
-_IQL_FIELD = re.compile(r'SELECT \w+\("(?P<field>\w+)"\)')
-
-
-def series_of(query: str) -> list[tuple[str, str, str, str, str]]:
-    """(target, measurement, device, variable, field) of every series a generated query reads."""
-    m = _FLUX.search(query)
-    if m:
-        variables = re.findall(r'r\.variable == "([^"]*)"', m["variables"])
-        return [(m["target"], m["measurement"], m["device"], v, m["field"]) for v in variables]
-    m, f = _IQL.search(query), _IQL_FIELD.search(query)
-    if m and f:
-        variables = re.findall(r'"variable" = \'([^\']*)\'', m["variables"])
-        return [(m["target"], m["measurement"], m["device"], v, f["field"]) for v in variables]
-    raise ValueError(f"not a query of the writer's series: {query!r}")
