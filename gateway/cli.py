@@ -1,4 +1,4 @@
-"""`gateway` command line: run a site, or one of the `nodeset`, `users` and `pki` commands.
+"""`gateway` command line: run a site, or one of the `nodeset`, `users`, `pki`, `facade` and `dashboards` commands.
 
 Each command group lives in its own module and registers its sub-parser here through
 `add_parser(subparsers)`; the handler it sets as `func` returns the process exit code.
@@ -15,6 +15,7 @@ from gateway import product
 from gateway.datadir import DEFAULT_DATA_DIR
 from gateway.datadir import HELP as DATA_DIR_HELP
 from gateway.facade import cli as facade_cli
+from gateway.influx.dashboards import cli as dashboards_cli
 from gateway.nodeset import commands as nodeset_commands
 from gateway.security import pki_cli, users_cli
 
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     users_cli.add_parser(sub)
     pki_cli.add_parser(sub)
     facade_cli.add_parser(sub)
+    dashboards_cli.add_parser(sub)
     return parser
 
 

@@ -89,8 +89,11 @@ def parse_size(text: object) -> int:
     return int(float(m.group(1)) * _SIZE_BYTES[(m.group(2) or "b").lower()])
 
 
-def load_config(path: Path, environ: dict[str, str] | None = None) -> InfluxConfig:
-    """Read and check the file; raise InfluxConfigError listing every problem."""
+def load_config(path: Path, environ: dict[str, str] | None = None, read_secrets: bool = True) -> InfluxConfig:
+    """Read and check the file; raise InfluxConfigError listing every problem.
+
+    `read_secrets=False` leaves the token/password empty and unread (for `gateway dashboards`, which
+    only names where Grafana finds them, on a machine that may not hold them)."""
     env = os.environ if environ is None else environ
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -98,11 +101,11 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> InfluxConf
         raise InfluxConfigError(path, [f"cannot read: {exc.strerror or exc}"]) from exc
     except yaml.YAMLError as exc:
         raise InfluxConfigError(path, [f"not valid YAML: {exc}"]) from exc
-    return config_from_dict(raw, path, env, base=path.parent)
+    return config_from_dict(raw, path, env, base=path.parent, read_secrets=read_secrets)
 
 
 def config_from_dict(raw: Any, path: Path | str, env: dict[str, str] | os._Environ[str],
-                     base: Path = Path()) -> InfluxConfig:
+                     base: Path = Path(), read_secrets: bool = True) -> InfluxConfig:
     problems: list[str] = []
     if not isinstance(raw, dict):
         raise InfluxConfigError(path, ["the file must be a mapping (server:, targets:, ...)"])
@@ -126,6 +129,8 @@ def config_from_dict(raw: Any, path: Path | str, env: dict[str, str] | os._Envir
         if name in section:
             problems.append(f"{where}{name}: secrets are not written into the configuration; give {file_key} "
                             f"(a file only the gateway reads) or {env_key} (an environment variable)")
+        if not read_secrets:
+            return ""
         if file_key in section:
             p = Path(str(section[file_key]))
             p = p if p.is_absolute() else base / p
