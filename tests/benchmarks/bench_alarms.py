@@ -326,6 +326,11 @@ class EventCounter:
         self.expect: dict[str, Any] | None = None
         self.done = asyncio.Event()
         self.refresh: dict[str, Any] | None = None
+        self.status_changes: list[str] = []
+
+    def status_change_notification(self, status: Any) -> None:
+        self.status_changes.append(str(status))
+        print(f"  subscription status change: {status}", flush=True)
 
     def event_notification(self, ev: Any) -> None:
         t = time.time()
@@ -411,7 +416,7 @@ async def load_scenario(n: int, seconds: float, work: Path, alarms: bool) -> dic
     gw, url, hello = await start_gateway(site, work, "load" if alarms else "plain")
     try:
         counter = EventCounter()
-        client = Client(url, timeout=60)
+        client = Client(url, timeout=60, watchdog_intervall=30)
         if alarms:
             await client.connect()
             await subscribe(client, counter)
@@ -464,7 +469,7 @@ async def flood_scenario(kind: str, n: int, rounds: int, refreshes: int, work: P
         site = work / "flood.xml"
         flood_site(site, n)
         server, url, hello = await start_gateway(site, work, "flood")
-        ns_uri, user = SITE_NS, (USER, PASSWORD)
+        out["load_and_start_s"], ns_uri, user = hello["setup_s"], SITE_NS, (USER, PASSWORD)
     else:
         assert node_dir is not None
         port = free_port()
@@ -473,10 +478,12 @@ async def flood_scenario(kind: str, n: int, rounds: int, refreshes: int, work: P
                                   str(math.ceil(n / PER_DEVICE)), str(PER_DEVICE), log=work / "reference-server.log",
                                   env={"NODE_OPCUA_DIR": str(node_dir)})
         await server.line(900, match=lambda m: m["line"] == "serving", prefix="")
-        hello, ns_uri, user = {}, REF_NS, None
+        ns_uri, user = REF_NS, None
     out["start_s"] = round(time.perf_counter() - t_start, 1)
     node_client = None
-    client = Client(url, timeout=60)
+    # asyncua's client probes the server every second with a 1 s timeout and drops the connection when a
+    # probe is late; its probe waits behind the 1,000-value Write on the same connection.
+    client = Client(url, timeout=60, watchdog_intervall=30)
     if user:
         client.set_user(user[0])
         client.set_password(user[1])
@@ -580,9 +587,10 @@ async def history_read_events(client: Any, since: datetime, count: int, gw: Proc
     """HistoryReadEvents on the Server object: `count` events in one read, and in pages of 1,000."""
     from asyncua import ua
 
-    async with asyncio.timeout(60):  # every event of the floods committed
-        while (await gw.ask("stats"))["history_queued"]:
-            await asyncio.sleep(0.5)
+    for _ in range(120):  # every event of the floods committed, within a minute
+        if not (await gw.ask("stats"))["history_queued"]:
+            break
+        await asyncio.sleep(0.5)
     flt = alarm_filter()
     flt.WhereClause = ua.ContentFilter()
     end = datetime.now(UTC) + timedelta(seconds=1)
@@ -645,7 +653,7 @@ def summary(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    lines = [f"# Alarm benchmark", "", f"`{res['command']}` on {res['when']} ({res['machine']}).", ""]
+    lines = ["# Alarm benchmark", "", f"`{res['command']}` on {res['when']} ({res['machine']}).", ""]
     load = res.get("load")
     if load:
         a, p = load["alarms"], load.get("plain")
@@ -679,8 +687,8 @@ def markdown(res: dict[str, Any]) -> str:
                   f"{flood['start_s']} s)", "", "| # | goes | Write answered | asyncua client has all | "
                   "node-opcua client has all |", "|---|---|---|---|---|"]
         for i, f in enumerate(flood["floods"], 1):
-            lines.append(f"| {i} | {'active' if f['active'] else 'clear'} | {f['write_s']} s | {f.get('asyncua_all_s')} s"
-                         f" | {f.get('node_opcua_all_s')} s |")
+            goes = "active" if f["active"] else "clear"
+            lines.append(f"| {i} | {goes} | {f['write_s']} s | {f.get('asyncua_all_s')} s | {f.get('node_opcua_all_s')} s |")
         lines += ["", f"## (C) ConditionRefresh, {kind}", "", "| client | call answered | RefreshEnd arrived | "
                   "events between |", "|---|---|---|---|"]
         for r in flood["refreshes"]:
@@ -713,6 +721,8 @@ async def main() -> None:
     ap.add_argument("--no-flood", action="store_true", help="skip (B), (C), (D)")
     ap.add_argument("--no-reference", action="store_true", help="skip node-opcua's server")
     ap.add_argument("--out", type=Path, default=RESULTS / "alarms.json")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep sites, logs and databases here (default: a temp "
+                    "dir, removed)")
     ap.add_argument("--host", nargs=3, metavar=("SITE", "ENDPOINT", "DATA_DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.host:
@@ -723,7 +733,8 @@ async def main() -> None:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs",
     }
-    work = Path(tempfile.mkdtemp(prefix="bench-alarms-"))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-alarms-"))
+    work.mkdir(parents=True, exist_ok=True)
     try:
         if not args.no_flood:
             res["flood"] = []
@@ -749,7 +760,8 @@ async def main() -> None:
                 print(json.dumps(res["load"]["plain"], indent=1), flush=True)
         res["summary"] = summary(res)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1, default=str) + "\n")
     args.out.with_suffix(".md").write_text(markdown(res))
