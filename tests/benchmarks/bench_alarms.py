@@ -688,7 +688,8 @@ def markdown(res: dict[str, Any]) -> str:
                   "node-opcua client has all |", "|---|---|---|---|---|"]
         for i, f in enumerate(flood["floods"], 1):
             goes = "active" if f["active"] else "clear"
-            lines.append(f"| {i} | {goes} | {f['write_s']} s | {f.get('asyncua_all_s')} s | {f.get('node_opcua_all_s')} s |")
+            lines.append(f"| {i} | {goes} | {f['write_s']} s | {f.get('asyncua_all_s')} s | "
+                         f"{f.get('node_opcua_all_s')} s |")
         lines += ["", f"## (C) ConditionRefresh, {kind}", "", "| client | call answered | RefreshEnd arrived | "
                   "events between |", "|---|---|---|---|"]
         for r in flood["refreshes"]:
