@@ -510,6 +510,8 @@ async def flood_scenario(kind: str, n: int, rounds: int, refreshes: int, work: P
             if node_client is not None:
                 await node_client.send({"cmd": "expect", "id": k, "n": n, "active": active, "conditions": conditions})
                 await node_client.line(30, match=lambda m, k=k: m.get("id") == k and m.get("ack", False))
+            if kind == "gateway":
+                await server.ask("reset")
             t0 = time.time()
             await client.write_values(inputs, [value] * n)
             t_write = time.time()
@@ -528,6 +530,10 @@ async def flood_scenario(kind: str, n: int, rounds: int, refreshes: int, work: P
                     row["node_opcua_all_s"] = round(got["tLast"] / 1000 - t0, 3)
                 except TimeoutError:
                     row["node_opcua_all_s"] = None
+            if kind == "gateway":
+                st = await server.ask("stats")
+                row |= {k: st[k] for k in ("loop_lateness_max_ms", "loop_lateness_p99_ms", "listener_us_per_change",
+                                           "delivery_us_per_event", "events_emitted")}
             floods.append(row)
             print(f"  {kind} flood {k + 1}/{len(plan)} ({'active' if active else 'clear'}): {row}", flush=True)
             await asyncio.sleep(1)
@@ -536,6 +542,8 @@ async def flood_scenario(kind: str, n: int, rounds: int, refreshes: int, work: P
         refresh_rows: list[dict[str, Any]] = []
         refresh_method = ua.NodeId(ua.ObjectIds.ConditionType_ConditionRefresh)
         condition_type = client.get_node(ua.ObjectIds.ConditionType)
+        if kind == "gateway":
+            await server.ask("reset")
         for k in range(refreshes):
             counter.done.clear()
             r = counter.refresh = {"started": False, "events": 0, "t_end": None}
@@ -562,6 +570,9 @@ async def flood_scenario(kind: str, n: int, rounds: int, refreshes: int, work: P
                 await asyncio.sleep(0.5)
             print(f"  {kind} refresh {k + 1}/{refreshes}: {refresh_rows[-2:]}", flush=True)
         out["refreshes"] = refresh_rows
+        if kind == "gateway":
+            st = await server.ask("stats")
+            out["refresh_loop_lateness_max_ms"] = st["loop_lateness_max_ms"]
         if kind == "gateway":
             out["gateway_after_floods"] = await server.ask("stats")
             out["history_read"] = await history_read_events(client, flood_start, read_events, server)
@@ -685,17 +696,23 @@ def markdown(res: dict[str, Any]) -> str:
         kind = flood["server"]
         lines += [f"## (B) flood, {kind}: {flood['conditions']} conditions in one Write (server started in "
                   f"{flood['start_s']} s)", "", "| # | goes | Write answered | asyncua client has all | "
-                  "node-opcua client has all |", "|---|---|---|---|---|"]
+                  "node-opcua client has all | server's event loop: longest stall | alarm listener per change |",
+                  "|---|---|---|---|---|---|---|"]
         for i, f in enumerate(flood["floods"], 1):
             goes = "active" if f["active"] else "clear"
+            stall = f"{f['loop_lateness_max_ms']} ms" if "loop_lateness_max_ms" in f else "-"
+            per = f"{f['listener_us_per_change']} µs" if "listener_us_per_change" in f else "-"
             lines.append(f"| {i} | {goes} | {f['write_s']} s | {f.get('asyncua_all_s')} s | "
-                         f"{f.get('node_opcua_all_s')} s |")
+                         f"{f.get('node_opcua_all_s')} s | {stall} | {per} |")
         lines += ["", f"## (C) ConditionRefresh, {kind}", "", "| client | call answered | RefreshEnd arrived | "
                   "events between |", "|---|---|---|---|"]
         for r in flood["refreshes"]:
             lines.append(f"| {r['client']} | {r.get('call_s')} s | {r.get('refresh_end_s')} s | "
                          f"{r.get('events', r.get('error'))} |")
         lines.append("")
+        if "refresh_loop_lateness_max_ms" in flood:
+            lines += [f"Longest event-loop stall of the gateway during the refreshes: "
+                      f"{flood['refresh_loop_lateness_max_ms']} ms.", ""]
         if "history_read" in flood:
             h = flood["history_read"]
             lines += [f"## (D) HistoryReadEvents of {h['events']} events on the Server object, asyncua client", "",
