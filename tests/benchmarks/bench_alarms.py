@@ -175,6 +175,18 @@ async def host(site: Path, endpoint: str, data_dir: Path) -> None:
 
     events._deliver = timed_deliver  # type: ignore[method-assign]
 
+    import gc
+
+    collections: list[tuple[int, float]] = []  # (generation, seconds) of each garbage collection
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            collections.append((info["generation"], time.perf_counter() - gc_started[0]))
+
+    gc.callbacks.append(on_gc)
     loop = asyncio.get_running_loop()
     lateness: list[float] = []
 
@@ -222,6 +234,9 @@ async def host(site: Path, endpoint: str, data_dir: Path) -> None:
             "loop_lateness_p99_ms": round(percentile(lateness, 0.99), 2),
             "loop_lateness_p999_ms": round(percentile(lateness, 0.999), 2),
             "loop_stalls_over_50ms": sum(1 for x in lateness if x > 50),
+            "gc_full_collections": sum(1 for g, _ in collections if g == 2),
+            "gc_longest_ms": round(max((t for _, t in collections), default=0.0) * 1000, 1),
+            "gc_share_of_core_pct": round(sum(t for _, t in collections) / wall * 100, 1),
         }
 
     print("@@" + json.dumps({"serving": True, "setup_s": round(setup_s, 2), "rss_mb": round(_rss_mb(), 1),
@@ -234,6 +249,7 @@ async def host(site: Path, endpoint: str, data_dir: Path) -> None:
             if cmd == "reset":
                 base = snapshot()
                 lateness.clear()
+                collections.clear()
                 listener["max_ns"] = 0
                 print("@@" + json.dumps({"reset": True}), flush=True)
             elif cmd == "stats":
@@ -696,6 +712,9 @@ def markdown(res: dict[str, Any]) -> str:
         row("event-loop lateness p99", "loop_lateness_p99_ms", " ms")
         row("event-loop lateness max", "loop_lateness_max_ms", " ms")
         row("10 ms ticks later than 50 ms", "loop_stalls_over_50ms")
+        row("full garbage collections", "gc_full_collections")
+        row("longest garbage collection", "gc_longest_ms", " ms")
+        row("garbage collection share of one core", "gc_share_of_core_pct", " %")
         row("history dropped", "history_dropped")
         row("load and start", "setup_s", " s")
         lines.append("")
