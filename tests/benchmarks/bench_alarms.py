@@ -1,6 +1,6 @@
 """Alarm benchmark: evaluation under load, an alarm flood, ConditionRefresh and HistoryReadEvents.
 
-    python tests/benchmarks/bench_alarms.py                    # all scenarios, about 6 minutes
+    python tests/benchmarks/bench_alarms.py                    # all scenarios, about 12 minutes
     python tests/benchmarks/bench_alarms.py --alarms 2000 --load-s 30 --no-reference
 
 The gateway runs in its own process (this script with --host: the Gateway as `gateway` serves it, plus
