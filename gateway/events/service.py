@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 SERVER = ua.NodeId(ua.ObjectIds.Server)
 _REFRESH_START = ua.NodeId(ua.ObjectIds.RefreshStartEventType)
 _REFRESH_END = ua.NodeId(ua.ObjectIds.RefreshEndEventType)
+DELIVERY_SLICE_S = 0.01  # longest the delivery task runs before it lets the event loop's other work in
 
 
 class EventSink(Protocol):
@@ -48,6 +49,7 @@ class EventService:
         self._jobs: deque[Callable[[], Awaitable[None]]] = deque()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._slice_end = 0.0
         self._filters: weakref.WeakKeyDictionary[Any, tuple[Any, Predicate | None]] = weakref.WeakKeyDictionary()
 
     # -- emitting ---------------------------------------------------------------------------------------
@@ -99,12 +101,22 @@ class EventService:
         while True:
             await self._ready.wait()
             self._ready.clear()
+            self._slice_end = asyncio.get_running_loop().time() + DELIVERY_SLICE_S
             while self._jobs:
                 job = self._jobs.popleft()
                 try:
                     await job()
                 except Exception:  # a bad filter or a closed subscription must not stop event delivery
                     log.exception("delivering an event failed")
+                await self._let_others_run()
+
+    async def _let_others_run(self) -> None:
+        """Delivering never waits for anything, so a flood (1,000 alarms and their audit events to each
+        subscriber, a refresh of 1,000 conditions) would hold the event loop to its end: at most a slice."""
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._slice_end:
+            await asyncio.sleep(0)
+            self._slice_end = loop.time() + DELIVERY_SLICE_S
 
     def _items(self, notifiers: Iterable[ua.NodeId], only_sub: int | None = None,
                only_mid: int | None = None) -> Iterable[tuple[Any, int, Any]]:
@@ -169,6 +181,7 @@ class EventService:
             for event in conditions:
                 if watched.intersection(event.notifiers):
                     await self._send(sub, mid, mdata, event)
+                    await self._let_others_run()
             await self._send(sub, mid, mdata, self._bracket(_REFRESH_END), filtered=False)
 
     def _bracket(self, event_type: ua.NodeId) -> GatewayEvent:

@@ -1,0 +1,85 @@
+"""A flood of events is delivered in order, to a real subscription, without holding the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+from asyncua import Server, ua
+
+from gateway.clock import SteppableClock
+from gateway.events.event import GatewayEvent, base_fields
+from gateway.events.service import SERVER, EventService
+
+FLOOD = 3000
+
+
+class Received:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.all = asyncio.Event()
+
+    def event_notification(self, event: object) -> None:
+        self.messages.append(event.Message.Text)  # type: ignore[attr-defined]
+        if len(self.messages) >= FLOOD:
+            self.all.set()
+
+
+async def test_a_flood_of_events_arrives_in_order_while_other_tasks_keep_running() -> None:
+    server = Server()
+    await server.init()
+    clock = SteppableClock()
+    events = EventService(server.iserver, clock)
+    received = Received()
+    sub = await server.create_subscription(10, received)
+    await sub.subscribe_events(server.nodes.server, queuesize=FLOOD + 10)
+    events.start()
+    try:
+        for i in range(FLOOD):
+            events.emit(GatewayEvent(ua.NodeId(ua.ObjectIds.BaseEventType),
+                                     base_fields(ua.NodeId(ua.ObjectIds.BaseEventType), SERVER, "Server", f"event {i}",
+                                                 100, clock.now()), (SERVER,)))
+        # What another task on the loop sees of the delivery while it goes on: with the loop held for the
+        # whole flood it would only ever see none or all of it delivered.
+        seen: list[int] = []
+        async with asyncio.timeout(60):
+            while events.delivered < FLOOD:
+                seen.append(events.delivered)
+                await asyncio.sleep(0)
+        assert any(0 < n < FLOOD for n in seen), "the delivery of the flood never let another task run"
+        async with asyncio.timeout(30):
+            await received.all.wait()
+        assert received.messages == [f"event {i}" for i in range(FLOOD)]
+    finally:
+        await sub.delete()
+        await events.stop()
+        await server.stop()
+
+
+async def test_a_refresh_of_many_conditions_arrives_bracketed_while_other_tasks_keep_running() -> None:
+    server = Server()
+    await server.init()
+    clock = SteppableClock()
+    events = EventService(server.iserver, clock)
+    received = Received()
+    sub = await server.create_subscription(10, received)
+    await sub.subscribe_events(server.nodes.server, queuesize=FLOOD + 10)
+    condition_type = ua.NodeId(ua.ObjectIds.AlarmConditionType)
+    retained = [GatewayEvent(condition_type, base_fields(condition_type, SERVER, "Server", f"event {i}", 500,
+                                                         clock.now()), (SERVER,), condition=ua.NodeId(f"C{i}", 1))
+                for i in range(FLOOD - 2)]
+    events.start()
+    try:
+        events.refresh(sub.subscription_id, lambda: retained)
+        seen: list[int] = []
+        async with asyncio.timeout(60):
+            while events.delivered < FLOOD:
+                seen.append(events.delivered)
+                await asyncio.sleep(0)
+        assert any(1 < n < FLOOD - 1 for n in seen), "the refresh never let another task run"
+        async with asyncio.timeout(30):
+            await received.all.wait()
+        assert received.messages == ["", *(f"event {i}" for i in range(FLOOD - 2)), ""]  # RefreshStart ... End
+    finally:
+        await sub.delete()
+        await events.stop()
+        await server.stop()
