@@ -15,7 +15,7 @@ from typing import Any
 from asyncua import ua
 
 from gateway.alarms.config import AlarmConfig
-from gateway.events.event import GatewayEvent, base_fields, path
+from gateway.events.event import GatewayEvent, Path, base_fields, path, shared
 
 _TEXT = ua.VariantType.LocalizedText
 _BOOL = ua.VariantType.Boolean
@@ -36,6 +36,32 @@ LIMIT_STATES = {
 
 def _time(t: datetime | None) -> ua.Variant:
     return ua.Variant(t, ua.VariantType.DateTime) if t is not None else ua.Variant()
+
+
+_FLAG = {True: shared(True, _BOOL), False: shared(False, _BOOL)}
+_ENABLED_TEXT = {True: shared(ua.LocalizedText("Enabled"), _TEXT), False: shared(ua.LocalizedText("Disabled"), _TEXT)}
+_ACKED_TEXT = {True: shared(ua.LocalizedText("Acknowledged"), _TEXT),
+               False: shared(ua.LocalizedText("Unacknowledged"), _TEXT)}
+_CONFIRMED_TEXT = {True: shared(ua.LocalizedText("Confirmed"), _TEXT),
+                   False: shared(ua.LocalizedText("Unconfirmed"), _TEXT)}
+_ACTIVE_TEXT = {True: shared(ua.LocalizedText("Active"), _TEXT), False: shared(ua.LocalizedText("Inactive"), _TEXT)}
+_SHELVING_TEXT = {name: shared(ua.LocalizedText(name), _TEXT) for name in _SHELVING_STATES}
+_SHELVING_ID = {name: shared(nid, ua.VariantType.NodeId) for name, nid in _SHELVING_STATES.items()}
+_LIMIT_STATE = path("LimitState", "CurrentState")
+_LIMIT_STATE_ID = path("LimitState", "CurrentState", "Id")
+_LIMIT_TEXT = {state: shared(ua.LocalizedText(state or ""), _TEXT) for state in (None, *LIMIT_STATES)}
+_LIMIT_ID = {None: shared(ua.NodeId(), ua.VariantType.NodeId),
+             **{state: shared(nid, ua.VariantType.NodeId) for state, nid in LIMIT_STATES.items()}}
+_STATE_TEXT = {(state, on): shared(ua.LocalizedText(state if on else ""), _TEXT)
+               for state in LIMIT_STATES for on in (True, False)}
+_NO_BRANCH = shared(ua.NodeId(), ua.VariantType.NodeId)
+_NO_COMMENT = shared(ua.LocalizedText(""), _TEXT)
+_EFFECTIVE = {None: shared(ua.LocalizedText("Inactive"), _TEXT), "": shared(ua.LocalizedText("Active"), _TEXT),
+              **{state: shared(ua.LocalizedText(f"{state} active"), _TEXT) for state in LIMIT_STATES}}
+
+
+def _effective(active_key: str | None) -> ua.Variant:
+    return _EFFECTIVE[active_key]
 
 
 class ConditionError(Exception):
@@ -69,6 +95,7 @@ class Condition:
         self.value: Any = None
         self.active_time: datetime | None = None
         self.last_event: GatewayEvent | None = None
+        self._static: dict[Path, ua.Variant] | None = None
 
     @property
     def nodeid(self) -> ua.NodeId:
@@ -84,67 +111,76 @@ class Condition:
     def shelved(self) -> bool:
         return self.shelving != "Unshelved"
 
+    def _static_fields(self) -> dict[Path, ua.Variant]:
+        """The fields that never change for this condition, built once and shared by all its events."""
+        cfg = self.cfg
+        f = {
+            path("ConditionClassId"): shared(self.condition_class, ua.VariantType.NodeId),
+            path("ConditionClassName"): shared(ua.LocalizedText(
+                "System" if self.condition_class == _SYSTEM else "Process"), _TEXT),
+            path("ConditionName"): shared(cfg.name, ua.VariantType.String),
+            path("BranchId"): _NO_BRANCH,
+            path("InputNode"): shared(cfg.input, ua.VariantType.NodeId),
+            path("MaxTimeShelved"): shared(self.max_time_shelved_s * 1000.0, ua.VariantType.Double),
+        }
+        for name, value in cfg.limits.items():
+            f[path(name)] = shared(value, ua.VariantType.Double)
+        if cfg.normal_state is not None:
+            f[path("NormalState")] = shared(cfg.normal_state, ua.VariantType.NodeId)
+        if cfg.setpoint is not None:
+            f[path("SetpointNode")] = shared(cfg.setpoint, ua.VariantType.NodeId)
+        return f
+
     def event(self, message: str, now: datetime, event_type: ua.NodeId | None = None) -> GatewayEvent:
-        """The event reporting the current state (also kept as the condition's latest event)."""
+        """The event reporting the current state (also kept as the condition's latest event).
+
+        Events of a flood are built by the thousand: what never changes for a condition and the state
+        texts and flags are shared Variants (built once; their encoding is cached by the history writer),
+        only the times, message, quality, comment and user are new per event.
+        """
         self.message = message
         cfg = self.cfg
+        if self._static is None:
+            self._static = self._static_fields()
         f = base_fields(event_type or cfg.type_id, cfg.source, cfg.source_name, message, self.severity, now)
-        active_text = "Active" if self.active else "Inactive"
-        if self.active and self.limit_state:
-            active_text = f"{self.limit_state} active"
+        f.update(self._static)
+        active_key = (self.limit_state or "") if self.active else None
         f.update({
-            path("ConditionClassId"): ua.Variant(self.condition_class, ua.VariantType.NodeId),
-            path("ConditionClassName"): ua.Variant(ua.LocalizedText(
-                "System" if self.condition_class == _SYSTEM else "Process"), _TEXT),
-            path("ConditionName"): ua.Variant(cfg.name, ua.VariantType.String),
-            path("BranchId"): ua.Variant(ua.NodeId(), ua.VariantType.NodeId),
-            path("Retain"): ua.Variant(self.retain, _BOOL),
-            path("EnabledState"): ua.Variant(ua.LocalizedText("Enabled" if self.enabled else "Disabled"), _TEXT),
-            path("EnabledState", "Id"): ua.Variant(self.enabled, _BOOL),
+            path("Retain"): _FLAG[self.retain],
+            path("EnabledState"): _ENABLED_TEXT[self.enabled],
+            path("EnabledState", "Id"): _FLAG[self.enabled],
             path("Quality"): ua.Variant(self.quality, ua.VariantType.StatusCode),
             path("Quality", "SourceTimestamp"): ua.Variant(self.quality_time or now, ua.VariantType.DateTime),
             path("LastSeverity"): ua.Variant(self.last_severity, ua.VariantType.UInt16),
-            path("Comment"): ua.Variant(ua.LocalizedText(self.comment), _TEXT),
+            path("Comment"): ua.Variant(ua.LocalizedText(self.comment), _TEXT) if self.comment else _NO_COMMENT,
             path("Comment", "SourceTimestamp"): _time(self.comment_time),
             path("ClientUserId"): ua.Variant(self.client_user_id, ua.VariantType.String),
-            path("AckedState"): ua.Variant(ua.LocalizedText("Acknowledged" if self.acked else "Unacknowledged"),
-                                           _TEXT),
-            path("AckedState", "Id"): ua.Variant(self.acked, _BOOL),
-            path("ActiveState"): ua.Variant(ua.LocalizedText("Active" if self.active else "Inactive"), _TEXT),
-            path("ActiveState", "Id"): ua.Variant(self.active, _BOOL),
-            path("ActiveState", "EffectiveDisplayName"): ua.Variant(ua.LocalizedText(active_text), _TEXT),
+            path("AckedState"): _ACKED_TEXT[self.acked],
+            path("AckedState", "Id"): _FLAG[self.acked],
+            path("ActiveState"): _ACTIVE_TEXT[self.active],
+            path("ActiveState", "Id"): _FLAG[self.active],
+            path("ActiveState", "EffectiveDisplayName"): _effective(active_key),
             path("ActiveState", "TransitionTime"): _time(self.active_time),
-            path("InputNode"): ua.Variant(cfg.input, ua.VariantType.NodeId),
-            path("SuppressedOrShelved"): ua.Variant(self.shelved, _BOOL),
-            path("ShelvingState", "CurrentState"): ua.Variant(ua.LocalizedText(self.shelving), _TEXT),
-            path("ShelvingState", "CurrentState", "Id"): ua.Variant(_SHELVING_STATES[self.shelving],
-                                                                    ua.VariantType.NodeId),
+            path("SuppressedOrShelved"): _FLAG[self.shelved],
+            path("ShelvingState", "CurrentState"): _SHELVING_TEXT[self.shelving],
+            path("ShelvingState", "CurrentState", "Id"): _SHELVING_ID[self.shelving],
             path("ShelvingState", "UnshelveTime"): ua.Variant(
                 (self.unshelve_at - now).total_seconds() * 1000.0 if self.unshelve_at else 0.0,
                 ua.VariantType.Double),
-            path("MaxTimeShelved"): ua.Variant(self.max_time_shelved_s * 1000.0, ua.VariantType.Double),
         })
         if cfg.confirm:
-            f[path("ConfirmedState")] = ua.Variant(
-                ua.LocalizedText("Confirmed" if self.confirmed else "Unconfirmed"), _TEXT)
-            f[path("ConfirmedState", "Id")] = ua.Variant(self.confirmed, _BOOL)
-        for name, value in cfg.limits.items():
-            f[path(name)] = ua.Variant(value, ua.VariantType.Double)
+            f[path("ConfirmedState")] = _CONFIRMED_TEXT[self.confirmed]
+            f[path("ConfirmedState", "Id")] = _FLAG[self.confirmed]
         if cfg.kind == "exclusive":
             state = self.limit_state if self.active else None
-            f[path("LimitState", "CurrentState")] = ua.Variant(ua.LocalizedText(state or ""), _TEXT)
-            f[path("LimitState", "CurrentState", "Id")] = ua.Variant(
-                LIMIT_STATES[state] if state else ua.NodeId(), ua.VariantType.NodeId)
+            f[_LIMIT_STATE] = _LIMIT_TEXT[state]
+            f[_LIMIT_STATE_ID] = _LIMIT_ID[state]
         elif cfg.kind == "nonexclusive":
             for state in ("HighHigh", "High", "Low", "LowLow"):
                 if f"{state}Limit" in cfg.limits:
                     on = state in self.limit_states
-                    f[path(f"{state}State")] = ua.Variant(ua.LocalizedText(state if on else ""), _TEXT)
-                    f[path(f"{state}State", "Id")] = ua.Variant(on, _BOOL)
-        if cfg.normal_state is not None:
-            f[path("NormalState")] = ua.Variant(cfg.normal_state, ua.VariantType.NodeId)
-        if cfg.setpoint is not None:
-            f[path("SetpointNode")] = ua.Variant(cfg.setpoint, ua.VariantType.NodeId)
+                    f[path(f"{state}State")] = _STATE_TEXT[(state, on)]
+                    f[path(f"{state}State", "Id")] = _FLAG[on]
         event = GatewayEvent(event_type or cfg.type_id, f, self.notifiers, condition=cfg.nodeid)
         if event_type is None:
             self.last_event = event

@@ -7,6 +7,7 @@ ConditionId (the condition's node), which a select clause asks for with an empty
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from asyncua import ua
 Path = tuple[tuple[int, str], ...]
 
 
+@functools.cache  # a few dozen distinct paths, asked for on every event
 def path(*names: str, ns: int = 0) -> Path:
     """The browse path of a standard field: path("ActiveState", "Id")."""
     return tuple((ns, n) for n in names)
@@ -43,6 +45,15 @@ _counter = itertools.count(1)
 def new_event_id() -> bytes:
     """Unique across restarts: a random per-process prefix and a counter (16 bytes)."""
     return _prefix + next(_counter).to_bytes(8, "big")
+
+
+class SharedVariant(ua.Variant):
+    """A Variant built once and put into many events (a condition's name, a state text, True). Nobody
+    mutates it, so the history writer encodes it once and keeps the bytes."""
+
+
+def shared(value: Any, vtype: ua.VariantType) -> SharedVariant:
+    return SharedVariant(value, vtype)
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from asyncua import ua
 from asyncua.common.utils import Buffer
 from asyncua.ua.ua_binary import variant_from_binary, variant_to_binary
 
-from gateway.events.event import EVENT_TYPE, TIME, GatewayEvent, Path
+from gateway.events.event import EVENT_TYPE, TIME, GatewayEvent, Path, SharedVariant
 
 _MAGIC = b"GE2"  # each field's Variant preceded by its length, so a read decodes only the fields it uses
 _MAGIC_WHOLE = b"GE1"  # rows written before that: decoded whole
@@ -70,11 +70,33 @@ def _stored_path(name: bytes) -> Path:
     return p
 
 
+# Encodings the writer thread keeps: of each field's path (a few dozen paths), and of shared Variants,
+# keyed by identity with the Variant held so its id stays its own. Bounded: emptied when it gets large.
+_PATH_BYTES: dict[Path, bytes] = {}
+_SHARED_BYTES: dict[int, tuple[SharedVariant, bytes]] = {}
+_SHARED_MAX = 200_000
+
+
+def _variant_bytes(variant: ua.Variant) -> bytes:
+    if not isinstance(variant, SharedVariant):
+        return variant_to_binary(variant)
+    hit = _SHARED_BYTES.get(id(variant))
+    if hit is not None and hit[0] is variant:
+        return hit[1]
+    if len(_SHARED_BYTES) >= _SHARED_MAX:
+        _SHARED_BYTES.clear()
+    data = variant_to_binary(variant)
+    _SHARED_BYTES[id(variant)] = (variant, data)
+    return data
+
+
 def encode(event: GatewayEvent) -> bytes:
     parts = [_MAGIC, _U16.pack(len(event.fields) + (event.condition is not None))]
     for p, variant in event.fields.items():
-        name = _path_text(p).encode()
-        data = variant_to_binary(variant)
+        name = _PATH_BYTES.get(p)
+        if name is None:
+            name = _PATH_BYTES[p] = _path_text(p).encode()
+        data = _variant_bytes(variant)
         parts += [_U16.pack(len(name)), name, _U32.pack(len(data)), data]
     if event.condition is not None:
         data = variant_to_binary(ua.Variant(event.condition, ua.VariantType.NodeId))
