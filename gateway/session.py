@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,6 +38,7 @@ from gateway.values.writepath.access import answer_per_user
 log = logging.getLogger(__name__)
 
 MIN_PUBLISHING_INTERVAL_MS = 50.0
+YIELD_EVERY_S = 0.01  # a long Write lets other work run this often
 _ANONYMOUS = User(role=UserRole.Anonymous)
 _NOT_OWN = ua.StatusCodes.BadSubscriptionIdInvalid
 
@@ -156,7 +158,16 @@ class GatewaySession(InternalSession):
         if path is None:  # not yet serving a site: nothing is writable
             return [ua.StatusCode(ua.StatusCodes.BadNotWritable) for _ in params.NodesToWrite]
         writer = self._writer()
-        return [await path.write(wv, writer) for wv in params.NodesToWrite]
+        results = []
+        last_yield = time.monotonic()
+        for wv in params.NodesToWrite:
+            results.append(await path.write(wv, writer))
+            if time.monotonic() - last_yield > YIELD_EVERY_S:
+                # A write to a simulated or cached device never waits on I/O: a Write of a thousand values
+                # would hold the loop for a second (and every other client's keep-alive with it).
+                await asyncio.sleep(0)
+                last_yield = time.monotonic()
+        return results
 
     async def call(self, params: list[ua.CallMethodRequest]) -> list[ua.CallMethodResult]:
         path = self.iserver.write_path
