@@ -242,3 +242,20 @@ async def test_dropped_conflicts_are_reported_once_per_change(plant, caplog) -> 
     assert len(conflicts) == 1 and "PeakShaving = 30" in conflicts[0].getMessage()
     assert engine.nodes.values["DroppedConflicts"] == [
         "battery_power: dropped PeakShaving = 30 (priority 100) against ChargeLimiter <= 10 (priority 800)"]
+
+
+async def test_a_rounded_setpoint_leaves_no_dead_band_in_the_pid(plant) -> None:
+    """The PID sees the output before rounding: 0.1 kW steps, ki 0.6, 200 ms would otherwise stall it ~0.8 kW off."""
+    server, path, clock = plant
+    engine = make_engine(path, clock, mode="MaxSelfConsumption")
+    engine.config.setpoints["battery_power"].resolution = 0.1
+    engine.period = 0.2
+    load = 30.0
+    for _ in range(150):  # a plant without delay: grid = load - battery
+        written = device_value(server) or 0.0
+        for node, value in ((GRID, load - written), (SOC, 60.0), (ESTOP, False), (TEMP, 25.0)):
+            engine.image.set(node, value)
+        await engine.cycle()
+        await engine.settle()
+        clock.step(0.2)
+    assert abs(load - device_value(server)) <= 0.1 + 1e-9
