@@ -24,6 +24,7 @@ from gateway.control.channel import SetpointChannel, WriteFn
 from gateway.control.charge_limiter import ChargeLimiter
 from gateway.control.config import EXTERNAL_CONTROL, ControlConfig
 from gateway.control.controller import SAFETY, Controller, CycleContext
+from gateway.control.grid_support import GridSupport, make_service
 from gateway.control.image import ProcessImage
 from gateway.control.modes import Mode, load_modes
 from gateway.control.outputs import StatusNodes
@@ -72,6 +73,10 @@ class ControlEngine:
         # A PID tracking the rounded value would lose up to one resolution step of integral every cycle,
         # a dead band of resolution / (ki * period) around its setpoint (0.8 kW at 0.1 kW, ki 0.6, 200 ms).
         self.exact: dict[str, float | None] = dict.fromkeys(config.setpoints)
+        # What the grid-support services added to each output last cycle (outside the ramp limit): the modes
+        # see the output without it, so a PID does not take the service's power for its own.
+        self.support: dict[str, float] = dict.fromkeys(config.setpoints, 0.0)
+        self.services: list[GridSupport] = [make_service(n, p) for n, p in config.grid_support.items()]
         self.modes: dict[str, Mode] = {name: cls(config.modes.get(name)) for name, cls in load_modes().items()}
         if config.mode not in self.modes:
             raise ValueError(f"control: unknown mode {config.mode!r} (known: {', '.join(sorted(self.modes))})")
@@ -117,8 +122,9 @@ class ControlEngine:
         if self.state.state is SystemState.Init and self.safety.armed and not self.safety.tripped:
             self.state.go(SystemState.Run, "inputs ready")
         self._refresh_mode_parameters()
-        present = {name: ch.written if ch.failed else self.exact[name] for name, ch in self.channels.items()}
-        ctx = CycleContext(self.image, self.config.signals, self.clock.now(), dt, self.config.max_age_s, present)
+        present = {name: self._base(name) for name in self.channels}
+        ctx = CycleContext(self.image, self.config.signals, self.clock.now(), dt, self.config.max_age_s, present,
+                           supported=dict(self.support))
         self._fall_back(ctx)
         forced = not self.state.controlling
         if forced:
@@ -133,9 +139,10 @@ class ControlEngine:
                 self._activate = False
                 mode.activate(self._ctx_for(ctx, mode))
             controllers.append(mode)
+            controllers += self.services
         for controller in controllers:
             self._run(controller, ctx)
-        self._decide(ctx.constraints, dt, forced)
+        self._decide(ctx.constraints, {} if forced else ctx.supports, dt, forced)
         self._publish_state()
         await self.nodes.flush()
 
@@ -172,7 +179,13 @@ class ControlEngine:
             self._failed_controllers.discard(controller.name)
             log.warning("controller %s runs again", controller.name)
 
-    def _decide(self, constraints: list[Constraint], dt: float, forced: bool) -> None:
+    def _base(self, name: str) -> float | None:
+        """A setpoint's present output without the grid support in it (what the modes steer)."""
+        channel = self.channels[name]
+        out = channel.written if channel.failed else self.exact[name]
+        return None if out is None else out - self.support[name]
+
+    def _decide(self, constraints: list[Constraint], supports: dict[str, float], dt: float, forced: bool) -> None:
         dropped: list[tuple[tuple[str, str, str, str], str]] = []
         for name, spec in self.config.setpoints.items():
             channel = self.channels[name]
@@ -191,13 +204,17 @@ class ControlEngine:
             decision = arbitrate(name, mine, present)
             self.decisions[name] = decision
             dropped += [(drop_key(c, bound), describe_drop(c, bound)) for c, bound in decision.dropped]
-            if decision.target is None or (held is not None and decision.target == held):
+            support, last = supports.get(name, 0.0), self.support[name]
+            if not support and not last and (decision.target is None or (held is not None and decision.target == held)):
                 self.outputs[name] = held if held is not None else self.outputs[name]
                 self.exact[name] = held if held is not None else self.exact[name]
                 continue  # nobody constrains it, or what it holds is inside the bounds: left alone
-            target = decision.target
-            out = target if forced else self.ramps[name].step(present, target, dt)
-            out = min(max(out, decision.low), decision.high)  # a bound that held beats the ramp
+            base_present = present - last
+            target = base_present if decision.target is None or held is not None else decision.target
+            # The ramp smooths the mode's part only: a grid service's response time is the grid code's.
+            base = target if forced else self.ramps[name].step(base_present, target, dt)
+            out = min(max(base + support, decision.low), decision.high)  # a bound that held beats the ramp
+            self.support[name] = support
             self.exact[name] = out
             if spec.resolution > 0:  # towards zero: never more power than decided
                 out = math.trunc(out / spec.resolution) * spec.resolution
@@ -237,6 +254,7 @@ class ControlEngine:
         """Write every safe setpoint now (from a change listener: no waiting for the cycle)."""
         for name, spec in self.config.setpoints.items():
             self.outputs[name] = self.exact[name] = spec.safe
+            self.support[name] = 0.0
             self.channels[name].want(spec.safe, Writer(who, ServiceRole.control, reason=f"safe setpoint: {why}"))
         self._publish_state()
         self._flush_soon()

@@ -259,3 +259,20 @@ async def test_a_rounded_setpoint_leaves_no_dead_band_in_the_pid(plant) -> None:
         await engine.settle()
         clock.step(0.2)
     assert abs(load - device_value(server)) <= 0.1 + 1e-9
+
+
+async def test_grid_support_stacks_on_the_mode_outside_the_ramp_and_safety_still_wins(plant) -> None:
+    server, path, clock = plant
+    freq = ua.NodeId("frequency", 1)
+    engine = make_engine(path, clock, mode="PeakShaving", ramp=5.0, grid_support={"FcrD": {"capacity_up": 40.0}})
+    engine.config.signals["frequency"] = freq
+    await run_cycles(engine, server, clock, [
+        ({GRID: 30.0, freq: 50.0}, 0.0),  # inside the import limit: the mode idles, no frequency deviation
+        ({GRID: 30.0, freq: 49.7}, 20.0),  # FCR-D up half activated: at once, not at the 5 kW/s ramp
+        ({GRID: 10.0, freq: 49.5}, 40.0),  # full activation; the mode still idles (net demand 50 kW)
+        ({GRID: 30.0, freq: 49.5}, 45.0),  # net demand 70 kW: the mode asks 20 kW, ramped to 5 kW, plus 40
+        ({GRID: 15.0, freq: 50.0}, 10.0),  # frequency back: the service's 40 kW leave at once
+    ])
+    assert engine.support["battery_power"] == 0.0
+    await run_cycles(engine, server, clock, [({GRID: 30.0, freq: 49.5, ESTOP: True}, 0.0)])  # safety wins
+    assert engine.state.state.name == "Error"
