@@ -76,6 +76,8 @@ control:
     soc: Battery1.StateOfCharge
     max_charge_power: Battery1.MaxChargePower
     max_discharge_power: Battery1.MaxDischargePower
+    frequency: GridMeter.Frequency
+  grid_support: GRID_SUPPORT
   charge_limiter: {soc_min: 5, soc_max: 95}
   modes:
     MaxSelfConsumption: {reserve_soc: 5, kp: 0.5, ki: 1.5}
@@ -87,12 +89,13 @@ control:
 
 
 def site_text(mode: str, ramp: float = 500.0, max_age: float = 2.0, soc: float = 60.0,
-              capacity: float = 200.0) -> str:
-    return (SITE.replace("MODE", mode).replace("RAMP", f"{ramp:g}").replace("MAX_AGE", f"{max_age:g}")
+              capacity: float = 200.0, grid_support: str = "{}") -> str:
+    return (SITE.replace("MODE", mode).replace("GRID_SUPPORT", grid_support).replace("RAMP", f"{ramp:g}")
+            .replace("MAX_AGE", f"{max_age:g}")
             .replace("CAPACITY", f"{capacity:.0f}").replace("SOC", f"{soc:g}"))
 
 
-async def start(simulated_gateway, tmp_path: Path, mode: str, **kw: float) -> tuple[Gateway, SiteSimulation]:
+async def start(simulated_gateway, tmp_path: Path, mode: str, **kw: float | str) -> tuple[Gateway, SiteSimulation]:
     site = tmp_path / "loop-site.xml"
     site.write_bytes(compile_text(site_text(mode, **kw), "loop-site.yaml"))
     gw = await simulated_gateway(site)
@@ -238,3 +241,46 @@ async def test_a_mode_switch_steps_no_further_than_the_ramp_limit(simulated_gate
         # The engine ramps by its cycle's dt; a write can arrive up to a write's latency early or late.
         assert abs(step) <= ramp * (dt + 0.1) + 0.1, f"a step of {step:g} kW within {dt * 1000:.0f} ms"
     assert max(abs(s) for s, _ in steps) < 55.0  # far from the unramped 110 kW
+
+
+async def test_the_fcr_d_response_follows_the_droop_line_within_2_percent_of_rated_power(simulated_gateway,
+                                                                                           tmp_path: Path) -> None:
+    rated = 100.0
+    gw, sim = await start(simulated_gateway, tmp_path, "Passive",
+                          grid_support="{FcrD: {capacity_up: 100, capacity_down: 100}}")
+    meter, battery = sim.device("GridMeter"), sim.device("Battery1")
+    fcr = gw.control.services[0]
+    # A stepped ramp through both bands and beyond their ends (prequalification-style steps of 0.1-0.15 Hz),
+    # judged once each step has settled: the battery's power at the device against the droop line at the
+    # frequency at the device.
+    profile = [49.95, 49.8, 49.65, 49.5, 49.4, 50.05, 50.2, 50.35, 50.5, 50.6, 50.0]
+    worst = 0.0
+    for f in profile:
+        sim.device("GridMeter").model.set_frequency(f)  # type: ignore[union-attr]
+        await until(lambda f=f: abs(meter.get("Frequency") - f) < 0.0005, 2.0)
+        expected = fcr.response(meter.get("Frequency"))
+        await until(lambda e=expected: abs(battery.get("ActivePower") - e) <= 0.02 * rated, 3.0)
+        await asyncio.sleep(0.2)  # settled: it stays on the line
+        for p in await sample(lambda: battery.get("ActivePower"), 0.3):
+            worst = max(worst, abs(p - expected))
+    print(f"FCR-D: at most {worst:.2f} kW off the droop line ({worst / rated:.1%} of rated power)")
+    assert worst <= 0.02 * rated, f"FCR-D {worst:g} kW off its droop line"
+    assert battery.get("ActivePower") == pytest.approx(0.0, abs=0.2)
+
+
+async def test_ffr_reaches_full_power_within_the_required_time(simulated_gateway, tmp_path: Path) -> None:
+    # Nordic FFR at an activation level of 49.7 Hz: full power within 1.3 s, held at least 5 s.
+    _gw, sim = await start(simulated_gateway, tmp_path, "Passive",
+                           grid_support="{Ffr: {capacity: 80, f_activation: 49.7, hold_s: 5, recovery_s: 60}}")
+    battery = sim.device("Battery1")
+    await asyncio.sleep(0.5)
+    assert battery.get("ActivePower") == 0.0
+    sim.device("GridMeter").model.set_frequency(49.65)  # type: ignore[union-attr]
+    stepped = time.monotonic()
+    await until(lambda: battery.get("ActivePower") >= 80.0 - 0.1, 3.0)
+    took = time.monotonic() - stepped
+    print(f"FFR: full power {took * 1000:.0f} ms after the frequency step")
+    assert took <= 1.3, f"FFR at full power only after {took:.2f} s"
+    sim.device("GridMeter").model.set_frequency(50.0)  # type: ignore[union-attr]
+    held = await sample(lambda: battery.get("ActivePower"), 3.0)  # the hold outlasts the dip
+    assert min(held) >= 80.0 - 0.1
