@@ -148,6 +148,8 @@ def _grid_support(section: Any, config: ControlConfig) -> list[str]:
             continue
         problems += [f"grid support {name} needs signal '{role}'" for role in service.inputs[:1]
                      if role not in config.signals]
+        problems += [f"grid support {name} needs setpoint '{sp}'" for sp in service.setpoints
+                     if sp not in config.setpoints]
         config.grid_support[str(name)] = dict(params)
     return problems
 

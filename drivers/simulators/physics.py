@@ -44,8 +44,8 @@ class Battery(Model):
     limits and above 45 °C; the cell temperature follows losses (I²R ~ P²) with a first-order lag."""
 
     kind: ClassVar[str] = "battery"
-    inputs: ClassVar[tuple[str, ...]] = ("ActivePowerSetpoint",)
-    state: ClassVar[frozenset[str]] = frozenset({"setpoint", "power", "fault"})
+    inputs: ClassVar[tuple[str, ...]] = ("ActivePowerSetpoint", "ReactivePowerSetpoint")
+    state: ClassVar[frozenset[str]] = frozenset({"setpoint", "power", "fault", "q_setpoint", "reactive_power"})
     capacity_kwh: float = 200.0
     max_power_kw: float = 100.0
     soc: float = 50.0
@@ -60,14 +60,19 @@ class Battery(Model):
     thermal_tau_s: float = 900.0
     setpoint: float = 0.0
     power: float = 0.0
+    q_setpoint: float = 0.0  # kvar, > 0 injecting (over-excited); within +/- max_power_kw, at once
+    reactive_power: float = 0.0
     fault: int = 0  # 0 = none; see inject_fault
 
     OVER_TEMPERATURE: ClassVar[int] = 1
 
     def set_input(self, name: str, value: Any) -> None:
-        if name != "ActivePowerSetpoint":
+        if name == "ActivePowerSetpoint":
+            self.setpoint = float(value)
+        elif name == "ReactivePowerSetpoint":
+            self.q_setpoint = float(value)
+        else:
             raise KeyError(name)
-        self.setpoint = float(value)
 
     def limits(self) -> tuple[float, float]:
         """(max charge, max discharge) in kW, both >= 0."""
@@ -89,6 +94,7 @@ class Battery(Model):
         target = 0.0 if self.fault else _clamp(self.setpoint, -chg, dis)
         ramp = self.ramp_kw_per_s * dt
         self.power += _clamp(target - self.power, -ramp, ramp)
+        self.reactive_power = 0.0 if self.fault else _clamp(self.q_setpoint, -self.max_power_kw, self.max_power_kw)
         energy_kwh = self.power * dt / 3600.0
         drawn = energy_kwh / self.efficiency if energy_kwh > 0 else energy_kwh * self.efficiency
         self.soc = _clamp(self.soc - drawn / self.capacity_kwh * 100.0, 0.0, 100.0)
@@ -103,6 +109,7 @@ class Battery(Model):
             "StateOfCharge": self.soc, "ActivePower": self.power, "MaxChargePower": chg, "MaxDischargePower": dis,
             "CellTemperatureMax": self.temperature, "DcVoltage": 720.0 + 1.0 * self.soc - 0.3 * self.power,
             "Running": not self.fault, "FaultCode": self.fault, "ActivePowerSetpoint": self.setpoint,
+            "ReactivePower": self.reactive_power, "ReactivePowerSetpoint": self.q_setpoint,
         }
 
 
@@ -204,6 +211,7 @@ class GridMeter(Model):
     frequency_target_hz: float = 50.0
     frequency_ramp_hz_per_s: float = 0.0
     frequency_noise_hz: float = 0.004
+    voltage_offset_v: float = 0.0  # added to the voltage (230 V, moving with the frequency): a voltage step
     power: float = field(init=False, default=0.0)
     frequency: float = field(init=False, default=50.0)
     _base_hz: float = field(init=False, default=50.0)  # where the frequency ramps, before the wander
@@ -246,7 +254,8 @@ class GridMeter(Model):
 
     def outputs(self) -> dict[str, Any]:
         return {"ActivePower": self.power, "Frequency": self.frequency, "ImportEnergy": self.import_kwh,
-                "ExportEnergy": self.export_kwh, "Voltage": 230.0 + (self.frequency - 50.0) * 20.0}
+                "ExportEnergy": self.export_kwh,
+                "Voltage": 230.0 + (self.frequency - 50.0) * 20.0 + self.voltage_offset_v}
 
 
 MODELS: dict[str, type[Model]] = {m.kind: m for m in (Battery, PvInverter, Load, GridMeter)}

@@ -45,6 +45,10 @@ devices:
          field_type: "xsd:unsignedShort", scale: 0.1}
       - {name: ActivePowerSetpoint, datatype: Double, unit: kW, range: [-100, 100], writable: true, scan: HighSpeed,
          address: holding/0, field_type: "xsd:short", scale: 0.1}
+      - {name: ReactivePower, datatype: Double, unit: kvar, scan: HighSpeed, address: input/4, field_type: "xsd:short",
+         scale: 0.1}
+      - {name: ReactivePowerSetpoint, datatype: Double, unit: kvar, range: [-100, 100], writable: true,
+         scan: HighSpeed, address: holding/1, field_type: "xsd:short", scale: 0.1}
   - name: PvInverter1
     connection: modbus+tcp://192.168.10.20:502/1
     simulator: pv?peak_kw=0&start_hour=13
@@ -64,12 +68,15 @@ devices:
          scale: 0.001, description: "> 0 importing"}
       - {name: Frequency, datatype: Double, unit: Hz, scan: HighSpeed, address: input/2,
          field_type: "xsd:unsignedShort", scale: 0.001}
+      - {name: Voltage, datatype: Double, unit: V, scan: HighSpeed, address: input/3,
+         field_type: "xsd:unsignedShort", scale: 0.01}
 control:
   period_ms: 200
   max_input_age_s: MAX_AGE
   mode: MODE
   setpoints:
     battery_power: {node: Battery1.ActivePowerSetpoint, safe: 0, ramp: RAMP, resolution: 0.1}
+    reactive_power: {node: Battery1.ReactivePowerSetpoint, safe: 0, resolution: 0.1}
   signals:
     grid_power: GridMeter.ActivePower
     battery_power: Battery1.ActivePower
@@ -77,6 +84,7 @@ control:
     max_charge_power: Battery1.MaxChargePower
     max_discharge_power: Battery1.MaxDischargePower
     frequency: GridMeter.Frequency
+    voltage: GridMeter.Voltage
   grid_support: GRID_SUPPORT
   charge_limiter: {soc_min: 5, soc_max: 95}
   modes:
@@ -284,3 +292,15 @@ async def test_ffr_reaches_full_power_within_the_required_time(simulated_gateway
     sim.device("GridMeter").model.set_frequency(50.0)  # type: ignore[union-attr]
     held = await sample(lambda: battery.get("ActivePower"), 3.0)  # the hold outlasts the dip
     assert min(held) >= 80.0 - 0.1
+
+
+async def test_volt_var_follows_its_curve_on_voltage_steps(simulated_gateway, tmp_path: Path) -> None:
+    gw, sim = await start(simulated_gateway, tmp_path, "Passive", grid_support="{VoltVar: {q_max_kvar: 60}}")
+    meter, battery = sim.device("GridMeter"), sim.device("Battery1")
+    volt_var = gw.control.services[0]
+    for offset in (0.0, 11.5, 18.4, 30.0, -11.5, -18.4, 0.0):  # 1.00, 1.05, 1.08, 1.13, 0.95, 0.92, 1.00 pu
+        meter.model.voltage_offset_v = offset  # type: ignore[union-attr]
+        await until(lambda o=offset: abs(meter.get("Voltage") - 230.0 - o) < 0.01, 2.0)
+        expected = volt_var.curve(meter.get("Voltage"))
+        await until(lambda e=expected: abs(battery.get("ReactivePower") - e) <= 0.2, 3.0)
+    assert battery.get("ReactivePower") == 0.0

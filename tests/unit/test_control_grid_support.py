@@ -44,7 +44,7 @@ def run_table(service: str, params: dict, rows: list[tuple[dict, float]], step_s
 
 def test_every_service_is_registered_by_name() -> None:
     load_services()
-    assert {"FcrD", "Ffr", "PowerFrequency"} <= set(SERVICES)
+    assert {"FcrD", "Ffr", "PowerFrequency", "VoltVar"} <= set(SERVICES)
     with pytest.raises(ValueError, match="unknown grid support"):
         make_service("Fcr-X")
     with pytest.raises(ValueError, match="unknown parameter"):
@@ -122,3 +122,55 @@ def test_the_section_enables_services_and_refuses_bad_ones() -> None:
     _config, problems = parse_section({**base, "signals": {}, "grid_support": {"PowerFrequency": {}}}, lookup,
                                       lambda n: ua.NodeId(n, 1))
     assert problems == ["grid support PowerFrequency needs signal 'frequency'"]
+
+
+def run_volt_var(params: dict, rows: list[tuple[object, float]], step_s: float = 1.0) -> None:
+    clock = SteppableClock(datetime(2026, 1, 1, 12, tzinfo=UTC))
+    image = ProcessImage(clock)
+    signals = {"voltage": ua.NodeId("voltage", 1)}
+    ctl = make_service("VoltVar", params)
+    for i, (u, expected) in enumerate(rows):
+        if u is BAD:
+            image.set(signals["voltage"], None, ua.StatusCodes.BadCommunicationError)
+        else:
+            image.set(signals["voltage"], u)
+        ctx = CycleContext(image, signals, clock.now(), step_s, 5.0, {}, source=ctl.name)
+        ctl.run(ctx)
+        got = ctx.supports.get("reactive_power", 0.0)
+        assert got == pytest.approx(expected, abs=1e-6), f"VoltVar cycle {i}: {u} V -> {got}, not {expected}"
+        clock.step(step_s)
+
+
+def test_volt_var_curve_with_its_dead_band_and_ends() -> None:
+    run_volt_var({"q_max_kvar": 60.0}, [
+        (230.0, 0.0),  # 1.00 pu: inside the dead band 0.98..1.02
+        (234.6, 0.0),  # 1.02 pu: absorption starts
+        (241.5, -30.0),  # 1.05 pu: half way to 1.08
+        (248.4, -60.0),  # 1.08 pu: full absorption
+        (260.0, -60.0),
+        (218.5, 30.0),  # 0.95 pu: half way between 0.98 and 0.92
+        (211.6, 60.0),  # 0.92 pu: full injection
+        (BAD, 0.0),  # a voltage it cannot see: no response
+    ])
+
+
+def test_volt_var_settles_through_its_time_constant() -> None:
+    run_volt_var({"q_max_kvar": 60.0, "time_constant_s": 2.0}, [
+        (248.4, -30.0),  # half of the step in 1 s of a 2 s lag (dt / tau)
+        (248.4, -45.0),
+        (248.4, -52.5),
+        (230.0, -26.25),
+    ])
+
+
+def test_volt_var_needs_a_reactive_power_setpoint_and_a_voltage() -> None:
+    def lookup(name: str) -> tuple[bool, ua.VariantType]:
+        return True, ua.VariantType.Double
+
+    section = {"setpoints": {"battery_power": {"node": "Bat.P", "safe": 0}}, "signals": {},
+               "grid_support": {"VoltVar": {"q_max_kvar": 50}}}
+    _config, problems = parse_section(section, lookup, lambda n: ua.NodeId(n, 1))
+    assert problems == ["grid support VoltVar needs signal 'voltage'",
+                        "grid support VoltVar needs setpoint 'reactive_power'"]
+    with pytest.raises(ValueError, match="v1 < v2"):
+        make_service("VoltVar", {"v2": 1.05})

@@ -139,3 +139,17 @@ def test_grid_frequency_follows_a_target_at_its_ramp_with_or_without_wander() ->
         seen.append(meter.frequency)
     assert all(49.95 <= f <= 50.05 for f in seen) and max(seen) > min(seen)
     assert parse_model("meter?frequency_target_hz=49.8&frequency_noise_hz=0").outputs()["Frequency"] == 49.8
+
+
+def test_reactive_power_follows_its_setpoint_within_the_rating_and_a_voltage_step() -> None:
+    bat, meter = Battery(max_power_kw=100), GridMeter(frequency_noise_hz=0)
+    plant = Plant([bat, meter])
+    bat.set_input("ReactivePowerSetpoint", -40.0)
+    plant.step(0.1)
+    assert bat.outputs()["ReactivePower"] == -40.0
+    bat.set_input("ReactivePowerSetpoint", 400.0)
+    plant.step(0.1)
+    assert bat.outputs()["ReactivePower"] == 100.0
+    assert meter.outputs()["Voltage"] == 230.0
+    meter.voltage_offset_v = 12.0
+    assert meter.outputs()["Voltage"] == 242.0
