@@ -92,6 +92,8 @@ class ControlEngine:
         self.image.track((n for spec in config.interlocks for n in spec.inputs.values()), config.confirmed_by)
         self.image.track(spec.node for spec in config.setpoints.values())
         self.image.track(n for params in config.mode_parameters.values() for n in params.values())
+        self.image.track(n for params in config.service_parameters.values() for n in params.values())
+        self.service_outputs: dict[str, float] = {s.name: 0.0 for s in self.services}
         self.cycles = 0
         self.overruns = 0
         self.controller_failures = 0
@@ -128,6 +130,7 @@ class ControlEngine:
         self._fall_back(ctx)
         forced = not self.state.controlling
         if forced:
+            self.service_outputs = dict.fromkeys(self.service_outputs, 0.0)
             why = ", ".join(i.name for i in self.safety.tripped) or self.state.state.name
             ctx.source, ctx.priority = why, SAFETY
             for name, spec in self.config.setpoints.items():
@@ -165,11 +168,18 @@ class ControlEngine:
     def _run(self, controller: Controller, ctx: CycleContext) -> None:
         self._ctx_for(ctx, controller)
         before = len(ctx.constraints)
+        supports = dict(ctx.supports)
         try:
             controller.run(ctx)
+            if controller.name in self.service_outputs:
+                self.service_outputs[controller.name] = sum(ctx.supports.values()) - sum(supports.values())
         except Exception:
             # A failing controller adds nothing this cycle (what it added is withdrawn); the others still run.
             del ctx.constraints[before:]
+            ctx.supports.clear()
+            ctx.supports.update(supports)
+            if controller.name in self.service_outputs:
+                self.service_outputs[controller.name] = 0.0
             self.controller_failures += 1
             if controller.name not in self._failed_controllers:
                 self._failed_controllers.add(controller.name)
@@ -230,6 +240,12 @@ class ControlEngine:
         self.dropped = [text for _, text in dropped]
 
     def _refresh_mode_parameters(self) -> None:
+        services = {s.name: s for s in self.services}
+        for name, params in self.config.service_parameters.items():
+            for pname, node in params.items():
+                value = self.image.get(node).number(math.inf)
+                if value is not None and name in services:
+                    services[name].params[pname] = value
         for mode_name, params in self.config.mode_parameters.items():
             mode = self.modes.get(mode_name)
             if mode is None:
@@ -338,6 +354,9 @@ class ControlEngine:
             decision = self.decisions.get(name)
             n.set(f"Setpoints.{name}.DecidedBy", decision.decided_by if decision else "", V.String)
             n.set(f"Setpoints.{name}.Constraints", [str(c) for c in decision.kept] if decision else [], V.String)
+            n.set(f"Setpoints.{name}.GridSupport", float(self.support[name]), V.Double)
+        for service, out in self.service_outputs.items():
+            n.set(f"GridSupport.{service}.Output", float(out), V.Double)
 
     # -- running ------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -19,7 +19,7 @@ from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
 from gateway.control.config import EXTERNAL_CONTROL, ControlConfig, SetpointSpec
-from gateway.control.grid_support import make_service
+from gateway.control.grid_support import load_services, make_service
 from gateway.control.modes import load_modes
 from gateway.control.safety.interlock import InterlockSpec, spec_problems
 
@@ -210,4 +210,13 @@ def read_control(aspace: AddressSpace, nodes: list[ua.NodeId], gw_ns: int
             nid = ua.NodeId(f"{prefix}.{mode_name}.{p.name}", ns)
             if aspace.get(nid) is not None:
                 config.mode_parameters.setdefault(mode_name, {})[p.name] = nid
+    for name in config.grid_support:
+        for p in cls_params(name):
+            nid = ua.NodeId(f"{control_id.Identifier}.GridSupport.{name}.{p}", ns)
+            if aspace.get(nid) is not None:
+                config.service_parameters.setdefault(name, {})[p] = nid
     return control_id, config, problems
+
+
+def cls_params(service: str) -> list[str]:
+    return [p.name for p in load_services()[service].PARAMETERS]

@@ -23,10 +23,10 @@ class VoltVar(GridSupport):
     PARAMETERS = (
         Param("q_max_kvar", 0.0, "kvar", 0.0, 1e6, "Reactive power at and beyond the curve's ends."),
         Param("u_nominal_v", 230.0, "V", 1.0, 1e6, "The voltage the curve's per-unit points refer to."),
-        Param("v1", 0.92, "pu", 0.5, 1.5, "Full injection at and below."),
-        Param("v2", 0.98, "pu", 0.5, 1.5, "Injection ends."),
-        Param("v3", 1.02, "pu", 0.5, 1.5, "Absorption starts."),
-        Param("v4", 1.08, "pu", 0.5, 1.5, "Full absorption at and above."),
+        Param("v1", 0.92, "", 0.5, 1.5, "Full injection at and below (per unit)."),
+        Param("v2", 0.98, "", 0.5, 1.5, "Injection ends (per unit)."),
+        Param("v3", 1.02, "", 0.5, 1.5, "Absorption starts (per unit)."),
+        Param("v4", 1.08, "", 0.5, 1.5, "Full absorption at and above (per unit)."),
         Param("time_constant_s", 0.0, "s", 0.0, 600.0, "First-order lag of the response (0: none)."),
     )
 

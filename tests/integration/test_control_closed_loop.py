@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from asyncua import Client, ua
 
 from gateway.control.state import SystemState
 from gateway.drivers.modbus.simulators.site import SiteSimulation
@@ -304,3 +305,15 @@ async def test_volt_var_follows_its_curve_on_voltage_steps(simulated_gateway, tm
         expected = volt_var.curve(meter.get("Voltage"))
         await until(lambda e=expected: abs(battery.get("ReactivePower") - e) <= 0.2, 3.0)
     assert battery.get("ReactivePower") == 0.0
+    # Its parameters are writable nodes: an operator halves its reach at 1.05 pu; its output is a node too.
+    url = gw.config.endpoint.replace("opc.tcp://", "opc.tcp://operator1:op-secret-1@")
+    async with Client(url) as client:
+        ns = await client.get_namespace_index("urn:test:closed-loop")
+        await client.get_node(ua.NodeId("LoopSite.Control.GridSupport.VoltVar.q_max_kvar", ns)).write_value(
+            ua.DataValue(ua.Variant(30.0, ua.VariantType.Double)))
+        meter.model.voltage_offset_v = 11.5  # type: ignore[union-attr]
+        await until(lambda: abs(battery.get("ReactivePower") + 15.0) <= 0.2, 3.0)
+        gw_ns = await client.get_namespace_index("urn:opcua-gateway:types")
+        control = client.get_node(ua.NodeId("LoopSite.Control", ns))
+        output = await control.get_child([f"{ns}:GridSupport", f"{ns}:VoltVar", f"{gw_ns}:Output"])
+        assert await output.read_value() == pytest.approx(-15.0, abs=0.2)

@@ -276,3 +276,14 @@ async def test_grid_support_stacks_on_the_mode_outside_the_ramp_and_safety_still
     assert engine.support["battery_power"] == 0.0
     await run_cycles(engine, server, clock, [({GRID: 30.0, freq: 49.5, ESTOP: True}, 0.0)])  # safety wins
     assert engine.state.state.name == "Error"
+
+
+async def test_a_failing_grid_service_adds_nothing(plant) -> None:
+    server, path, clock = plant
+    freq = ua.NodeId("frequency", 1)
+    engine = make_engine(path, clock, mode="PeakShaving", grid_support={"FcrD": {"capacity_up": 40.0}})
+    engine.config.signals["frequency"] = freq
+    await run_cycles(engine, server, clock, [({GRID: 30.0, freq: 49.7}, 20.0)])
+    engine.services[0].params["f_up_full"] = 49.9  # an empty band (a parameter node written so): it divides by 0
+    await run_cycles(engine, server, clock, [({GRID: 30.0, freq: 49.7}, 0.0)])
+    assert engine.controller_failures == 1 and engine.service_outputs["FcrD"] == 0.0
