@@ -160,6 +160,7 @@ async def test_peak_shaving_keeps_import_under_the_limit_within_3_cycles_of_a_50
     await until(lambda: grid() > IMPORT_LIMIT + 1.0, 2.0)  # the plant saw the step
     await until(lambda: grid() <= IMPORT_LIMIT + 0.1, 3.0)  # 0.1 kW: the setpoint register's resolution
     took = engine.cycles - cycles_at_step
+    print(f"peak shaving: import under the limit {took} cycle(s) after the load step")
     assert took <= 3, f"import under the limit only after {took} cycles"
     held = await sample(grid, 2.0)
     assert max(held) <= IMPORT_LIMIT + 0.1, f"import {max(held):g} kW over the limit after the step"
@@ -175,6 +176,7 @@ async def test_self_consumption_holds_the_grid_within_1_kw_in_steady_state(simul
     await until(lambda: abs(grid()) < 1.0, 15.0)
     await asyncio.sleep(1.0)  # settled
     held = await sample(grid, 2.0)
+    print(f"self-consumption: |grid| at most {max(abs(g) for g in held):.2f} kW in steady state")
     assert max(abs(g) for g in held) < 1.0, f"grid power reached {max(held, key=abs):g} kW in steady state"
     assert sim.device("Battery1").get("ActivePower") == pytest.approx(60.0, abs=1.0)
 
