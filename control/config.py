@@ -40,6 +40,8 @@ class ControlConfig:
     mode_parameters: dict[str, dict[str, ua.NodeId]] = field(default_factory=dict)  # mode -> param -> node
     interlocks: list[InterlockSpec] = field(default_factory=list)
     charge_limiter: dict[str, Any] | None = None
+    grid_support: dict[str, dict[str, Any]] = field(default_factory=dict)  # service -> parameters (enabled)
+    service_parameters: dict[str, dict[str, ua.NodeId]] = field(default_factory=dict)  # service -> param -> node
     confirmed_by: dict[ua.NodeId, ua.NodeId] = field(default_factory=dict)  # input -> its device's LastSuccess
     # (signal, mode): ExternalControl hands over to `mode` while the Boolean signal is true or not Good
     # (the SCADA's watchdog expired, as a hybrid plant controller falls back to its local mode).

@@ -36,7 +36,9 @@ class CycleContext:
     dt: float  # seconds since the previous cycle
     max_age: float  # inputs older than this are not usable
     outputs: Mapping[str, float | None]  # each setpoint's output after the previous cycle
+    supported: Mapping[str, float] = field(default_factory=dict)  # grid support in each output last cycle
     constraints: list[Constraint] = field(default_factory=list)
+    supports: dict[str, float] = field(default_factory=dict)  # grid support added this cycle, per setpoint
     source: str = ""
     priority: int = MODE
 
@@ -52,6 +54,11 @@ class CycleContext:
 
     def output(self, setpoint: str) -> float | None:
         return self.outputs.get(setpoint)
+
+    def support(self, setpoint: str, value: float) -> None:
+        """Add `value` to the setpoint on top of the mode (grid services stack; bounds and safety still hold)."""
+        if math.isfinite(value) and value:
+            self.supports[setpoint] = self.supports.get(setpoint, 0.0) + value
 
     def constrain(self, setpoint: str, op: str, value: float, reason: str = "", priority: int | None = None) -> None:
         self.constraints.append(Constraint(setpoint, op, float(value), self.priority if priority is None else priority,

@@ -24,6 +24,7 @@ from gateway.control.channel import SetpointChannel, WriteFn
 from gateway.control.charge_limiter import ChargeLimiter
 from gateway.control.config import EXTERNAL_CONTROL, ControlConfig
 from gateway.control.controller import SAFETY, Controller, CycleContext
+from gateway.control.grid_support import GridSupport, make_service
 from gateway.control.image import ProcessImage
 from gateway.control.modes import Mode, load_modes
 from gateway.control.outputs import StatusNodes
@@ -68,6 +69,14 @@ class ControlEngine:
         self.channels = {name: SetpointChannel(spec, write) for name, spec in config.setpoints.items()}
         self.ramps = {name: RampLimiter(spec.ramp_per_s) for name, spec in config.setpoints.items()}
         self.outputs: dict[str, float | None] = dict.fromkeys(config.setpoints)
+        # Each output before rounding to its resolution: what the controllers see as the present output.
+        # A PID tracking the rounded value would lose up to one resolution step of integral every cycle,
+        # a dead band of resolution / (ki * period) around its setpoint (0.8 kW at 0.1 kW, ki 0.6, 200 ms).
+        self.exact: dict[str, float | None] = dict.fromkeys(config.setpoints)
+        # What the grid-support services added to each output last cycle (outside the ramp limit): the modes
+        # see the output without it, so a PID does not take the service's power for its own.
+        self.support: dict[str, float] = dict.fromkeys(config.setpoints, 0.0)
+        self.services: list[GridSupport] = [make_service(n, p) for n, p in config.grid_support.items()]
         self.modes: dict[str, Mode] = {name: cls(config.modes.get(name)) for name, cls in load_modes().items()}
         if config.mode not in self.modes:
             raise ValueError(f"control: unknown mode {config.mode!r} (known: {', '.join(sorted(self.modes))})")
@@ -83,6 +92,8 @@ class ControlEngine:
         self.image.track((n for spec in config.interlocks for n in spec.inputs.values()), config.confirmed_by)
         self.image.track(spec.node for spec in config.setpoints.values())
         self.image.track(n for params in config.mode_parameters.values() for n in params.values())
+        self.image.track(n for params in config.service_parameters.values() for n in params.values())
+        self.service_outputs: dict[str, float] = {s.name: 0.0 for s in self.services}
         self.cycles = 0
         self.overruns = 0
         self.controller_failures = 0
@@ -113,11 +124,13 @@ class ControlEngine:
         if self.state.state is SystemState.Init and self.safety.armed and not self.safety.tripped:
             self.state.go(SystemState.Run, "inputs ready")
         self._refresh_mode_parameters()
-        present = {name: ch.written if ch.failed else self.outputs[name] for name, ch in self.channels.items()}
-        ctx = CycleContext(self.image, self.config.signals, self.clock.now(), dt, self.config.max_age_s, present)
+        present = {name: self._base(name) for name in self.channels}
+        ctx = CycleContext(self.image, self.config.signals, self.clock.now(), dt, self.config.max_age_s, present,
+                           supported=dict(self.support))
         self._fall_back(ctx)
         forced = not self.state.controlling
         if forced:
+            self.service_outputs = dict.fromkeys(self.service_outputs, 0.0)
             why = ", ".join(i.name for i in self.safety.tripped) or self.state.state.name
             ctx.source, ctx.priority = why, SAFETY
             for name, spec in self.config.setpoints.items():
@@ -129,9 +142,10 @@ class ControlEngine:
                 self._activate = False
                 mode.activate(self._ctx_for(ctx, mode))
             controllers.append(mode)
+            controllers += self.services
         for controller in controllers:
             self._run(controller, ctx)
-        self._decide(ctx.constraints, dt, forced)
+        self._decide(ctx.constraints, {} if forced else ctx.supports, dt, forced)
         self._publish_state()
         await self.nodes.flush()
 
@@ -154,11 +168,18 @@ class ControlEngine:
     def _run(self, controller: Controller, ctx: CycleContext) -> None:
         self._ctx_for(ctx, controller)
         before = len(ctx.constraints)
+        supports = dict(ctx.supports)
         try:
             controller.run(ctx)
+            if controller.name in self.service_outputs:
+                self.service_outputs[controller.name] = sum(ctx.supports.values()) - sum(supports.values())
         except Exception:
             # A failing controller adds nothing this cycle (what it added is withdrawn); the others still run.
             del ctx.constraints[before:]
+            ctx.supports.clear()
+            ctx.supports.update(supports)
+            if controller.name in self.service_outputs:
+                self.service_outputs[controller.name] = 0.0
             self.controller_failures += 1
             if controller.name not in self._failed_controllers:
                 self._failed_controllers.add(controller.name)
@@ -168,12 +189,18 @@ class ControlEngine:
             self._failed_controllers.discard(controller.name)
             log.warning("controller %s runs again", controller.name)
 
-    def _decide(self, constraints: list[Constraint], dt: float, forced: bool) -> None:
+    def _base(self, name: str) -> float | None:
+        """A setpoint's present output without the grid support in it (what the modes steer)."""
+        channel = self.channels[name]
+        out = channel.written if channel.failed else self.exact[name]
+        return None if out is None else out - self.support[name]
+
+    def _decide(self, constraints: list[Constraint], supports: dict[str, float], dt: float, forced: bool) -> None:
         dropped: list[tuple[tuple[str, str, str, str], str]] = []
         for name, spec in self.config.setpoints.items():
             channel = self.channels[name]
             # A refused write is not in the plant: the next decision starts from what was accepted.
-            present = channel.written if channel.failed else self.outputs[name]
+            present = channel.written if channel.failed else self.exact[name]
             if present is None:  # first decision: from what the device holds, else from the safe value
                 present = self.image.get(spec.node).number(math.inf)
                 if present is None:
@@ -187,12 +214,18 @@ class ControlEngine:
             decision = arbitrate(name, mine, present)
             self.decisions[name] = decision
             dropped += [(drop_key(c, bound), describe_drop(c, bound)) for c, bound in decision.dropped]
-            if decision.target is None or (held is not None and decision.target == held):
+            support, last = supports.get(name, 0.0), self.support[name]
+            if not support and not last and (decision.target is None or (held is not None and decision.target == held)):
                 self.outputs[name] = held if held is not None else self.outputs[name]
+                self.exact[name] = held if held is not None else self.exact[name]
                 continue  # nobody constrains it, or what it holds is inside the bounds: left alone
-            target = decision.target
-            out = target if forced else self.ramps[name].step(present, target, dt)
-            out = min(max(out, decision.low), decision.high)  # a bound that held beats the ramp
+            base_present = present - last
+            target = base_present if decision.target is None or held is not None else decision.target
+            # The ramp smooths the mode's part only: a grid service's response time is the grid code's.
+            base = target if forced else self.ramps[name].step(base_present, target, dt)
+            out = min(max(base + support, decision.low), decision.high)  # a bound that held beats the ramp
+            self.support[name] = support
+            self.exact[name] = out
             if spec.resolution > 0:  # towards zero: never more power than decided
                 out = math.trunc(out / spec.resolution) * spec.resolution
             self.outputs[name] = out
@@ -207,6 +240,12 @@ class ControlEngine:
         self.dropped = [text for _, text in dropped]
 
     def _refresh_mode_parameters(self) -> None:
+        services = {s.name: s for s in self.services}
+        for name, params in self.config.service_parameters.items():
+            for pname, node in params.items():
+                value = self.image.get(node).number(math.inf)
+                if value is not None and name in services:
+                    services[name].params[pname] = value
         for mode_name, params in self.config.mode_parameters.items():
             mode = self.modes.get(mode_name)
             if mode is None:
@@ -230,7 +269,8 @@ class ControlEngine:
     def force_safe(self, who: str, why: str) -> None:
         """Write every safe setpoint now (from a change listener: no waiting for the cycle)."""
         for name, spec in self.config.setpoints.items():
-            self.outputs[name] = spec.safe
+            self.outputs[name] = self.exact[name] = spec.safe
+            self.support[name] = 0.0
             self.channels[name].want(spec.safe, Writer(who, ServiceRole.control, reason=f"safe setpoint: {why}"))
         self._publish_state()
         self._flush_soon()
@@ -314,6 +354,9 @@ class ControlEngine:
             decision = self.decisions.get(name)
             n.set(f"Setpoints.{name}.DecidedBy", decision.decided_by if decision else "", V.String)
             n.set(f"Setpoints.{name}.Constraints", [str(c) for c in decision.kept] if decision else [], V.String)
+            n.set(f"Setpoints.{name}.GridSupport", float(self.support[name]), V.Double)
+        for service, out in self.service_outputs.items():
+            n.set(f"GridSupport.{service}.Output", float(out), V.Double)
 
     # -- running ------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -19,12 +19,13 @@ from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
 from gateway.control.config import EXTERNAL_CONTROL, ControlConfig, SetpointSpec
+from gateway.control.grid_support import load_services, make_service
 from gateway.control.modes import load_modes
 from gateway.control.safety.interlock import InterlockSpec, spec_problems
 
 CONFIG_PROPERTY = "ControlConfiguration"
 SECTION_KEYS = {"period_ms", "max_input_age_s", "stall_periods", "mode", "setpoints", "signals", "charge_limiter",
-                "modes", "interlocks", "fallback"}
+                "modes", "interlocks", "fallback", "grid_support"}
 SETPOINT_KEYS = {"node", "safe", "ramp", "resolution"}
 INTERLOCK_KEYS = {"name", "kind", "inputs", "severity", "params"}
 _CURRENT_WRITE = ua.AccessLevel.CurrentWrite.mask
@@ -95,6 +96,7 @@ def parse_section(section: Any, lookup: Lookup, to_node: Callable[[str], ua.Node
     if limiter is not None and not isinstance(limiter, dict):
         problems.append("charge_limiter must be a mapping of its parameters")
     config.charge_limiter = dict(limiter) if isinstance(limiter, dict) else None
+    problems += _grid_support(section.get("grid_support"), config)
     mode_params = section.get("modes") or {}
     for mode_name, params in (mode_params.items() if isinstance(mode_params, dict) else ()):
         if mode_name not in modes:
@@ -126,6 +128,30 @@ def parse_section(section: Any, lookup: Lookup, to_node: Callable[[str], ua.Node
         problems += [f"interlock {name}: {p}" for p in spec_problems(ispec)]
         config.interlocks.append(ispec)
     return config, problems
+
+
+def _grid_support(section: Any, config: ControlConfig) -> list[str]:
+    """The `grid_support:` mapping (service -> parameters) into the config, with its problems."""
+    if section is None:
+        return []
+    if not isinstance(section, dict):
+        return ["grid_support must map services to their parameters"]
+    problems = []
+    for name, params in section.items():
+        if not isinstance(params, dict):
+            problems.append(f"grid_support.{name} must map parameters to values")
+            continue
+        try:
+            service = make_service(str(name), params)
+        except (ValueError, TypeError) as exc:
+            problems.append(str(exc))
+            continue
+        problems += [f"grid support {name} needs signal '{role}'" for role in service.inputs[:1]
+                     if role not in config.signals]
+        problems += [f"grid support {name} needs setpoint '{sp}'" for sp in service.setpoints
+                     if sp not in config.setpoints]
+        config.grid_support[str(name)] = dict(params)
+    return problems
 
 
 def _num(m: Mapping[str, Any], key: str, default: float, problems: list[str], where: str = "control") -> float:
@@ -184,4 +210,13 @@ def read_control(aspace: AddressSpace, nodes: list[ua.NodeId], gw_ns: int
             nid = ua.NodeId(f"{prefix}.{mode_name}.{p.name}", ns)
             if aspace.get(nid) is not None:
                 config.mode_parameters.setdefault(mode_name, {})[p.name] = nid
+    for name in config.grid_support:
+        for p in cls_params(name):
+            nid = ua.NodeId(f"{control_id.Identifier}.GridSupport.{name}.{p}", ns)
+            if aspace.get(nid) is not None:
+                config.service_parameters.setdefault(name, {})[p] = nid
     return control_id, config, problems
+
+
+def cls_params(service: str) -> list[str]:
+    return [p.name for p in load_services()[service].PARAMETERS]

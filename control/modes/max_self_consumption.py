@@ -3,7 +3,8 @@
 The PID's error is the grid power (> 0 importing: discharge more). It starts from the battery's present
 output (bumpless) and follows what the plant was actually given (a higher-priority bound may have
 clamped it), so it never winds up against the BMS limits. Below `reserve_soc` it does not discharge.
-A grid meter that is Bad or stale idles the battery: the mode does not steer blind.
+A grid meter that is Bad or stale idles the battery: the mode does not steer blind. Power a grid-support
+service adds is taken out of the grid power it regulates, so the service's response reaches the grid.
 """
 
 from __future__ import annotations
@@ -46,5 +47,7 @@ class MaxSelfConsumption(Mode):
         applied = ctx.output("battery_power")
         if applied is not None:
             self.pid.track(applied)
+        # The grid without what a grid service gives: that power is the grid's, not the site's to cancel.
+        grid += ctx.supported.get("battery_power", 0.0)
         out = self.pid.update(0.0, -grid, ctx.dt)  # error = grid power
         ctx.constrain("battery_power", "=", out, f"grid {grid:g} kW")

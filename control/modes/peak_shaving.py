@@ -26,8 +26,8 @@ class PeakShaving(Mode):
             ctx.constrain("battery_power", "=", 0.0, "grid power not usable")
             return
         battery = ctx.number("battery_power") if "battery_power" in ctx.signals else None
-        if battery is None:
-            battery = ctx.output("battery_power") or 0.0
+        if battery is None:  # what it was given, with what a grid service added
+            battery = (ctx.output("battery_power") or 0.0) + ctx.supported.get("battery_power", 0.0)
         net = grid + battery
         import_limit, export_limit = self.param("import_limit"), self.param("export_limit")
         if net > import_limit:

@@ -44,8 +44,8 @@ class Battery(Model):
     limits and above 45 °C; the cell temperature follows losses (I²R ~ P²) with a first-order lag."""
 
     kind: ClassVar[str] = "battery"
-    inputs: ClassVar[tuple[str, ...]] = ("ActivePowerSetpoint",)
-    state: ClassVar[frozenset[str]] = frozenset({"setpoint", "power", "fault"})
+    inputs: ClassVar[tuple[str, ...]] = ("ActivePowerSetpoint", "ReactivePowerSetpoint")
+    state: ClassVar[frozenset[str]] = frozenset({"setpoint", "power", "fault", "q_setpoint", "reactive_power"})
     capacity_kwh: float = 200.0
     max_power_kw: float = 100.0
     soc: float = 50.0
@@ -60,14 +60,19 @@ class Battery(Model):
     thermal_tau_s: float = 900.0
     setpoint: float = 0.0
     power: float = 0.0
+    q_setpoint: float = 0.0  # kvar, > 0 injecting (over-excited); within +/- max_power_kw, at once
+    reactive_power: float = 0.0
     fault: int = 0  # 0 = none; see inject_fault
 
     OVER_TEMPERATURE: ClassVar[int] = 1
 
     def set_input(self, name: str, value: Any) -> None:
-        if name != "ActivePowerSetpoint":
+        if name == "ActivePowerSetpoint":
+            self.setpoint = float(value)
+        elif name == "ReactivePowerSetpoint":
+            self.q_setpoint = float(value)
+        else:
             raise KeyError(name)
-        self.setpoint = float(value)
 
     def limits(self) -> tuple[float, float]:
         """(max charge, max discharge) in kW, both >= 0."""
@@ -89,6 +94,7 @@ class Battery(Model):
         target = 0.0 if self.fault else _clamp(self.setpoint, -chg, dis)
         ramp = self.ramp_kw_per_s * dt
         self.power += _clamp(target - self.power, -ramp, ramp)
+        self.reactive_power = 0.0 if self.fault else _clamp(self.q_setpoint, -self.max_power_kw, self.max_power_kw)
         energy_kwh = self.power * dt / 3600.0
         drawn = energy_kwh / self.efficiency if energy_kwh > 0 else energy_kwh * self.efficiency
         self.soc = _clamp(self.soc - drawn / self.capacity_kwh * 100.0, 0.0, 100.0)
@@ -103,6 +109,7 @@ class Battery(Model):
             "StateOfCharge": self.soc, "ActivePower": self.power, "MaxChargePower": chg, "MaxDischargePower": dis,
             "CellTemperatureMax": self.temperature, "DcVoltage": 720.0 + 1.0 * self.soc - 0.3 * self.power,
             "Running": not self.fault, "FaultCode": self.fault, "ActivePowerSetpoint": self.setpoint,
+            "ReactivePower": self.reactive_power, "ReactivePowerSetpoint": self.q_setpoint,
         }
 
 
@@ -158,13 +165,15 @@ class PvInverter(Model):
 
 @dataclass
 class Load(Model):
-    """Site consumption: a base, a midday bump and seeded noise."""
+    """Site consumption: a base, a midday bump and seeded noise (a random walk of at most `noise_kw` per
+    step, within +/-5 `noise_kw`; 0: a steady load). A test steps the load by changing `base_kw`."""
 
     kind: ClassVar[str] = "load"
     base_kw: float = 60.0
     peak_kw: float = 40.0
     start_hour: float = 10.0
     seed: float = 2.0
+    noise_kw: float = 1.0
     hours: float = field(init=False, default=0.0)
     power: float = field(init=False, default=0.0)
     _noise: float = field(init=False, default=0.0)
@@ -178,7 +187,8 @@ class Load(Model):
     def step(self, dt: float, plant: Plant) -> None:
         self.hours += dt * self.time_scale / 3600.0
         if dt:
-            self._noise = _clamp(self._noise + self._rng.uniform(-1.0, 1.0), -5.0, 5.0)
+            n = self.noise_kw
+            self._noise = _clamp(self._noise + self._rng.uniform(-n, n), -5.0 * n, 5.0 * n)
         bump = max(0.0, math.sin(math.pi * ((self.hours % 24.0) - 7.0) / 12.0))
         self.power = self.base_kw + self.peak_kw * bump + self._noise
 
@@ -188,26 +198,54 @@ class Load(Model):
 
 @dataclass
 class GridMeter(Model):
-    """Grid power = load - PV - battery of the whole simulated site; energies integrate it."""
+    """Grid power = load - PV - battery of the whole simulated site; energies integrate it.
+
+    The grid frequency wanders by at most `frequency_noise_hz` per step within +/-0.05 Hz of
+    `frequency_target_hz`; a changed target is approached at `frequency_ramp_hz_per_s` (0: at once), so a
+    test or a demo drives frequency steps and ramps for the grid-support services (`set_frequency`).
+    """
 
     kind: ClassVar[str] = "meter"
     base_load_kw: float = 60.0  # used when the site has no simulated load device
     seed: float = 3.0
+    frequency_target_hz: float = 50.0
+    frequency_ramp_hz_per_s: float = 0.0
+    frequency_noise_hz: float = 0.004
+    voltage_offset_v: float = 0.0  # added to the voltage (230 V, moving with the frequency): a voltage step
     power: float = field(init=False, default=0.0)
     frequency: float = field(init=False, default=50.0)
+    _base_hz: float = field(init=False, default=50.0)  # where the frequency ramps, before the wander
+    _wander: float = field(init=False, default=0.0)
     import_kwh: float = field(init=False, default=0.0)
     export_kwh: float = field(init=False, default=0.0)
     _rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(int(self.seed))
+        self._base_hz = self.frequency = self.frequency_target_hz
+
+    def _towards(self, hz: float, dt: float) -> float:
+        rate = self.frequency_ramp_hz_per_s
+        if rate <= 0:
+            return self.frequency_target_hz
+        most = rate * dt * self.time_scale
+        return hz + _clamp(self.frequency_target_hz - hz, -most, most)
+
+    def set_frequency(self, target_hz: float, ramp_hz_per_s: float = 0.0, noise_hz: float | None = None) -> None:
+        """Move the grid frequency to `target_hz` (at `ramp_hz_per_s`, 0: at the next step)."""
+        self.frequency_target_hz, self.frequency_ramp_hz_per_s = float(target_hz), float(ramp_hz_per_s)
+        if noise_hz is not None:
+            self.frequency_noise_hz = float(noise_hz)
 
     def step(self, dt: float, plant: Plant) -> None:
         loads = plant.of(Load)
         load = sum(m.power for m in loads) if loads else self.base_load_kw
         self.power = load - sum(m.power for m in plant.of(PvInverter)) - sum(m.power for m in plant.of(Battery))
         if dt:
-            self.frequency = _clamp(self.frequency + self._rng.uniform(-0.004, 0.004), 49.95, 50.05)
+            self._base_hz = self._towards(self._base_hz, dt)
+            n = self.frequency_noise_hz
+            self._wander = _clamp(self._wander + self._rng.uniform(-n, n), -0.05, 0.05) if n else 0.0
+            self.frequency = self._base_hz + self._wander
         energy = self.power * dt * self.time_scale / 3600.0
         if energy > 0:
             self.import_kwh += energy
@@ -216,7 +254,8 @@ class GridMeter(Model):
 
     def outputs(self) -> dict[str, Any]:
         return {"ActivePower": self.power, "Frequency": self.frequency, "ImportEnergy": self.import_kwh,
-                "ExportEnergy": self.export_kwh, "Voltage": 230.0 + (self.frequency - 50.0) * 20.0}
+                "ExportEnergy": self.export_kwh,
+                "Voltage": 230.0 + (self.frequency - 50.0) * 20.0 + self.voltage_offset_v}
 
 
 MODELS: dict[str, type[Model]] = {m.kind: m for m in (Battery, PvInverter, Load, GridMeter)}

@@ -606,6 +606,31 @@ def _emit_control(w: _Writer, site_name: str, site_id: str, control: dict) -> No
                 spec["unit"] = p.unit
             _variable(w, _Var(p.name, f"{site_name}.Control.Modes.{mode_name}.{p.name}", spec, "Double"), mid,
                       bound=False)
+    _emit_grid_support(w, site_name, cid, control)
+
+
+def _emit_grid_support(w: _Writer, site_name: str, cid: str, control: dict) -> None:
+    """One writable, persisted variable per parameter of each grid-support service the section enables."""
+    from gateway.control.grid_support import load_services
+
+    enabled = control.get("grid_support") or {}
+    if not enabled:
+        return
+    services = load_services()
+    gid = f"{cid}.GridSupport"
+    w.node("UAObject", gid, "1:GridSupport", "GridSupport", "Each grid-support service's parameters (writable, "
+           "kept across restarts).", [("HasTypeDefinition", "i=61", True), ("HasComponent", cid, False)], parent=cid)
+    for name, params in sorted(enabled.items()):
+        sid = f"{gid}.{name}"
+        w.node("UAObject", sid, f"1:{name}", name, f"Parameters of the {name} grid-support service.",
+               [("HasTypeDefinition", "i=61", True), ("HasComponent", gid, False)], parent=gid)
+        for p in services[name].PARAMETERS:
+            spec = _Map({"writable": True, "range": [p.low, p.high], "description": p.description,
+                         "initial": float(params.get(p.name, p.default))})
+            if p.unit:
+                spec["unit"] = p.unit
+            _variable(w, _Var(p.name, f"{site_name}.Control.GridSupport.{name}.{p.name}", spec, "Double"), sid,
+                      bound=False)
 
 
 def _with_device_defaults(v: dict[str, Any], driver: Any) -> dict[str, Any]:

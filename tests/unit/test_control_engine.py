@@ -242,3 +242,48 @@ async def test_dropped_conflicts_are_reported_once_per_change(plant, caplog) -> 
     assert len(conflicts) == 1 and "PeakShaving = 30" in conflicts[0].getMessage()
     assert engine.nodes.values["DroppedConflicts"] == [
         "battery_power: dropped PeakShaving = 30 (priority 100) against ChargeLimiter <= 10 (priority 800)"]
+
+
+async def test_a_rounded_setpoint_leaves_no_dead_band_in_the_pid(plant) -> None:
+    """The PID sees the output before rounding: 0.1 kW steps, ki 0.6, 200 ms would otherwise stall it ~0.8 kW off."""
+    server, path, clock = plant
+    engine = make_engine(path, clock, mode="MaxSelfConsumption")
+    engine.config.setpoints["battery_power"].resolution = 0.1
+    engine.period = 0.2
+    load = 30.0
+    for _ in range(150):  # a plant without delay: grid = load - battery
+        written = device_value(server) or 0.0
+        for node, value in ((GRID, load - written), (SOC, 60.0), (ESTOP, False), (TEMP, 25.0)):
+            engine.image.set(node, value)
+        await engine.cycle()
+        await engine.settle()
+        clock.step(0.2)
+    assert abs(load - device_value(server)) <= 0.1 + 1e-9
+
+
+async def test_grid_support_stacks_on_the_mode_outside_the_ramp_and_safety_still_wins(plant) -> None:
+    server, path, clock = plant
+    freq = ua.NodeId("frequency", 1)
+    engine = make_engine(path, clock, mode="PeakShaving", ramp=5.0, grid_support={"FcrD": {"capacity_up": 40.0}})
+    engine.config.signals["frequency"] = freq
+    await run_cycles(engine, server, clock, [
+        ({GRID: 30.0, freq: 50.0}, 0.0),  # inside the import limit: the mode idles, no frequency deviation
+        ({GRID: 30.0, freq: 49.7}, 20.0),  # FCR-D up half activated: at once, not at the 5 kW/s ramp
+        ({GRID: 10.0, freq: 49.5}, 40.0),  # full activation; the mode still idles (net demand 50 kW)
+        ({GRID: 30.0, freq: 49.5}, 45.0),  # net demand 70 kW: the mode asks 20 kW, ramped to 5 kW, plus 40
+        ({GRID: 15.0, freq: 50.0}, 10.0),  # frequency back: the service's 40 kW leave at once
+    ])
+    assert engine.support["battery_power"] == 0.0
+    await run_cycles(engine, server, clock, [({GRID: 30.0, freq: 49.5, ESTOP: True}, 0.0)])  # safety wins
+    assert engine.state.state.name == "Error"
+
+
+async def test_a_failing_grid_service_adds_nothing(plant) -> None:
+    server, path, clock = plant
+    freq = ua.NodeId("frequency", 1)
+    engine = make_engine(path, clock, mode="PeakShaving", grid_support={"FcrD": {"capacity_up": 40.0}})
+    engine.config.signals["frequency"] = freq
+    await run_cycles(engine, server, clock, [({GRID: 30.0, freq: 49.7}, 20.0)])
+    engine.services[0].params["f_up_full"] = 49.9  # an empty band (a parameter node written so): it divides by 0
+    await run_cycles(engine, server, clock, [({GRID: 30.0, freq: 49.7}, 0.0)])
+    assert engine.controller_failures == 1 and engine.service_outputs["FcrD"] == 0.0

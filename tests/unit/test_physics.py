@@ -98,3 +98,58 @@ def test_parse_model_names_what_is_wrong() -> None:
         parse_model("pv?colour=red")
     with pytest.raises(ValueError, match="is not a number"):
         parse_model("load?base_kw=lots")
+
+
+def test_a_steady_load_without_noise_and_a_load_step() -> None:
+    load = Load(base_kw=60, peak_kw=0, noise_kw=0)
+    plant = Plant([load])
+    for _ in range(50):
+        plant.step(0.1)
+    assert load.power == 60.0
+    load.base_kw += 50  # a 50 kW load step
+    plant.step(0.1)
+    assert load.power == 110.0
+    noisy = Load(base_kw=60, peak_kw=0, noise_kw=2, seed=5)
+    seen = []
+    for _ in range(200):
+        noisy.step(0.1, Plant([]))
+        seen.append(noisy.power)
+    assert max(seen) - min(seen) > 2.0 and all(50.0 <= p <= 70.0 for p in seen)  # within +/- 5 x noise
+
+
+def test_grid_frequency_follows_a_target_at_its_ramp_with_or_without_wander() -> None:
+    meter = GridMeter(frequency_noise_hz=0)
+    plant = Plant([meter])
+    plant.step(0.1)
+    assert meter.frequency == 50.0
+    meter.set_frequency(49.5, ramp_hz_per_s=0.1)
+    for _ in range(10):
+        plant.step(0.1)
+    assert meter.frequency == pytest.approx(49.9)  # 1 s at 0.1 Hz/s
+    for _ in range(100):
+        plant.step(0.1)
+    assert meter.frequency == pytest.approx(49.5)  # holds at the target
+    meter.set_frequency(50.8)  # a step
+    plant.step(0.1)
+    assert meter.frequency == pytest.approx(50.8)
+    meter.set_frequency(50.0, noise_hz=0.004)
+    seen = []
+    for _ in range(300):
+        plant.step(0.1)
+        seen.append(meter.frequency)
+    assert all(49.95 <= f <= 50.05 for f in seen) and max(seen) > min(seen)
+    assert parse_model("meter?frequency_target_hz=49.8&frequency_noise_hz=0").outputs()["Frequency"] == 49.8
+
+
+def test_reactive_power_follows_its_setpoint_within_the_rating_and_a_voltage_step() -> None:
+    bat, meter = Battery(max_power_kw=100), GridMeter(frequency_noise_hz=0)
+    plant = Plant([bat, meter])
+    bat.set_input("ReactivePowerSetpoint", -40.0)
+    plant.step(0.1)
+    assert bat.outputs()["ReactivePower"] == -40.0
+    bat.set_input("ReactivePowerSetpoint", 400.0)
+    plant.step(0.1)
+    assert bat.outputs()["ReactivePower"] == 100.0
+    assert meter.outputs()["Voltage"] == 230.0
+    meter.voltage_offset_v = 12.0
+    assert meter.outputs()["Voltage"] == 242.0
