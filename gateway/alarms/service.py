@@ -1,10 +1,12 @@
 """The alarm service: conditions evaluated on every change of their inputs, operated through methods.
 
 Each condition listens on the change feed for its input (and its setpoint or normal-state variable),
-so an alarm follows the value it watches, not a timer. An input that turns Bad changes the condition's
-Quality and leaves its ActiveState as it was: a lost device does not clear an alarm. On- and off-delays
-hold a transition until the input stayed there that long. Every device gets a communication alarm on
-its Diagnostics/ConnectionState, active while the device does not answer.
+so an alarm follows the value it watches, not a timer: every change is queued with its value and the
+alarm task evaluates the queue in slices of a few milliseconds, so a scan that stores thousands of
+inputs at once does not hold the event loop for all their alarms together. An input that turns Bad
+changes the condition's Quality and leaves its ActiveState as it was: a lost device does not clear an
+alarm. On- and off-delays hold a transition until the input stayed there that long. Every device gets a
+communication alarm on its Diagnostics/ConnectionState, active while the device does not answer.
 
 The methods of Part 9 are bound in the method registry, on the type's method (called with the
 condition as ObjectId, as most clients do) and on any copy of the method in the condition's own
@@ -15,8 +17,10 @@ operators; ConditionRefresh and ConditionRefresh2 for anyone, on their own subsc
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,6 +40,7 @@ from gateway.values.feed import Change, ChangeFeed
 
 log = logging.getLogger(__name__)
 
+EVALUATE_SLICE_S = 0.005  # the alarm task lets other work run after this much evaluation
 _HAS_COMPONENT = ua.NodeId(ua.ObjectIds.HasComponent)
 _M = ua.ObjectIds
 # Method of the type -> (role, handler name). The shelving methods also have copies in the
@@ -71,6 +76,9 @@ class AlarmService:
         self._watchers: dict[ua.NodeId, list[Condition]] = {}
         self._timers: dict[ua.NodeId, asyncio.TimerHandle] = {}
         self._subscription = None
+        self._queue: collections.deque[tuple[Condition, Change]] = collections.deque()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     # -- set-up -------------------------------------------------------------------------------------------
 
@@ -110,6 +118,7 @@ class AlarmService:
         for method, (role, handler) in _METHODS.items():
             self.methods.bind(ua.NodeId(method), getattr(self, handler), role)
         self._subscription = self.feed.listen(self._on_change, [], name="alarms")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="alarm evaluation")
         self.add(configs)
         self.add(system, system=True)
 
@@ -134,6 +143,9 @@ class AlarmService:
                 cond.event(cond.message or f"{self._label(cond)} normal", now)
 
     def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
         if self._subscription is not None:
             self._subscription.close()
             self._subscription = None
@@ -171,8 +183,34 @@ class AlarmService:
     # -- evaluation -----------------------------------------------------------------------------------------
 
     def _on_change(self, change: Change) -> None:
-        for cond in self._watchers.get(change.node, ()):
-            self._evaluate(cond)
+        # Queued with the value that changed, evaluated by the alarm task in slices: a scan of thousands of
+        # inputs stores them at once, and evaluating inline would hold the loop for all of them together.
+        watchers = self._watchers.get(change.node)
+        if watchers:
+            for cond in watchers:
+                self._queue.append((cond, change))
+            self._ready.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._queue:
+                self.drain(EVALUATE_SLICE_S)
+                await asyncio.sleep(0)
+
+    def drain(self, within_s: float | None = None) -> None:
+        """Evaluate what is queued (all of it, or for about `within_s`)."""
+        started = time.perf_counter()
+        queue = self._queue
+        while queue:
+            cond, change = queue.popleft()
+            try:
+                self._evaluate(cond, change=change)
+            except Exception:  # one condition's bug must not stop the others' evaluation
+                log.exception("evaluating %s failed", cond.nodeid.to_string())
+            if within_s is not None and time.perf_counter() - started > within_s:
+                break
 
     def _input(self, node: ua.NodeId | None) -> tuple[Any, ua.StatusCode]:
         dv = read_value(self.aspace, node) if node is not None else None
@@ -181,12 +219,17 @@ class AlarmService:
         status = dv.StatusCode if dv.StatusCode is not None else ua.StatusCode()
         return (dv.Value.Value if dv.Value is not None else None), status
 
-    def _evaluate(self, cond: Condition, delayed: bool = False) -> None:
+    def _evaluate(self, cond: Condition, delayed: bool = False, change: Change | None = None) -> None:
         self.evaluations += 1
         if not cond.enabled:
             return
         cfg = cond.cfg
-        value, status = self._input(cfg.input)
+        if change is not None and change.node == cfg.input:  # the value that changed, not a later one
+            dv = change.dv
+            value = dv.Value.Value if dv.Value is not None else None
+            status = dv.StatusCode if dv.StatusCode is not None else ua.StatusCode()
+        else:
+            value, status = self._input(cfg.input)
         now = self.clock.now()
         # Waiting for an input's first value after start, and getting it, is no news: only later quality
         # changes are reported.

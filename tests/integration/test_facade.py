@@ -322,7 +322,8 @@ async def test_the_watchdog_withdraws_setpoints_and_shows_its_state(facade, mast
         await feeder.stop()  # the SCADA goes silent
         await _until(is_expired, 8)
         alarm = next(c for c in gw.alarms.conditions.values() if c.cfg.name == "WatchdogAlarm")
-        assert alarm.active and "stopped changing the watchdog" in alarm.message
+        await _until(lambda: alarm.active, 5)
+        assert "stopped changing the watchdog" in alarm.message
         await _until(lambda: device.get("ActivePowerSetpoint") == pytest.approx(0.0), 8)
         export_limit = ua_client.get_node(ua.NodeId("ExportLimit", ns))
 
@@ -339,7 +340,8 @@ async def test_the_watchdog_withdraws_setpoints_and_shows_its_state(facade, mast
         await feeder.feed()
         assert not (await master.write_register(0, 300, device_id=1)).isError()
         assert await expired.read_value() is False
-        assert not alarm.active and alarm.retain  # back to normal, still to be acknowledged
+        await _until(lambda: not alarm.active, 5)
+        assert alarm.retain  # back to normal, still to be acknowledged
 
 
 async def test_many_clients_limits_idle_timeout_and_allowed_addresses(facade) -> None:

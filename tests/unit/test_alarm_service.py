@@ -57,7 +57,12 @@ async def alarms(tmp_path: Path):
 
 
 async def _store(feed: ChangeFeed, node: ua.NodeId, value: float, status: int = ua.StatusCodes.Good) -> None:
+    """Store an input as a driver's scan does, then let the alarm task evaluate it."""
     await feed.store(node, StoredDataValue(ua.Variant(value, ua.VariantType.Double), StatusCode=ua.StatusCode(status)))
+    for sub in feed.subscriptions():
+        owner = getattr(sub.callback, "__self__", None)
+        if isinstance(owner, AlarmService):
+            owner.drain()
 
 
 async def _call(methods: MethodRegistry, method: ua.NodeId, obj: ua.NodeId, *args: ua.Variant,
