@@ -6,6 +6,7 @@ without having talked to it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -100,3 +101,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"CI=true: integration/interop test skipped, which counts as a failure: {reason}"
+
+
+class EventCollector:
+    """An asyncua subscription handler that keeps the events it gets; `next()` waits for one (that matches)."""
+
+    def __init__(self) -> None:
+        self.got: list[object] = []
+        self.new = asyncio.Event()
+
+    def event_notification(self, event: object) -> None:
+        self.got.append(event)
+        self.new.set()
+
+    async def next(self, match: Callable[[object], bool] | None = None, within_s: float = 5.0) -> object:
+        async with asyncio.timeout(within_s):
+            while True:
+                for i, ev in enumerate(self.got):
+                    if match is None or match(ev):
+                        return self.got.pop(i)
+                self.new.clear()
+                await self.new.wait()
+
+
+@pytest.fixture
+def event_collector() -> type[EventCollector]:
+    """Make event collectors: `events = event_collector()`, then `create_subscription(50, events)`."""
+    return EventCollector

@@ -60,10 +60,6 @@ _EFFECTIVE = {None: shared(ua.LocalizedText("Inactive"), _TEXT), "": shared(ua.L
               **{state: shared(ua.LocalizedText(f"{state} active"), _TEXT) for state in LIMIT_STATES}}
 
 
-def _effective(active_key: str | None) -> ua.Variant:
-    return _EFFECTIVE[active_key]
-
-
 class ConditionError(Exception):
     def __init__(self, status: int, message: str = "") -> None:
         super().__init__(message or ua.StatusCode(status).name)
@@ -159,7 +155,7 @@ class Condition:
             path("AckedState", "Id"): _FLAG[self.acked],
             path("ActiveState"): _ACTIVE_TEXT[self.active],
             path("ActiveState", "Id"): _FLAG[self.active],
-            path("ActiveState", "EffectiveDisplayName"): _effective(active_key),
+            path("ActiveState", "EffectiveDisplayName"): _EFFECTIVE[active_key],
             path("ActiveState", "TransitionTime"): _time(self.active_time),
             path("SuppressedOrShelved"): _FLAG[self.shelved],
             path("ShelvingState", "CurrentState"): _SHELVING_TEXT[self.shelving],

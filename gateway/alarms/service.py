@@ -272,7 +272,7 @@ class AlarmService:
         if cond.shelving == "OneShotShelved" and cond.active and not active:
             cond.shelving, cond.unshelve_at = "Unshelved", None
         cond.active, cond.limit_state, cond.limit_states, cond.value = active, state, states, value
-        self._emit(cond, message, now, severity_change=True)
+        self._emit(cond, message, now)
 
     def _delay_over(self, cond: Condition) -> None:
         self._timers.pop(cond.nodeid, None)
@@ -319,14 +319,11 @@ class AlarmService:
     def _label(self, cond: Condition) -> str:
         return cond.cfg.message or f"{cond.cfg.source_name} {cond.cfg.input_name}"
 
-    def _emit(self, cond: Condition, message: str, now: Any, severity_change: bool = False) -> None:
+    def _emit(self, cond: Condition, message: str, now: Any = None) -> None:
         # A shelved alarm still reports its state, with SuppressedOrShelved set: Part 9 leaves hiding it to the
         # client, and history keeps what happened while it was shelved.
         cond.last_severity = cond.severity
-        self.events.emit(cond.event(message, now))
-
-    def _report(self, cond: Condition, message: str) -> None:
-        self._emit(cond, message, self.clock.now())
+        self.events.emit(cond.event(message, now or self.clock.now()))
 
     # -- methods ------------------------------------------------------------------------------------------
 
@@ -351,7 +348,7 @@ class AlarmService:
             getattr(cond, action)(call.arg(0), text or "", call.writer.name, now)
         except ConditionError as exc:
             raise MethodError(exc.status, str(exc)) from None
-        self._report(cond, cond.message)
+        self._emit(cond, cond.message)
         log.info("%s %s by %s%s", cond.cfg.source_name + "/" + cond.cfg.name, verb, call.writer.name,
                  f": {text}" if text else "")
         return []
@@ -372,18 +369,16 @@ class AlarmService:
         except ConditionError as exc:
             raise MethodError(exc.status, str(exc)) from None
         cond.client_user_id = call.writer.name
-        now = self.clock.now()
         if enabled:
             cond.active, cond.acked, cond.confirmed, cond.limit_state, cond.limit_states = (
                 False, True, True, None, frozenset())
-            cond.event(f"{self._label(cond)} enabled", now)
-            self.events.emit(cond.last_event)  # type: ignore[arg-type]
+            self._emit(cond, f"{self._label(cond)} enabled")
             self._evaluate(cond)
         else:
             timer = self._timers.pop(cond.nodeid, None)
             if timer is not None:
                 timer.cancel()
-            self.events.emit(cond.event(f"{self._label(cond)} disabled", now))
+            self._emit(cond, f"{self._label(cond)} disabled")
         return []
 
     async def _enable(self, call: MethodCall) -> list[ua.Variant]:
@@ -407,14 +402,14 @@ class AlarmService:
         if cond.unshelve_at is not None:
             delay = max((cond.unshelve_at - now).total_seconds(), 0.0)
             self._timers[timer_key] = asyncio.get_running_loop().call_later(delay, self._shelving_over, cond)
-        self.events.emit(cond.event(f"{self._label(cond)} {how.lower()} by {call.writer.name}", now))
+        self._emit(cond, f"{self._label(cond)} {how.lower()} by {call.writer.name}", now)
         return []
 
     def _shelving_over(self, cond: Condition) -> None:
         self._timers.pop(ua.NodeId(f"shelve:{cond.nodeid.to_string()}"), None)
         if cond.shelved:
             cond.shelving, cond.unshelve_at = "Unshelved", None
-            self.events.emit(cond.event(f"{self._label(cond)} unshelved (shelving time over)", self.clock.now()))
+            self._emit(cond, f"{self._label(cond)} unshelved (shelving time over)")
 
     async def _timed_shelve(self, call: MethodCall) -> list[ua.Variant]:
         ms = call.arg(0)

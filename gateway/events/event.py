@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -62,7 +62,6 @@ class GatewayEvent:
     fields: dict[Path, ua.Variant]
     notifiers: tuple[ua.NodeId, ...]  # the source's notifier chain up to the Server object
     condition: ua.NodeId | None = None  # the ConditionId of a condition's event
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def event_id(self) -> bytes:

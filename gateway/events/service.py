@@ -118,17 +118,11 @@ class EventService:
             await asyncio.sleep(0)
             self._slice_end = loop.time() + DELIVERY_SLICE_S
 
-    def _items(self, notifiers: Iterable[ua.NodeId], only_sub: int | None = None,
-               only_mid: int | None = None) -> Iterable[tuple[Any, int, Any]]:
-        subs = self.iserver.subscription_service.subscriptions
-        chosen = [subs[only_sub]] if only_sub is not None and only_sub in subs else (
-            [] if only_sub is not None else list(subs.values()))
-        for sub in chosen:
+    def _items(self, notifiers: Iterable[ua.NodeId]) -> Iterable[tuple[Any, int, Any]]:
+        for sub in list(self.iserver.subscription_service.subscriptions.values()):
             misrv = sub.monitored_item_srv
             for node in notifiers:
                 for mid in misrv._monitored_events.get(node, ()):
-                    if only_mid is not None and mid != only_mid:
-                        continue
                     mdata = misrv._monitored_items.get(mid)
                     if mdata is not None and mdata.mode != ua.MonitoringMode.Disabled:
                         yield sub, mid, mdata

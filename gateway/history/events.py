@@ -18,7 +18,7 @@ from asyncua import ua
 from asyncua.common.utils import Buffer
 from asyncua.ua.ua_binary import variant_from_binary, variant_to_binary
 
-from gateway.events.event import EVENT_TYPE, TIME, GatewayEvent, Path, SharedVariant
+from gateway.events.event import EVENT_TYPE, GatewayEvent, Path, SharedVariant
 
 _MAGIC = b"GE2"  # each field's Variant preceded by its length, so a read decodes only the fields it uses
 _MAGIC_WHOLE = b"GE1"  # rows written before that: decoded whole
@@ -248,7 +248,3 @@ def query(reader: sqlite3.Connection, notifier: int | None, begin_us: int, finis
                     return out, _CP.pack(_CP_MAGIC, notifier, ts, event_id, int(backward)) if more else None
         if len(rows) < page:
             return out, None
-
-
-def event_time_us(event: GatewayEvent, to_us: Callable[[Any], int]) -> int:
-    return to_us(event.fields[TIME].Value)

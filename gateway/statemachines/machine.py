@@ -150,4 +150,4 @@ class StateMachine:
                 path(field, "Name"): ua.Variant(state.qualified_name, _NAME),
                 path(field, "EffectiveDisplayName"): ua.Variant(ua.LocalizedText(state.display), _TEXT),
             })
-        return GatewayEvent(transition.event_type, fields, self.notifiers, extra={"writer": writer})
+        return GatewayEvent(transition.event_type, fields, self.notifiers)

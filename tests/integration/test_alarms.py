@@ -19,23 +19,6 @@ CONFIRM = ua.NodeId(ua.ObjectIds.AcknowledgeableConditionType_Confirm)
 REFRESH = ua.NodeId(ua.ObjectIds.ConditionType_ConditionRefresh)
 
 
-class Events:
-    def __init__(self) -> None:
-        self.got: list[object] = []
-        self.new = asyncio.Event()
-
-    def event_notification(self, event: object) -> None:
-        self.got.append(event)
-        self.new.set()
-
-    async def next(self, match: object = None, within_s: float = 5.0) -> object:
-        async with asyncio.timeout(within_s):
-            while True:
-                for i, ev in enumerate(self.got):
-                    if match is None or match(ev):
-                        return self.got.pop(i)
-                self.new.clear()
-                await self.new.wait()
 
 
 @pytest.fixture
@@ -61,14 +44,14 @@ def _field(ev: object, name: str) -> object:
     return getattr(ev, name, None)
 
 
-async def test_limit_alarm_goes_active_is_acknowledged_confirmed_and_refreshed(alarm_gateway) -> None:
+async def test_limit_alarm_goes_active_is_acknowledged_confirmed_and_refreshed(alarm_gateway, event_collector) -> None:
     gw = alarm_gateway
     ns = gw.site.namespaces["urn:test:alarm-site"]
     temperature = ua.NodeId("Rack1.Temperature", ns)
     condition = ua.NodeId("Rack1.TemperatureHigh", ns)
     client = await _operator(gw)
     try:
-        events = Events()
+        events = event_collector()
         sub = await client.create_subscription(50, events)
         alarm_type = client.get_node(ua.NodeId(ua.ObjectIds.AlarmConditionType))
         await sub.subscribe_events(client.get_node(ua.ObjectIds.Server), alarm_type)
@@ -99,14 +82,14 @@ async def test_limit_alarm_goes_active_is_acknowledged_confirmed_and_refreshed(a
         await client.disconnect()
 
 
-async def test_refresh_sends_only_retained_conditions_between_start_and_end(alarm_gateway) -> None:
+async def test_refresh_sends_only_retained_conditions_between_start_and_end(alarm_gateway, event_collector) -> None:
     gw = alarm_gateway
     ns = gw.site.namespaces["urn:test:alarm-site"]
     client = await _operator(gw)
     try:
         await client.get_node(ua.NodeId("Rack1.FaultCode", ns)).write_value(
             ua.DataValue(ua.Variant(3.0, ua.VariantType.Double)))
-        events = Events()
+        events = event_collector()
         sub = await client.create_subscription(50, events)
         await sub.subscribe_events(client.get_node(ua.ObjectIds.Server),
                                    client.get_node(ua.NodeId(ua.ObjectIds.BaseEventType)))
@@ -127,14 +110,15 @@ async def test_refresh_sends_only_retained_conditions_between_start_and_end(alar
         await client.disconnect()
 
 
-async def test_a_viewer_cannot_acknowledge_and_another_sessions_subscription_cannot_be_refreshed(alarm_gateway) -> None:
+async def test_a_viewer_cannot_acknowledge_and_another_sessions_subscription_cannot_be_refreshed(
+        alarm_gateway, event_collector) -> None:
     gw = alarm_gateway
     ns = gw.site.namespaces["urn:test:alarm-site"]
     operator = await _operator(gw)
     viewer = Client(_url(gw))
     await viewer.connect()
     try:
-        events = Events()
+        events = event_collector()
         sub = await operator.create_subscription(50, events)
         await sub.subscribe_events(operator.get_node(ua.ObjectIds.Server),
                                    operator.get_node(ua.NodeId(ua.ObjectIds.AlarmConditionType)))
@@ -152,12 +136,13 @@ async def test_a_viewer_cannot_acknowledge_and_another_sessions_subscription_can
         await operator.disconnect()
 
 
-async def test_writes_and_condition_methods_raise_audit_events_carrying_the_user(alarm_gateway) -> None:
+async def test_writes_and_condition_methods_raise_audit_events_carrying_the_user(
+        alarm_gateway, event_collector) -> None:
     gw = alarm_gateway
     ns = gw.site.namespaces["urn:test:alarm-site"]
     client = await _operator(gw)
     try:
-        audits, alarms = Events(), Events()
+        audits, alarms = event_collector(), event_collector()
         sub = await client.create_subscription(50, audits)
         await sub.subscribe_events(client.get_node(ua.ObjectIds.Server), [
             client.get_node(ua.NodeId(ua.ObjectIds.AuditWriteUpdateEventType)),
@@ -267,7 +252,8 @@ async def test_event_history_is_read_after_a_restart(alarm_gateway) -> None:
         await again.stop()
 
 
-async def test_an_operator_shelves_and_unshelves_and_timed_shelving_expires_by_itself(alarm_gateway) -> None:
+async def test_an_operator_shelves_and_unshelves_and_timed_shelving_expires_by_itself(
+        alarm_gateway, event_collector) -> None:
     gw = alarm_gateway
     ns = gw.site.namespaces["urn:test:alarm-site"]
     timed = ua.NodeId(ua.ObjectIds.ShelvedStateMachineType_TimedShelve)
@@ -275,7 +261,7 @@ async def test_an_operator_shelves_and_unshelves_and_timed_shelving_expires_by_i
     unshelve = ua.NodeId(ua.ObjectIds.ShelvedStateMachineType_Unshelve)
     client = await _operator(gw)
     try:
-        events = Events()
+        events = event_collector()
         sub = await client.create_subscription(50, events)
         await sub.subscribe_events(client.get_node(ua.ObjectIds.Server),
                                    client.get_node(ua.NodeId(ua.ObjectIds.OffNormalAlarmType)))

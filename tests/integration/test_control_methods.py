@@ -17,12 +17,6 @@ NS = "urn:opcua-gateway:demo"
 GW = "urn:opcua-gateway:types"
 
 
-class Events:
-    def __init__(self) -> None:
-        self.got: list[object] = []
-
-    def event_notification(self, event: object) -> None:
-        self.got.append(event)
 
 
 async def _until(predicate, within_s: float = 10.0) -> None:
@@ -33,7 +27,7 @@ async def _until(predicate, within_s: float = 10.0) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_modes_by_method_and_an_estop_alarm_that_an_operator_resets(simulated_gateway) -> None:
+async def test_modes_by_method_and_an_estop_alarm_that_an_operator_resets(simulated_gateway, event_collector) -> None:
     gw = await simulated_gateway(DEMO)
     url = gw.config.endpoint
     operator = Client(url.replace("opc.tcp://", "opc.tcp://operator1:op-secret-1@"))
@@ -49,7 +43,7 @@ async def test_modes_by_method_and_an_estop_alarm_that_an_operator_resets(simula
         mode = operator.get_node(ua.NodeId("DemoSite.Control.Mode", ns))
         await _until(lambda: gw.control.mode == "PeakShaving")
 
-        events = Events()
+        events = event_collector()
         sub = await operator.create_subscription(50, events)
         await sub.subscribe_events(operator.get_node(ua.ObjectIds.Server),
                                    operator.get_node(ua.NodeId(ua.ObjectIds.OffNormalAlarmType)))

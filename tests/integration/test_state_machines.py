@@ -23,21 +23,6 @@ TRANSITION_EVENT = ua.NodeId(ua.ObjectIds.TransitionEventType)
 TYPE = "StateMachineTypes/PumpStateMachineType"
 
 
-class Events:
-    def __init__(self) -> None:
-        self.got: list[object] = []
-        self.new = asyncio.Event()
-
-    def event_notification(self, event: object) -> None:
-        self.got.append(event)
-        self.new.set()
-
-    async def next(self, within_s: float = 5.0) -> object:
-        async with asyncio.timeout(within_s):
-            while not self.got:
-                self.new.clear()
-                await self.new.wait()
-        return self.got.pop(0)
 
 
 async def transition_filter(client: Client) -> ua.EventFilter:
@@ -69,7 +54,8 @@ async def _operator(gw) -> Client:
     return client
 
 
-async def test_a_method_call_fires_a_transition_that_a_subscribed_client_sees_and_reads(machine_gateway) -> None:
+async def test_a_method_call_fires_a_transition_that_a_subscribed_client_sees_and_reads(
+        machine_gateway, event_collector) -> None:
     gw = machine_gateway
     ns = gw.site.namespaces["urn:test:state-machine-site"]
 
@@ -78,7 +64,7 @@ async def test_a_method_call_fires_a_transition_that_a_subscribed_client_sees_an
 
     client = await _operator(gw)
     try:
-        events, on_device = Events(), Events()
+        events, on_device = event_collector(), event_collector()
         sub = await client.create_subscription(50, events)
         await sub.subscribe_events(client.get_node(ua.ObjectIds.Server), client.get_node(TRANSITION_EVENT),
                                    evfilter=await transition_filter(client))
