@@ -5,6 +5,10 @@ State: EnabledState, ActiveState (with the limit sub-state of limit alarms), Ack
 ShelvingState and SuppressedOrShelved. Every change makes a new event with a new EventId; Acknowledge,
 Confirm and AddComment must name the EventId of the latest one. Only the latest state is kept per
 condition (no branches for earlier unacknowledged states).
+
+The latest event is not kept as an object: its EventId and Time are, and `latest_event()` builds it again
+from the state (which only changes with a new event). Ten thousand kept events were some 300,000 objects
+that every full garbage collection walked while the event loop waited.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 from asyncua import ua
 
 from gateway.alarms.config import AlarmConfig
+from gateway.alarms.evaluate import states as limit_states_of
 from gateway.events.event import GatewayEvent, Path, base_fields, path, shared
 
 _TEXT = ua.VariantType.LocalizedText
@@ -74,7 +79,7 @@ class Condition:
         self.enabled = True
         self.active = False
         self.limit_state: str | None = None  # exclusive limit alarms: HighHigh | High | Low | LowLow
-        self.limit_states: frozenset[str] = frozenset()  # non-exclusive limit alarms
+        self.limit_states: frozenset[str] = limit_states_of()  # non-exclusive limit alarms
         self.acked = True
         self.confirmed = True
         self.quality = ua.StatusCode(ua.StatusCodes.Good)
@@ -90,7 +95,8 @@ class Condition:
         self.message = ""
         self.value: Any = None
         self.active_time: datetime | None = None
-        self.last_event: GatewayEvent | None = None
+        self.event_id: bytes | None = None  # the latest event's
+        self.event_time: datetime | None = None
         self._static: dict[Path, ua.Variant] | None = None
 
     @property
@@ -127,8 +133,9 @@ class Condition:
             f[path("SetpointNode")] = shared(cfg.setpoint, ua.VariantType.NodeId)
         return f
 
-    def event(self, message: str, now: datetime, event_type: ua.NodeId | None = None) -> GatewayEvent:
-        """The event reporting the current state (also kept as the condition's latest event).
+    def event(self, message: str, now: datetime, event_type: ua.NodeId | None = None,
+              event_id: bytes | None = None) -> GatewayEvent:
+        """The event reporting the current state; without `event_type` it becomes the condition's latest.
 
         Events of a flood are built by the thousand: what never changes for a condition and the state
         texts and flags are shared Variants (built once; their encoding is cached by the history writer),
@@ -138,7 +145,8 @@ class Condition:
         cfg = self.cfg
         if self._static is None:
             self._static = self._static_fields()
-        f = base_fields(event_type or cfg.type_id, cfg.source, cfg.source_name, message, self.severity, now)
+        f = base_fields(event_type or cfg.type_id, cfg.source, cfg.source_name, message, self.severity, now,
+                        event_id=event_id)
         f.update(self._static)
         active_key = (self.limit_state or "") if self.active else None
         f.update({
@@ -178,15 +186,20 @@ class Condition:
                     f[path(f"{state}State")] = _STATE_TEXT[(state, on)]
                     f[path(f"{state}State", "Id")] = _FLAG[on]
         event = GatewayEvent(event_type or cfg.type_id, f, self.notifiers, condition=cfg.nodeid)
-        if event_type is None:
-            self.last_event = event
+        if event_type is None and event_id is None:
+            self.event_id, self.event_time = event.event_id, now
         return event
+
+    def latest_event(self) -> GatewayEvent | None:
+        """The latest event again (same EventId and Time) for a refresh, or None before the first."""
+        if self.event_id is None or self.event_time is None:
+            return None
+        return self.event(self.message, self.event_time, event_id=self.event_id)
 
     # -- operator actions (the method handlers check roles; these check the state) ----------------------
 
     def _check_event_id(self, event_id: Any) -> None:
-        latest = self.last_event.event_id if self.last_event is not None else None
-        if not isinstance(event_id, bytes) or latest is None or event_id != latest:
+        if not isinstance(event_id, bytes) or self.event_id is None or event_id != self.event_id:
             raise ConditionError(ua.StatusCodes.BadEventIdUnknown, "EventId is not the condition's latest event")
 
     def acknowledge(self, event_id: Any, comment: str, user: str, now: datetime) -> None:

@@ -7,6 +7,7 @@ the value is back inside by the deadband, so a value dithering on the limit rais
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from gateway.alarms.config import AlarmConfig
@@ -14,6 +15,15 @@ from gateway.alarms.config import AlarmConfig
 _HIGH = (("HighHigh", "HighHighLimit"), ("High", "HighLimit"))
 _LOW = (("LowLow", "LowLowLimit"), ("Low", "LowLimit"))
 _IMPLIED = {"HighHigh": ("High",), "LowLow": ("Low",)}
+_INTERNED: dict[frozenset[str], frozenset[str]] = {}
+
+
+def states(names: Iterable[str] = ()) -> frozenset[str]:
+    """One shared frozenset per combination of limit states (at most 16): a condition keeps its states
+    for its lifetime, and 10,000 conditions each keeping a set of their own were 10,000 more objects for
+    every full garbage collection to walk."""
+    fs = frozenset(names)
+    return _INTERNED.setdefault(fs, fs)
 
 
 def limit_states(cfg: AlarmConfig, value: float, active: frozenset[str]) -> frozenset[str]:
@@ -28,16 +38,16 @@ def limit_states(cfg: AlarmConfig, value: float, active: frozenset[str]) -> froz
         limit = cfg.limits.get(key)
         if limit is not None and (value < limit or (state in active and value < limit + db)):
             out.add(state)
-    return frozenset(out)
+    return states(out)
 
 
 def exclusive_state(cfg: AlarmConfig, value: float, current: str | None) -> str | None:
     """The one most severe limit state (HighHigh over High, LowLow over Low), or None."""
     # Beyond the high-high limit the value is beyond the high limit too: both hold their deadband.
-    active = frozenset({current, *_IMPLIED.get(current, ())}) if current else frozenset()
-    states = limit_states(cfg, value, active)
+    active = states((current, *_IMPLIED.get(current, ()))) if current else states()
+    now_in = limit_states(cfg, value, active)
     for state in ("HighHigh", "High", "LowLow", "Low"):
-        if state in states:
+        if state in now_in:
             return state
     return None
 

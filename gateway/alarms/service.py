@@ -29,6 +29,7 @@ from asyncua import ua
 from gateway.alarms.condition import Condition, ConditionError
 from gateway.alarms.config import OFF_NORMAL, AlarmConfig
 from gateway.alarms.evaluate import describe_limit, exclusive_state, limit_states, off_normal
+from gateway.alarms.evaluate import states as limit_states_of
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.events.event import GatewayEvent
 from gateway.events.notifiers import notifier_chain
@@ -139,7 +140,7 @@ class AlarmService:
         for cond in added:
             cond.quality = self._input(cond.cfg.input)[1]  # where the input stands now, not news
             self._evaluate(cond)
-            if cond.last_event is None:  # an inactive alarm still has a latest event for refresh and comments
+            if cond.event_id is None:  # an inactive alarm still has a latest event for refresh and comments
                 cond.event(cond.message or f"{self._label(cond)} normal", now)
 
     def stop(self) -> None:
@@ -154,7 +155,8 @@ class AlarmService:
         self._timers.clear()
 
     def retained(self) -> list[GatewayEvent]:
-        return [c.last_event for c in self.conditions.values() if c.retain and c.last_event is not None]
+        events = (c.latest_event() for c in self.conditions.values() if c.retain)
+        return [e for e in events if e is not None]
 
     def _notifiers(self, source: ua.NodeId) -> tuple[ua.NodeId, ...]:
         return notifier_chain(self.iserver, source)
@@ -293,13 +295,13 @@ class AlarmService:
                 measured -= float(sp)
             if cfg.kind == "exclusive":
                 state = exclusive_state(cfg, measured, cond.limit_state if cond.active else None)
-                states = frozenset({state}) if state else frozenset()
+                states = limit_states_of((state,) if state else ())
             else:
                 states = limit_states(cfg, measured, cond.limit_states)
                 state = next((s for s in ("HighHigh", "High", "LowLow", "Low") if s in states), None)
             shown = f"{value:.6g}{unit}"
             if state is None:
-                return False, None, frozenset(), f"{label} {shown} back within limits"
+                return False, None, limit_states_of(), f"{label} {shown} back within limits"
             words, limit = describe_limit(state, cfg)
             if cfg.setpoint is not None:
                 shown = f"{shown}, {measured:+.6g}{unit} from its setpoint,"
@@ -314,7 +316,7 @@ class AlarmService:
             text = cfg.texts[0] if active else cfg.texts[1]
         else:
             text = f"{label} is {_shown(value)}{unit}" + (f" (normal {_shown(normal)})" if active else ", normal")
-        return active, None, frozenset(), text
+        return active, None, limit_states_of(), text
 
     def _label(self, cond: Condition) -> str:
         return cond.cfg.message or f"{cond.cfg.source_name} {cond.cfg.input_name}"
@@ -371,7 +373,7 @@ class AlarmService:
         cond.client_user_id = call.writer.name
         if enabled:
             cond.active, cond.acked, cond.confirmed, cond.limit_state, cond.limit_states = (
-                False, True, True, None, frozenset())
+                False, True, True, None, limit_states_of())
             self._emit(cond, f"{self._label(cond)} enabled")
             self._evaluate(cond)
         else:

@@ -70,24 +70,12 @@ def _stored_path(name: bytes) -> Path:
     return p
 
 
-# Encodings the writer thread keeps: of each field's path (a few dozen paths), and of shared Variants,
-# keyed by identity with the Variant held so its id stays its own. Bounded: emptied when it gets large.
+# The encoding of each field's path, kept by the writer thread (a few dozen paths).
 _PATH_BYTES: dict[Path, bytes] = {}
-_SHARED_BYTES: dict[int, tuple[SharedVariant, bytes]] = {}
-_SHARED_MAX = 200_000
 
 
 def _variant_bytes(variant: ua.Variant) -> bytes:
-    if not isinstance(variant, SharedVariant):
-        return variant_to_binary(variant)
-    hit = _SHARED_BYTES.get(id(variant))
-    if hit is not None and hit[0] is variant:
-        return hit[1]
-    if len(_SHARED_BYTES) >= _SHARED_MAX:
-        _SHARED_BYTES.clear()
-    data = variant_to_binary(variant)
-    _SHARED_BYTES[id(variant)] = (variant, data)
-    return data
+    return variant.encoded if isinstance(variant, SharedVariant) else variant_to_binary(variant)
 
 
 def encode(event: GatewayEvent) -> bytes:

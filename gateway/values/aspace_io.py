@@ -9,6 +9,7 @@ monitored items directly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 
 from asyncua import ua
@@ -44,6 +45,14 @@ class StoredDataValue(ua.DataValue):
 
 
 _DV_FIELDS = tuple(f.name for f in dataclasses.fields(ua.DataValue))
+
+
+@functools.cache  # a few dozen distinct codes
+def status_code(code: int) -> ua.StatusCode:
+    """One StatusCode object per code, shared by every stored value (nobody mutates one): a new one per
+    value was one more object per variable that lived until its next change, and so reached the
+    collector's oldest generation."""
+    return ua.StatusCode(code)
 
 
 async def store_value(aspace: AddressSpace, nodeid: ua.NodeId, dv: ua.DataValue) -> None:

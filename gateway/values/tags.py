@@ -24,7 +24,7 @@ from asyncua.server.address_space import AddressSpace
 from gateway.bindings import DEFAULT_FIELD_TYPE, BoundVariable
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.nodeset.values import INT_RANGE_OF
-from gateway.values.aspace_io import StoredDataValue
+from gateway.values.aspace_io import StoredDataValue, status_code
 from gateway.values.feed import ChangeFeed
 
 _INT_RANGE = INT_RANGE_OF
@@ -158,7 +158,7 @@ class TagTable:
 
     async def publish_raw(self, tag: Tag, raw: Any, status: int = ua.StatusCodes.Good,
                           source_time: datetime | None = None) -> bool:
-        if not ua.StatusCode(status).is_good() and raw is None:
+        if not status_code(status).is_good() and raw is None:
             return await self.set_status(tag, status)
         try:
             value = tag.to_engineering(raw)
@@ -187,7 +187,7 @@ class TagTable:
     async def _store(self, tag: Tag, historize: bool = True) -> None:
         now = self.clock.now()
         variant = ua.Variant(tag.value, tag.var.vtype) if tag.value is not None else ua.Variant()
-        dv = StoredDataValue(variant, StatusCode=ua.StatusCode(tag.status), SourceTimestamp=tag.source_time,
+        dv = StoredDataValue(variant, StatusCode=status_code(tag.status), SourceTimestamp=tag.source_time,
                           ServerTimestamp=now)
         await self.feed.store(tag.nodeid, dv)
         self.stored += 1

@@ -85,6 +85,23 @@ async def test_a_bad_input_sets_quality_and_keeps_the_alarm_active(alarms) -> No
     assert not cond.active and cond.quality.is_good()
 
 
+async def test_a_refresh_reports_each_retained_condition_as_its_latest_event(alarms) -> None:
+    service, feed, _, recorded, ns = alarms
+    temp, node = ua.NodeId("Rack1.Temperature", ns), ua.NodeId("Rack1.TemperatureHigh", ns)
+    await _store(feed, temp, 58.2)
+    await _store(feed, temp, 20.0)  # cleared, still unacknowledged: retained
+    latest = recorded.events[-1]
+    [again] = [e for e in service.retained() if e.condition == node]
+    assert again.event_id == latest.event_id
+    assert {p: v.Value for p, v in again.fields.items()} == {p: v.Value for p, v in latest.fields.items()}
+    acked = await _call(service.methods, ACK, node, ua.Variant(again.event_id, ua.VariantType.ByteString),
+                        ua.Variant(ua.LocalizedText("seen"), ua.VariantType.LocalizedText))
+    assert acked.StatusCode.is_good()
+    [after] = [e for e in service.retained() if e.condition == node]  # confirmed alarm: kept until confirmed
+    assert after.event_id == recorded.events[-1].event_id != latest.event_id
+    assert after.value(path("AckedState", "Id")) is True and after.value(path("Comment")).Text == "seen"
+
+
 async def test_shelving_one_shot_ends_when_the_alarm_clears_and_timed_shelving_expires(alarms) -> None:
     service, feed, methods, recorded, ns = alarms
     temp, node = ua.NodeId("Rack1.Temperature", ns), ua.NodeId("Rack1.TemperatureHigh", ns)
