@@ -154,10 +154,12 @@ def parse(text: str, kind: str, prompt: str = "pylon>") -> Table:
             table.skipped.append(line)
             continue
         number = int(tokens[0])
+        if kind == "pwr" and ABSENT in tokens and all(t in (MISSING, ABSENT) for t in tokens[1:]):
+            # Absent sits under Base.St by position; firmware with more columns before it prints fewer dashes
+            table.rows[number] = {"BaseState": ABSENT}
+            continue
         cells = _row(fields, tokens[1:])
-        if kind == "pwr" and cells.get("BaseState") == ABSENT:
-            table.rows[number] = cells
-        elif len(tokens) - 1 < min(len(fields), 8):  # the leading values and states are printed for every row
+        if len(tokens) - 1 < min(len(fields), 8):  # the leading values and states are printed for every row
             table.broken[number] = f"row {number} has {len(tokens) - 1} of {len(fields)} columns: {line.strip()!r}"
         else:
             table.rows[number] = cells
