@@ -13,6 +13,7 @@ and turns into the text console at 115200 8N1 when it receives the wake-up frame
 from __future__ import annotations
 
 import logging
+import termios
 import time
 from dataclasses import dataclass
 
@@ -25,6 +26,10 @@ PAGER = b"Press [Enter] to be continued"
 READ_SLICE_S = 0.05  # one read waits at most this long, so every loop sees its deadline
 MAX_ANSWER = 256 * 1024  # a console that streams without a prompt is noise, not an answer
 SYNC_TRIES = 3  # newlines sent (one per timeout / SYNC_TRIES) to get a prompt
+
+
+# What a port that went away raises (pyserial's own, the OS's, and termios' for a pty whose other end closed).
+LINE_ERRORS = (serial.SerialException, OSError, termios.error)
 
 
 class ConsoleError(Exception):
@@ -147,7 +152,7 @@ class Console:
         if port is not None:
             try:
                 port.close()
-            except (OSError, serial.SerialException) as exc:
+            except LINE_ERRORS as exc:
                 log.debug("closing %s: %s", self.settings.port, exc)
 
     def _port(self) -> serial.Serial:

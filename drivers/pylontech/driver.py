@@ -24,14 +24,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult
 
-import serial
 from asyncua import ua
 
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.drivers.base import Driver, DriverError, Point, Reading, Simulation
 from gateway.drivers.options import Option, parse_query
 from gateway.drivers.pylontech import tables
-from gateway.drivers.pylontech.console import Console, ConsoleError, ConsoleSettings
+from gateway.drivers.pylontech.console import LINE_ERRORS, Console, ConsoleError, ConsoleSettings
 from gateway.drivers.registry import register
 from gateway.drivers.worker import BlockingWorker
 
@@ -213,7 +212,7 @@ class PylontechDriver(Driver):
             await worker.call(self.console.open, deadline_s=self.settings.open_bound_s() + _GRACE_S)
         except ConsoleError as exc:
             raise DriverError(str(exc), _S.BadNoCommunication) from exc
-        except (serial.SerialException, OSError) as exc:
+        except LINE_ERRORS as exc:
             raise DriverError(f"cannot open {self.settings.port}: {exc}", _S.BadCommunicationError) from exc
         except DriverError as exc:
             self._abandon(str(exc))
@@ -233,8 +232,11 @@ class PylontechDriver(Driver):
             return
         try:
             await worker.call(self.console.sync, deadline_s=self.settings.timeout_s + _GRACE_S)
-        except ConsoleError:
-            pass  # the next command tells
+        except LINE_ERRORS as exc:  # the port went away meanwhile: the next scan opens it again
+            log.warning("Pylontech console %s: %s", self.settings.port, exc)
+            await worker.call(self.console.close, deadline_s=CLOSE_WITHIN_S)
+        except DriverError as exc:
+            self._abandon(str(exc))
 
     # -- reading ---------------------------------------------------------------------------------
     async def read(self, scan_class: str) -> Mapping[int, Reading]:
@@ -255,7 +257,7 @@ class PylontechDriver(Driver):
                 self._report(command, str(exc))
                 await self._failed_command()
                 continue
-            except (serial.SerialException, OSError) as exc:
+            except LINE_ERRORS as exc:
                 self.request_errors += 1
                 await self._worker().call(self.console.close, deadline_s=CLOSE_WITHIN_S)
                 raise DriverError(f"{self.settings.port}: {exc}", _S.BadCommunicationError) from exc

@@ -273,7 +273,7 @@ def _close(fd: int) -> None:
 
 class PylontechSimulation:
     """`--simulate`: a stack behind a pty pair of its own for every pylontech device; the device reads its slave
-    end. The stack has as many present modules as the device binds (at least two), in 8 slots."""
+    end. The stack's modules are present up to the highest one the device binds (at least two), in 8 slots."""
 
     def __init__(self, devices: Sequence[DeviceConfig]) -> None:
         self.devices = devices
@@ -285,8 +285,8 @@ class PylontechSimulation:
         from gateway.drivers.pylontech.driver import parse_address
 
         for dev in self.devices:
-            modules = {parse_address(v.binding.address).command for v in dev.variables}
-            bound = [int(c.split()[1]) for c in modules if c.startswith("bat ")]
+            addresses = [parse_address(v.binding.address) for v in dev.variables]
+            bound = [a.row if a.command == "pwr" else int(a.command.split()[1]) for a in addresses]
             master, slave = os.openpty()
             tty.setraw(slave)
             self._slaves.append(slave)  # held open: the master reads EIO while no one has the slave open
