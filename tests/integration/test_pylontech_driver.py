@@ -62,11 +62,12 @@ class PtyPair:
     def __init__(self, tmp: Path) -> None:
         self.socat = _need("socat")
         self.gateway_end, self.device_end = str(tmp / "ttyGateway"), str(tmp / "ttyBattery")
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        self.proc = subprocess.Popen([self.socat, f"pty,raw,echo=0,link={self.gateway_end}",
-                                      f"pty,raw,echo=0,link={self.device_end}"], stderr=subprocess.DEVNULL)
+        self.proc = await asyncio.create_subprocess_exec(
+            self.socat, f"pty,raw,echo=0,link={self.gateway_end}", f"pty,raw,echo=0,link={self.device_end}",
+            stderr=subprocess.DEVNULL)
         for _ in range(100):
             if os.path.exists(self.gateway_end) and os.path.exists(self.device_end):
                 return
@@ -76,7 +77,8 @@ class PtyPair:
     async def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
-            await asyncio.to_thread(self.proc.wait, 5)
+            async with asyncio.timeout(5):
+                await self.proc.wait()
             self.proc = None
 
 
@@ -219,7 +221,7 @@ async def test_the_wake_up_must_come_at_1200_baud() -> None:
         assert "Command completed successfully" in answer and answer.rstrip().endswith("pylon>")
         await asyncio.to_thread(right.close)
         slow = Console(ConsoleSettings(port, baud=9600, wakeup="never", timeout_s=0.6))
-        with pytest.raises(ConsoleError, match="no pylon> prompt .* at 9600 baud"):  # awake, but at 115200 only
+        with pytest.raises(ConsoleError, match=r"no pylon> prompt .* at 9600 baud"):  # awake, but at 115200 only
             await asyncio.to_thread(slow.open)
     finally:
         await asyncio.to_thread(sim.stop)
