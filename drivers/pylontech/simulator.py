@@ -8,7 +8,8 @@ and `pwr` and `bat N` with the tables the firmware prints (fixed-width columns, 
 a model of the stack: modules charging and discharging slowly, SOC integrating the current, cell
 voltages following SOC; modules may be absent. Switches for tests: `silent` (reads, answers nothing),
 `noise` (answers commands with bytes that are no console's, and no prompt), `garbled` (the rows of
-these modules are cut and overwritten), `asleep` (needs the wake-up again).
+these modules are cut and overwritten), `asleep` (needs the wake-up again), `pager_after` (long answers
+a screenful at a time).
 
 `gateway --simulate` gives every `pylontech` device a pty pair made with os.openpty (no socat needed:
 the master side also tells the baud rate); the tests run the console on one end of a socat pair, by path,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 NL = "\n\r"
 PROMPT = "pylon>"
+PAGER_LINE = "Press [Enter] to be continued,other key to exit"
 CELLS = 15  # a US2000B module: 15 LFP cells in series
 CAPACITY_AH = 50.0
 STOP_WITHIN_S = 2.0
@@ -145,6 +147,8 @@ class ConsoleSimulator:
         self.silent = False
         self.noise = False
         self.garbled: set[int] = set()
+        self.pager_after: int | None = None  # lines of an answer per screen; None: no pager
+        self._held: list[str] | None = None  # the rest of an answer held at the pager
         self.wakeups = 0
         self.commands: list[str] = []  # commands received, newest last (at most 100)
         self._line = bytearray()
@@ -231,7 +235,9 @@ class ConsoleSimulator:
         if baud not in (None, 115200) or self.silent:
             return
         for byte in data:
-            if byte in (0x0D, 0x0A):
+            if self._held is not None:
+                self._paged(byte)
+            elif byte in (0x0D, 0x0A):
                 self._run(self._line.decode("ascii", errors="replace").strip())
                 self._line.clear()
             elif 0x20 <= byte < 0x7F:
@@ -260,8 +266,24 @@ class ConsoleSimulator:
         else:
             self._write(f"{NL}Unknown command '{words[0]}' - try 'help'{NL}{PROMPT}")
             return
-        body = NL.join(lines)
-        self._write(f"{NL}@{NL}{body}{NL}Command completed successfully{NL}$${NL}{NL}{PROMPT}")
+        self._emit(["@", *lines, "Command completed successfully", "$$"])
+
+    def _emit(self, lines: list[str]) -> None:
+        """Lines of an answer, then the prompt; with `pager_after`, a screenful at a time, each ended by the pager
+        line and held until a key: Enter shows the next, any other ends the answer."""
+        if self.pager_after and len(lines) > self.pager_after:
+            self._held = lines[self.pager_after:]
+            self._write(NL + NL.join(lines[: self.pager_after]) + NL + PAGER_LINE)
+            return
+        self._held = None
+        self._write(NL + NL.join(lines) + NL + NL + PROMPT)
+
+    def _paged(self, key: int) -> None:
+        held, self._held = self._held or [], None
+        if key in (0x0D, 0x0A):
+            self._emit(held)
+        else:
+            self._write(NL + PROMPT)
 
 
 def _close(fd: int) -> None:

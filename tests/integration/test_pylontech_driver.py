@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from asyncua import Client, ua
 
+from gateway.drivers.pylontech import tables
 from gateway.drivers.pylontech.console import Console, ConsoleError, ConsoleSettings
 from gateway.drivers.pylontech.simulator import CELLS, ConsoleSimulator, PylontechSimulation, Stack
 from gateway.nodeset.yaml_build import compile_text
@@ -223,6 +224,27 @@ async def test_the_wake_up_must_come_at_1200_baud() -> None:
         slow = Console(ConsoleSettings(port, baud=9600, wakeup="never", timeout_s=0.6))
         with pytest.raises(ConsoleError, match=r"no pylon> prompt .* at 9600 baud"):  # awake, but at 115200 only
             await asyncio.to_thread(slow.open)
+    finally:
+        await asyncio.to_thread(sim.stop)
+        os.close(master)
+        os.close(slave)
+
+
+async def test_a_paged_answer_is_read_whole() -> None:
+    master, slave = os.openpty()
+    sim = ConsoleSimulator(Stack.of(2), fd=master, name="pager")
+    sim.asleep, sim.pager_after = False, 6
+    sim.start()
+    try:
+        console = Console(ConsoleSettings(os.ttyname(slave), wakeup="never", timeout_s=1.0))
+        await asyncio.to_thread(console.open)
+        answer = await asyncio.to_thread(console.command, "bat 1")
+        # 19 lines (@, header, 15 cells, 2 end lines): a pager line after 6, 12 and 18, the last after the table
+        assert answer.count("Press [Enter] to be continued") == 3
+        table = tables.parse(answer, "bat")
+        assert table.complete and sorted(table.rows) == list(range(CELLS)) and not table.broken
+        assert table.skipped == ["Press [Enter] to be continued,other key to exit"] * 2
+        await asyncio.to_thread(console.close)
     finally:
         await asyncio.to_thread(sim.stop)
         os.close(master)
