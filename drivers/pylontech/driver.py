@@ -7,12 +7,12 @@ and Ah (`ConsoleUnits` true: as printed, mV, mA, m°C, mAh), the status columns 
 `Present` as Booleans. The console is read-only.
 
 Polling runs the commands a scan class needs (`pwr` once, `bat N` per module bound), each in the link's
-worker thread with the command's timeout. The console is woken as the connection says (`wakeup`). A
-command whose prompt does not come, or whose answer is cut off or noise, turns its variables Bad and
-the console is re-synchronised on its prompt; after `reopen_after` such failures in a row the port is
-closed and opened again (and the console woken again if it gives no prompt). A scan none of whose
-commands is answered fails the device (Bad, Disconnected, backed off); a port that fails (unplugged,
-gone) is closed at once and opened on the next scan.
+worker thread with the command's timeout, where its answer is decoded too. The console is woken as the
+connection says (`wakeup`). A command whose prompt does not come, or whose answer is cut off or noise,
+turns its variables Bad and the console is re-synchronised on its prompt; after `reopen_after` such
+failures in a row the port is closed and opened again (and the console woken again if it gives no
+prompt). A scan none of whose commands is answered fails the device (Bad, Disconnected, backed off);
+a port that fails (unplugged, gone) is closed at once and opened on the next scan.
 """
 
 from __future__ import annotations
@@ -247,8 +247,8 @@ class PylontechDriver(Driver):
         for command in commands:
             self.requests += 1
             try:
-                text = await self._worker().call(self.console.command, command,
-                                                 deadline_s=self.settings.timeout_s + _GRACE_S)
+                readings, problem = await self._worker().call(self._ask, self.console, command,
+                                                              deadline_s=self.settings.timeout_s + _GRACE_S)
             except ConsoleError as exc:
                 self.request_errors += 1
                 errors.append(str(exc))
@@ -265,7 +265,6 @@ class PylontechDriver(Driver):
                 self.request_errors += 1
                 self._abandon(str(exc))
                 raise
-            readings, problem = self.decode(command, text)
             out.update(readings)
             self._report(command, problem)
             if problem is not None and problem.startswith("cut off"):
@@ -277,6 +276,10 @@ class PylontechDriver(Driver):
         if commands and len(errors) == len(commands):
             raise DriverError("; ".join(errors), _S.BadCommunicationError if "cut off" in errors[0] else _S.BadTimeout)
         return out
+
+    def _ask(self, console: Console, command: str) -> tuple[dict[int, Reading], str | None]:
+        """In the worker thread: run the command and decode its answer there, off the event loop."""
+        return self.decode(command, console.command(command))
 
     def _report(self, command: str, problem: str | None) -> None:
         """Log what is wrong with a command's answers when it changes, not on every scan."""
