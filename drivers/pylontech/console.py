@@ -33,7 +33,12 @@ LINE_ERRORS = (serial.SerialException, OSError, termios.error)
 
 
 class ConsoleError(Exception):
-    """The console did not answer as a console does (no prompt in time, noise); the port may still be fine."""
+    """The console did not answer as a console does (no prompt in time, noise); the port may still be fine.
+    `silent`: nothing at all came back."""
+
+    def __init__(self, message: str, silent: bool = False) -> None:
+        super().__init__(message)
+        self.silent = silent
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +52,12 @@ class ConsoleSettings:
     prompt: str = "pylon>"
 
     def open_bound_s(self) -> float:
-        """The longest `Console.open` can take: a probe, the wake-up, a sync."""
-        return 2 * self.timeout_s + self.wakeup_wait_s + 2.0
+        """The longest `Console.open` can take: a probe and a sync after the wake-up, each with its drain."""
+        return 2 * self.sync_bound_s() + self.wakeup_wait_s + 2.0
+
+    def sync_bound_s(self) -> float:
+        """The longest `Console.sync` can take: newlines until the prompt, then the drain of what follows."""
+        return 2 * self.timeout_s
 
 
 class Console:
@@ -145,7 +154,8 @@ class Console:
             if time.monotonic() > deadline:
                 tail = got[-60:].decode("ascii", errors="replace")
                 what = f"{len(got)} bytes, ending {tail!r}" if got else "nothing"
-                raise ConsoleError(f"'{text}': no {s.prompt} prompt within {s.timeout_s:g} s (got {what})")
+                raise ConsoleError(f"'{text}': no {s.prompt} prompt within {s.timeout_s:g} s (got {what})",
+                                   silent=not got)
 
     def close(self) -> None:
         port, self.port = self.port, None

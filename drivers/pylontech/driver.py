@@ -231,7 +231,7 @@ class PylontechDriver(Driver):
             await worker.call(self.console.close, deadline_s=CLOSE_WITHIN_S)
             return
         try:
-            await worker.call(self.console.sync, deadline_s=self.settings.timeout_s + _GRACE_S)
+            await worker.call(self.console.sync, deadline_s=self.settings.sync_bound_s() + _GRACE_S)
         except LINE_ERRORS as exc:  # the port went away meanwhile: the next scan opens it again
             log.warning("Pylontech console %s: %s", self.settings.port, exc)
             await worker.call(self.console.close, deadline_s=CLOSE_WITHIN_S)
@@ -244,6 +244,7 @@ class PylontechDriver(Driver):
         await self._ensure_open()
         out: dict[int, Reading] = {}
         errors: list[str] = []
+        silent = 0  # commands that got nothing back at all
         for command in commands:
             self.requests += 1
             try:
@@ -252,7 +253,8 @@ class PylontechDriver(Driver):
             except ConsoleError as exc:
                 self.request_errors += 1
                 errors.append(str(exc))
-                status = _S.BadTimeout if "no " + self.settings.prompt in str(exc) else _S.BadCommunicationError
+                status = _S.BadTimeout if exc.silent else _S.BadCommunicationError
+                silent += exc.silent
                 out.update({pt.key: Reading(None, status) for pt in self.targets[command]})
                 self._report(command, str(exc))
                 await self._failed_command()
@@ -274,7 +276,7 @@ class PylontechDriver(Driver):
             else:
                 self.failures = 0
         if commands and len(errors) == len(commands):
-            raise DriverError("; ".join(errors), _S.BadCommunicationError if "cut off" in errors[0] else _S.BadTimeout)
+            raise DriverError("; ".join(errors), _S.BadTimeout if silent == len(commands) else _S.BadCommunicationError)
         return out
 
     def _ask(self, console: Console, command: str) -> tuple[dict[int, Reading], str | None]:
