@@ -245,7 +245,12 @@ class PylontechDriver(Driver):
         out: dict[int, Reading] = {}
         errors: list[str] = []
         silent = 0  # commands that got nothing back at all
-        for command in commands:
+        for i, command in enumerate(commands):
+            if not self.console.is_open:  # closed after repeated failures: the next scan opens it again
+                for rest in commands[i:]:
+                    out.update({pt.key: Reading(None, _S.BadCommunicationError) for pt in self.targets[rest]})
+                    errors.append(f"'{rest}': not asked, the port is being opened again")
+                break
             self.requests += 1
             try:
                 readings, problem = await self._worker().call(self._ask, self.console, command,
@@ -256,7 +261,7 @@ class PylontechDriver(Driver):
                 status = _S.BadTimeout if exc.silent else _S.BadCommunicationError
                 silent += exc.silent
                 out.update({pt.key: Reading(None, status) for pt in self.targets[command]})
-                self._report(command, str(exc))
+                self._report(command, "no answer" if exc.silent else "noise, no prompt", str(exc))
                 await self._failed_command()
                 continue
             except LINE_ERRORS as exc:
@@ -283,8 +288,9 @@ class PylontechDriver(Driver):
         """In the worker thread: run the command and decode its answer there, off the event loop."""
         return self.decode(command, console.command(command))
 
-    def _report(self, command: str, problem: str | None) -> None:
-        """Log what is wrong with a command's answers when it changes, not on every scan."""
+    def _report(self, command: str, problem: str | None, detail: str | None = None) -> None:
+        """Log what is wrong with a command's answers when it changes (`problem`; `detail` says it in full), not
+        on every scan."""
         before = self._problems.get(command)
         if problem == before:
             return
@@ -293,7 +299,7 @@ class PylontechDriver(Driver):
             log.info("Pylontech console %s: '%s' is answered again", self.settings.port, command)
         else:
             self._problems[command] = problem
-            log.warning("Pylontech console %s: '%s': %s", self.settings.port, command, problem)
+            log.warning("Pylontech console %s: '%s': %s", self.settings.port, command, detail or problem)
 
     def decode(self, command: str, text: str) -> tuple[dict[int, Reading], str | None]:
         """The readings of `command`'s points in its answer `text`, and what was wrong with the answer, if

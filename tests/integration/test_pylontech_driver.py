@@ -13,12 +13,15 @@ import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from asyncua import Client, ua
 
+from gateway.drivers.base import Binding, DriverError, Point
 from gateway.drivers.pylontech import tables
 from gateway.drivers.pylontech.console import Console, ConsoleError, ConsoleSettings
+from gateway.drivers.pylontech.driver import PylontechDriver
 from gateway.drivers.pylontech.simulator import CELLS, ConsoleSimulator, PylontechSimulation, Stack
 from gateway.nodeset.yaml_build import compile_text
 from gateway.server import Gateway, GatewayConfig
@@ -247,6 +250,35 @@ async def test_a_paged_answer_is_read_whole() -> None:
         assert table.skipped == ["Press [Enter] to be continued,other key to exit"] * 2
         await asyncio.to_thread(console.close)
     finally:
+        await asyncio.to_thread(sim.stop)
+        os.close(master)
+        os.close(slave)
+
+
+async def test_the_port_is_opened_again_after_repeated_failures_and_the_console_woken() -> None:
+    master, slave = os.openpty()
+    sim = ConsoleSimulator(Stack.of(2), fd=master, name="reopen")
+    sim.asleep = False
+    sim.start()
+    points = [Point(0, "V", Binding("pwr/1/Volt"), "xsd:double", False),
+              Point(1, "C", Binding("bat/2/0/Volt"), "xsd:double", False)]
+    url = urlsplit(f"pylontech://{os.ttyname(slave)}?timeout_ms=400&wakeup_wait_ms=200&reopen_after=2")
+    driver = PylontechDriver(url, {"HighSpeed": points})
+    await driver.start()
+    try:
+        assert all(r.status == _S.Good for r in (await driver.read("HighSpeed")).values())
+        assert sim.wakeups == 0 and driver.console.woken == 0  # awake already: no wake-up sent
+        sim.silent = True
+        with pytest.raises(DriverError) as failed:  # both commands unanswered: the scan fails
+            await driver.read("HighSpeed")
+        assert failed.value.status == _S.BadTimeout and "no pylon> prompt within 0.4 s" in str(failed.value)
+        assert not driver.console.is_open  # 2 failures in a row: closed, to be opened again
+        assert (driver.requests, driver.request_errors) == (4, 2)
+        sim.silent, sim.asleep = False, True  # the battery restarted meanwhile: its console sleeps
+        readings = await driver.read("HighSpeed")  # opened; no prompt, so the console is woken
+        assert all(r.status == _S.Good for r in readings.values()) and sim.wakeups == 1
+    finally:
+        await driver.stop()
         await asyncio.to_thread(sim.stop)
         os.close(master)
         os.close(slave)
