@@ -50,6 +50,7 @@ class ConsoleSettings:
     wakeup_wait_s: float = 1.0
     timeout_s: float = 2.0
     prompt: str = "pylon>"
+    sets_baud: bool = True  # false: a raw TCP converter, whose line settings are its own (no wake-up then)
 
     def open_bound_s(self) -> float:
         """The longest `Console.open` can take: a probe and a sync after the wake-up, each with its drain."""
@@ -75,12 +76,17 @@ class Console:
         again) when no prompt comes, serial.SerialException or OSError when the port cannot be opened."""
         s = self.settings
         self.close()
-        # exclusive: a second program on the console's port would take half of each answer.
-        self.port = serial.Serial(s.port, s.baud, bytesize=8, parity="N", stopbits=1, timeout=READ_SLICE_S,
-                                  write_timeout=s.timeout_s, exclusive=True)
+        line = {"baudrate": s.baud, "bytesize": 8, "parity": "N", "stopbits": 1, "timeout": READ_SLICE_S}
+        if "://" in s.port:  # a converter (rfc2217://, socket://): its writes are bounded by the network's own
+            self.port = serial.serial_for_url(s.port, **line)
+        else:  # exclusive: a second program on the console's port would take half of each answer
+            self.port = serial.Serial(s.port, exclusive=True, write_timeout=s.timeout_s, **line)
         try:
             if s.wakeup != "always" and self.sync():
                 return
+            if not s.sets_baud:
+                raise ConsoleError(f"no {s.prompt} prompt through {s.port} within {s.timeout_s:g} s; a raw TCP "
+                                   f"converter cannot send the wake-up at {s.wakeup_baud} baud")
             if s.wakeup == "never":
                 raise ConsoleError(f"no {s.prompt} prompt on {s.port} at {s.baud} baud within {s.timeout_s:g} s")
             self._wake()

@@ -1,5 +1,10 @@
 """`pylontech:///dev/ttyUSB0[?OPTIONS]`: a Pylontech US2000B battery stack through its RS-232 console (pyserial).
 
+The console may also be reached through a serial-to-Ethernet converter: `pylontech+rfc2217://HOST:PORT`
+(RFC 2217: the converter takes the line settings, so the wake-up at 1200 baud works through it) or
+`pylontech+tcp://HOST:PORT` (raw TCP: the converter's own line settings, so the console must answer at
+them; the wake-up is never sent).
+
 FieldAddress is `pwr/MODULE/FIELD` (a row of the `pwr` table: one per module of the stack, numbered as the
 console numbers them from 1) or `bat/MODULE/CELL/FIELD` (a row of `bat MODULE`: one per cell, numbered
 from 0 as the console prints them). FIELD names a column (tables.py lists them): numbers in V, A, °C, %
@@ -99,20 +104,40 @@ def _number(text: str, what: str, bounds: tuple[int, int], address: str) -> int:
     return int(text)
 
 
+# Scheme -> pyserial URL handler of a serial-to-Ethernet converter (None: a local serial port, by path).
+CONVERTERS = {"pylontech": None, "pylontech+rfc2217": "rfc2217", "pylontech+tcp": "socket"}
+
+
 def parse_connection(url: SplitResult) -> tuple[ConsoleSettings, dict[str, Any]]:
-    if url.netloc or not url.path.startswith("/"):
-        raise ValueError("the console's serial port is a path: pylontech:///dev/ttyUSB0[?OPTIONS]")
+    handler = CONVERTERS[url.scheme]
+    if handler is None:
+        if url.netloc or not url.path.startswith("/"):
+            raise ValueError("the console's serial port is a path: pylontech:///dev/ttyUSB0[?OPTIONS]")
+        port = url.path
+    else:
+        try:
+            number = url.port
+        except ValueError:
+            raise ValueError("the port is not a number in 1..65535") from None
+        if not url.hostname or number is None or url.path not in ("", "/"):
+            raise ValueError(f"a converter is {url.scheme}://HOST:PORT[?OPTIONS]")
+        port = f"{handler}://{url.hostname}:{number}"
     options = parse_query(url, CONNECTION_OPTIONS, "Pylontech")
-    settings = ConsoleSettings(url.path, options["baud"], options["wakeup"], options["wakeup_baud"],
-                               options["wakeup_wait_ms"] / 1000.0, options["timeout_ms"] / 1000.0, options["prompt"])
+    if handler == "socket" and options["wakeup"] == "always":
+        raise ValueError("a raw TCP converter keeps its own line settings, so it cannot send the wake-up at "
+                         f"{options['wakeup_baud']} baud: use pylontech+rfc2217, or wakeup=auto or never")
+    settings = ConsoleSettings(port, options["baud"], options["wakeup"], options["wakeup_baud"],
+                               options["wakeup_wait_ms"] / 1000.0, options["timeout_ms"] / 1000.0, options["prompt"],
+                               sets_baud=handler != "socket")
     return settings, options
 
 
-@register("pylontech")
+@register("pylontech", "pylontech+rfc2217", "pylontech+tcp")
 class PylontechDriver(Driver):
     connection_options = CONNECTION_OPTIONS
     point_options = POINT_OPTIONS
-    connection_form = "`pylontech:///dev/ttyUSB0[?OPTIONS]`: the `pwr` and `bat` tables of a Pylontech battery " \
+    connection_form = "`pylontech:///dev/ttyUSB0[?OPTIONS]`, `pylontech+rfc2217://HOST:PORT[?OPTIONS]`, " \
+                      "`pylontech+tcp://HOST:PORT[?OPTIONS]`: the `pwr` and `bat` tables of a Pylontech battery " \
                       "stack's RS-232 console (`pwr/MODULE/FIELD`, `bat/MODULE/CELL/FIELD`)"
 
     def __init__(
@@ -164,10 +189,11 @@ class PylontechDriver(Driver):
         seen: dict[str, int] = {}
         out: list[tuple[int, str]] = []
         for i, url in enumerate(urls):
-            if url.path in seen:
-                out.append((i, f"the console on {url.path} is already read by another device: bind all of "
+            port = parse_connection(url)[0].port
+            if port in seen:
+                out.append((i, f"the console on {port} is already read by another device: bind all of "
                                f"the stack's modules to one device"))
-            seen.setdefault(url.path, i)
+            seen.setdefault(port, i)
         return out
 
     @classmethod

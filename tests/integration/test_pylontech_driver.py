@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import serial
+import serial.rfc2217
 from asyncua import Client, ua
 
 from gateway.drivers.base import Binding, DriverError, Point
@@ -279,6 +283,115 @@ async def test_the_port_is_opened_again_after_repeated_failures_and_the_console_
         assert all(r.status == _S.Good for r in readings.values()) and sim.wakeups == 1
     finally:
         await driver.stop()
+        await asyncio.to_thread(sim.stop)
+        os.close(master)
+        os.close(slave)
+
+
+class Rfc2217Converter:
+    """A serial-to-Ethernet converter on loopback: RFC 2217 (pyserial's PortManager) in front of a serial port,
+    whose line settings the client sets through it."""
+
+    def __init__(self, serial_port: str) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.serial = _PtyPort(serial_port, 115200, timeout=0.05)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True, name="RFC 2217 converter")
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        conn.settimeout(0.05)
+        manager = serial.rfc2217.PortManager(self.serial, _Sender(conn))
+
+        def to_network() -> None:
+            while not self.stop.is_set():
+                try:
+                    data = self.serial.read(self.serial.in_waiting or 1)
+                    if data:
+                        conn.sendall(b"".join(manager.escape(data)))
+                except (OSError, TypeError, serial.SerialException):  # closed (pyserial: TypeError): the test is over
+                    return
+
+        threading.Thread(target=to_network, daemon=True).start()
+        while not self.stop.is_set():
+            try:
+                data = conn.recv(1024)
+            except TimeoutError:
+                continue
+            if not data:
+                break
+            self.serial.write(b"".join(manager.filter(data)))
+        conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(2)
+        self.listener.close()
+        self.serial.close()
+
+
+class _PtyPort(serial.Serial):
+    """A pty has no modem lines (TIOCMGET and TIOCMBIS fail): the converter reports them off, and sets none."""
+
+    cts = dsr = ri = cd = property(lambda self: False)  # type: ignore[assignment]
+
+    def _update_rts_state(self) -> None:
+        pass
+
+    def _update_dtr_state(self) -> None:
+        pass
+
+
+class _Sender:
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn, self.lock = conn, threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self.lock:
+            self.conn.sendall(data)
+
+
+@pytest.mark.filterwarnings("ignore:set(Daemon|Name)\\(\\) is deprecated:DeprecationWarning")  # pyserial's rfc2217
+async def test_a_console_behind_converters_rfc2217_wakes_it_raw_tcp_reads_it_awake() -> None:
+    master, slave = os.openpty()
+    sim = ConsoleSimulator(Stack.of(2), fd=master, name="behind a converter")
+    sim.start()  # asleep: only the frame at 1200 baud wakes it, so the baud change must pass the converter
+    converter = await asyncio.to_thread(Rfc2217Converter, os.ttyname(slave))
+    points = [Point(0, "V", Binding("pwr/2/Volt"), "xsd:double", False)]
+    driver = PylontechDriver(urlsplit(f"pylontech+rfc2217://127.0.0.1:{converter.port}?timeout_ms=700"
+                                      f"&wakeup_wait_ms=300"), {"HighSpeed": points})
+    await driver.start()
+    try:
+        reading = (await driver.read("HighSpeed"))[0]
+        assert reading.status == _S.Good and 45 < reading.value < 54
+        assert sim.wakeups == 1
+    finally:
+        await driver.stop()
+        await asyncio.to_thread(converter.close)
+    # A raw TCP converter: its line settings are its own, so the console must already be awake.
+    listener = socket.create_server(("127.0.0.1", 0))
+    tcp = PylontechDriver(urlsplit(f"pylontech+tcp://127.0.0.1:{listener.getsockname()[1]}?timeout_ms=700"),
+                          {"HighSpeed": points})
+    accepted = asyncio.ensure_future(asyncio.to_thread(listener.accept))
+    await tcp.start()
+    try:
+        opening = asyncio.ensure_future(tcp.read("HighSpeed"))
+        conn, _ = await accepted
+        on_tcp = ConsoleSimulator(sim.stack, fd=conn.fileno(), name="raw TCP")
+        on_tcp.asleep = False
+        on_tcp.start()
+        try:
+            reading = (await opening)[0]
+            assert reading.status == _S.Good and 45 < reading.value < 54 and on_tcp.wakeups == 0
+        finally:
+            await tcp.stop()
+            await asyncio.to_thread(on_tcp.stop)
+            conn.close()
+    finally:
+        await tcp.stop()
+        listener.close()
         await asyncio.to_thread(sim.stop)
         os.close(master)
         os.close(slave)

@@ -92,6 +92,10 @@ def test_a_binding_that_does_not_fit_its_column_is_refused(address: str, field_t
     ("pylontech:///dev/ttyUSB0?baud=100", "option baud='100' must be in 1200..921600"),
     ("pylontech:///dev/ttyUSB0?wakeup=sometimes", "must be auto, always or never"),
     ("pylontech:///dev/ttyUSB0?speed=9600", "unknown Pylontech option 'speed'"),
+    ("pylontech+rfc2217://converter", r"a converter is pylontech\+rfc2217://HOST:PORT"),
+    ("pylontech+tcp://converter:port", "the port is not a number"),
+    ("pylontech+tcp://converter:4001/ttyS0", r"a converter is pylontech\+tcp://HOST:PORT"),
+    ("pylontech+tcp://converter:4001?wakeup=always", "a raw TCP converter keeps its own line settings"),
 ])
 def test_a_bad_connection_is_refused_with_why(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -100,8 +104,9 @@ def test_a_bad_connection_is_refused_with_why(url: str, message: str) -> None:
 
 def test_two_devices_on_one_console_are_refused() -> None:
     urls = [urlsplit("pylontech:///dev/ttyUSB0"), urlsplit("pylontech:///dev/ttyUSB1"),
-            urlsplit("pylontech:///dev/ttyUSB0?timeout_ms=500")]
-    assert [i for i, _ in PylontechDriver.validate_devices(urls)] == [2]
+            urlsplit("pylontech:///dev/ttyUSB0?timeout_ms=500"), urlsplit("pylontech+rfc2217://10.0.0.5:4001"),
+            urlsplit("pylontech+tcp://10.0.0.5:4002"), urlsplit("pylontech+rfc2217://10.0.0.5:4001/?wakeup=never")]
+    assert [i for i, _ in PylontechDriver.validate_devices(urls)] == [2, 5]
 
 
 def test_a_scan_class_runs_pwr_once_and_bat_per_module() -> None:
