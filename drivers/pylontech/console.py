@@ -53,8 +53,9 @@ class ConsoleSettings:
     sets_baud: bool = True  # false: a raw TCP converter, whose line settings are its own (no wake-up then)
 
     def open_bound_s(self) -> float:
-        """The longest `Console.open` can take: a probe and a sync after the wake-up, each with its drain."""
-        return 2 * self.sync_bound_s() + self.wakeup_wait_s + 2.0
+        """The longest `Console.open` can take: a probe and a sync after the wake-up, each with its drain, and
+        a converter's RFC 2217 negotiation (pyserial gives it 3 s)."""
+        return 2 * self.sync_bound_s() + self.wakeup_wait_s + 4.0
 
     def sync_bound_s(self) -> float:
         """The longest `Console.sync` can take: newlines until the prompt, then the drain of what follows."""
@@ -65,7 +66,7 @@ class Console:
     def __init__(self, settings: ConsoleSettings) -> None:
         self.settings = settings
         self.port: serial.Serial | None = None
-        self.woken = 0  # wake-ups sent since start (diagnostics, tests)
+        self.woken = 0  # wake-up frames sent (logged; the tests read it)
 
     @property
     def is_open(self) -> bool:
