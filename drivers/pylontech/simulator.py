@@ -9,7 +9,7 @@ a model of the stack: modules charging and discharging slowly, SOC integrating t
 voltages following SOC; modules may be absent. Switches for tests: `silent` (reads, answers nothing),
 `noise` (answers commands with bytes that are no console's, and no prompt), `garbled` (the rows of
 these modules are cut and overwritten), `asleep` (needs the wake-up again), `pager_after` (long answers
-a screenful at a time).
+a screenful at a time), `trickle` (answers in small pieces, lines split across reads).
 
 `gateway --simulate` gives every `pylontech` device a pty pair made with os.openpty (no socat needed:
 the master side also tells the baud rate); the tests run the console on one end of a socat pair, by path,
@@ -148,6 +148,7 @@ class ConsoleSimulator:
         self.noise = False
         self.garbled: set[int] = set()
         self.pager_after: int | None = None  # lines of an answer per screen; None: no pager
+        self.trickle: tuple[int, float] | None = None  # (bytes, pause in s): answers in pieces, lines split up
         self._held: list[str] | None = None  # the rest of an answer held at the pager
         self.wakeups = 0
         self.commands: list[str] = []  # commands received, newest last (at most 100)
@@ -217,7 +218,10 @@ class ConsoleSimulator:
         while data and fd is not None and time.monotonic() < deadline:
             _, writable, _ = select.select([], [fd], [], 0.1)
             if writable:
-                data = data[os.write(fd, data):]
+                piece = data[: self.trickle[0]] if self.trickle else data
+                data = data[os.write(fd, piece):]
+                if self.trickle:
+                    time.sleep(self.trickle[1])
 
     # -- the console ------------------------------------------------------------------------------
     def _received(self, data: bytes) -> None:

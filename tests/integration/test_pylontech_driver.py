@@ -238,7 +238,7 @@ async def test_the_wake_up_must_come_at_1200_baud() -> None:
         os.close(slave)
 
 
-async def test_a_paged_answer_is_read_whole() -> None:
+async def test_a_paged_answer_in_pieces_is_read_whole() -> None:
     master, slave = os.openpty()
     sim = ConsoleSimulator(Stack.of(2), fd=master, name="pager")
     sim.asleep, sim.pager_after = False, 6
@@ -246,6 +246,7 @@ async def test_a_paged_answer_is_read_whole() -> None:
     try:
         console = Console(ConsoleSettings(os.ttyname(slave), wakeup="never", timeout_s=1.0))
         await asyncio.to_thread(console.open)
+        sim.trickle = (7, 0.002)  # lines arrive in pieces over many reads
         answer = await asyncio.to_thread(console.command, "bat 1")
         # 19 lines (@, header, 15 cells, 2 end lines): a pager line after 6, 12 and 18, the last after the table
         assert answer.count("Press [Enter] to be continued") == 3
