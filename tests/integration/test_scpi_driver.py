@@ -1,0 +1,226 @@
+"""The SCPI driver through pyvisa-py against the simulated supply on a real TCP socket, read and written by an
+OPC UA client: measurements, writes reaching the instrument and read back, an instrument error failing its
+write with the instrument's message, and a silent, vanished or garbage-talking instrument turning values
+Bad and Good again. One gateway serves the module's tests; each test leaves the instrument as it found it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from asyncua import Client, ua
+
+from gateway.drivers.scpi.simulator import ScpiInstrument
+from gateway.nodeset.yaml_build import compile_text
+from gateway.security.roles import Role
+from gateway.security.users import UserStore
+from gateway.server import Gateway, GatewayConfig
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+NS = "urn:test:scpi"
+
+_SITE = """site: {{namespace: "{ns}", name: Lab}}
+scan_classes: {{Fast: 200}}
+devices:
+  - name: Psu
+    connection: "visa://TCPIP0::127.0.0.1::{port}::SOCKET?timeout_ms=400"
+    variables:
+      - {{name: Identity, datatype: String, address: "*IDN?", scan: Fast}}
+      - {{name: Model, datatype: String, address: "*IDN?", index: 1, scan: Fast}}
+      - {{name: Voltage, unit: V, address: "MEAS:VOLT?", scan: Fast}}
+      - {{name: Current, unit: A, address: "MEASure:CURRent?", scan: Fast}}
+      - {{name: Power, unit: W, address: "MEAS:POW?", scan: Fast}}
+      - {{name: Output, datatype: Boolean, writable: true, address: "OUTP?", write: "OUTP {{value}}", scan: Fast}}
+      - {{name: VoltageSetpoint, unit: V, range: [0, 60], writable: true, address: "VOLT?", write: "VOLT {{value}}",
+         scan: Fast}}
+      - {{name: CurrentSetpoint, unit: A, writable: true, address: "CURR?", write: "SOUR:CURR {{value}}", scan: Fast}}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def lab(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Gateway, ScpiInstrument]]:
+    tmp = tmp_path_factory.mktemp("scpi")
+    instrument = ScpiInstrument(name="Psu")
+    await instrument.start()
+    site = tmp / "lab.xml"
+    site.write_bytes(compile_text(_SITE.format(ns=NS, port=instrument.port), "lab.yaml"))
+    UserStore(tmp / "data" / "users.yaml").add("operator1", "op-secret-1", Role.operator)
+    gw = Gateway(GatewayConfig(nodesets=[site], endpoint=f"opc.tcp://127.0.0.1:{_free_port()}",
+                               data_dir=tmp / "data", insecure=True))
+    await gw.load()
+    await gw.start()
+    try:
+        yield gw, instrument
+    finally:
+        await gw.stop()
+        await instrument.drop()
+
+
+async def _wait_for(read: Any, check: Any, within: float = 10.0, what: str = "") -> Any:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        got = await read()
+        if check(got):
+            return got
+        assert asyncio.get_running_loop().time() < deadline, f"{what}: still {got!r} after {within} s"
+        await asyncio.sleep(0.05)
+
+
+class _Ua:
+    def __init__(self, client: Client, ns: int) -> None:
+        self.client, self.ns = client, ns
+
+    def node(self, name: str) -> Any:
+        return self.client.get_node(ua.NodeId(name, self.ns))
+
+    def dv(self, name: str) -> Any:
+        return lambda: self.node(name).read_data_value(raise_on_bad_status=False)
+
+    async def wait(self, name: str, check: Any, what: str = "", within: float = 10.0) -> ua.DataValue:
+        return await _wait_for(self.dv(name), check, within, what or name)
+
+
+async def _client(gw: Gateway, operator: bool = False) -> tuple[Client, _Ua]:
+    url = gw.config.endpoint.replace("opc.tcp://", "opc.tcp://operator1:op-secret-1@") if operator \
+        else gw.config.endpoint
+    client = Client(url)
+    await client.connect()
+    return client, _Ua(client, await client.get_namespace_index(NS))
+
+
+async def test_measurements_are_read_through_the_gateway(lab: tuple[Gateway, ScpiInstrument]) -> None:
+    gw, instrument = lab
+    instrument.handle("VOLT 24;CURR 60;OUTP ON")  # 24 V into 0.5 ohm needs 48 A: constant voltage
+    client, ua_ = await _client(gw)
+    try:
+        await ua_.wait("Psu.Voltage", lambda d: d.StatusCode.is_good() and d.Value.Value == 24.0, "measured voltage")
+        assert (await ua_.dv("Psu.Current")()).Value.Value == 48.0
+        assert (await ua_.wait("Psu.Power", lambda d: d.Value.Value == 1152.0)).StatusCode.is_good()
+        assert (await ua_.dv("Psu.Output")()).Value.Value is True
+        assert (await ua_.dv("Psu.Identity")()).Value.Value == "OPCUA-GATEWAY,SIM-DCS60-100,SN0001,1.0"
+        assert (await ua_.dv("Psu.Model")()).Value.Value == "SIM-DCS60-100"
+        instrument.handle("CURR 10")  # now the current limit holds: constant current, 10 A at 5 V
+        await ua_.wait("Psu.Voltage", lambda d: d.Value.Value == 5.0, "constant current")
+        assert (await ua_.dv("Psu.Current")()).Value.Value == 10.0
+        assert await ua_.node("Psu.Diagnostics.ConnectionState").read_value() == "Connected"
+    finally:
+        await client.disconnect()
+        instrument.reset()
+
+
+async def test_writes_reach_the_instrument_and_are_read_back(lab: tuple[Gateway, ScpiInstrument]) -> None:
+    gw, instrument = lab
+    client, ua_ = await _client(gw, operator=True)
+    try:
+        await ua_.wait("Psu.VoltageSetpoint", lambda d: d.StatusCode.is_good())
+        await ua_.node("Psu.VoltageSetpoint").write_value(ua.DataValue(ua.Variant(30.5, ua.VariantType.Double)))
+        assert instrument.voltage_set == 30.5
+        i = instrument.commands.index("VOLT 30.5")
+        assert instrument.commands[i - 1] == "SYST:ERR?" and instrument.commands[i + 1] == "SYST:ERR?"
+        assert instrument.commands[i + 2] == "VOLT?"  # read back with the variable's own query
+        await ua_.node("Psu.CurrentSetpoint").write_value(ua.DataValue(ua.Variant(20.0, ua.VariantType.Double)))
+        await ua_.node("Psu.Output").write_value(ua.DataValue(ua.Variant(True, ua.VariantType.Boolean)))
+        assert "OUTP 1" in instrument.commands and instrument.output is True
+        assert "SOUR:CURR 20.0" in instrument.commands and instrument.current_set == 20.0
+        await ua_.wait("Psu.Voltage", lambda d: d.Value.Value == 10.0, "20 A limit into 0.5 ohm")
+        assert (await ua_.dv("Psu.VoltageSetpoint")()).Value.Value == 30.5
+    finally:
+        await client.disconnect()
+        instrument.reset()
+
+
+async def test_an_instrument_error_fails_the_write_with_its_code_and_message(
+        lab: tuple[Gateway, ScpiInstrument]) -> None:
+    gw, instrument = lab
+    client, ua_ = await _client(gw, operator=True)
+    try:
+        setpoint = ua_.node("Psu.CurrentSetpoint")
+        await setpoint.write_value(ua.DataValue(ua.Variant(12.0, ua.VariantType.Double)))
+        with pytest.raises(ua.UaStatusCodeError) as err:  # the supply's limit is 100 A; the site sets no range
+            await setpoint.write_value(ua.DataValue(ua.Variant(150.0, ua.VariantType.Double)))
+        assert err.value.code == ua.StatusCodes.BadOutOfRange
+        assert "SOUR:CURR 150.0" in instrument.commands and instrument.current_set == 12.0
+        last_error = await ua_.node("Psu.Diagnostics.LastError").read_value()
+        assert "refused 'SOUR:CURR 150.0'" in last_error and '-222,"Data out of range"' in last_error
+        assert not instrument.errors  # the driver read the queue empty
+        shown = await ua_.dv("Psu.CurrentSetpoint")()
+        assert shown.Value.Value == 12.0  # what the instrument holds, not what was refused
+        # A template the instrument does not know is a command error: a configuration problem, said so.
+        instrument.handle("CURR:BOGUS 1")
+        await setpoint.write_value(ua.DataValue(ua.Variant(13.0, ua.VariantType.Double)))  # earlier entry logged
+        assert instrument.current_set == 13.0
+    finally:
+        await client.disconnect()
+        instrument.reset()
+
+
+async def test_a_silent_instrument_turns_values_bad_and_good_again(lab: tuple[Gateway, ScpiInstrument]) -> None:
+    gw, instrument = lab
+    client, ua_ = await _client(gw)
+    try:
+        await ua_.wait("Psu.Voltage", lambda d: d.StatusCode.is_good())
+        instrument.silent = True
+        bad = await ua_.wait("Psu.Voltage", lambda d: d.StatusCode.value == ua.StatusCodes.BadTimeout, "silent")
+        assert bad.Value.Value == 0.0  # last value kept
+        state = ua_.node("Psu.Diagnostics.ConnectionState")
+        await _wait_for(state.read_value, lambda s: s == "Disconnected", what="silent device")
+        assert "not answered within 0.4 s" in await ua_.node("Psu.Diagnostics.LastError").read_value()
+        instrument.silent = False
+        await ua_.wait("Psu.Voltage", lambda d: d.StatusCode.is_good(), "answers again", within=15)
+        await _wait_for(state.read_value, lambda s: s == "Connected")
+    finally:
+        instrument.silent = False
+        await client.disconnect()
+
+
+async def test_a_vanished_instrument_turns_values_bad_and_good_when_it_returns(
+        lab: tuple[Gateway, ScpiInstrument]) -> None:
+    gw, instrument = lab
+    client, ua_ = await _client(gw)
+    try:
+        await ua_.wait("Psu.Current", lambda d: d.StatusCode.is_good())
+        await instrument.drop()
+        await ua_.wait("Psu.Current", lambda d: d.StatusCode.value == ua.StatusCodes.BadCommunicationError, "gone")
+        last_error = (await ua_.node("Psu.Diagnostics.LastError").read_value()).lower()
+        assert "visa://tcpip0::127.0.0.1" in last_error and ("refused" in last_error or "reset" in last_error)
+        await instrument.start()  # the same port
+        await ua_.wait("Psu.Current", lambda d: d.StatusCode.is_good(), "back", within=15)
+    finally:
+        if instrument._server is None:
+            await instrument.start()
+        await client.disconnect()
+
+
+async def test_garbage_answers_turn_values_bad_with_a_clear_log_line(
+        lab: tuple[Gateway, ScpiInstrument], caplog: pytest.LogCaptureFixture) -> None:
+    gw, instrument = lab
+    caplog.set_level(logging.INFO, logger="gateway.drivers.scpi.driver")
+    client, ua_ = await _client(gw)
+    try:
+        await ua_.wait("Psu.Voltage", lambda d: d.StatusCode.is_good())
+        instrument.garbage = True
+        await ua_.wait("Psu.Voltage", lambda d: d.StatusCode.value == ua.StatusCodes.BadDataEncodingInvalid, "garbage")
+        identity = await ua_.dv("Psu.Identity")()
+        assert identity.StatusCode.is_good() and identity.Value.Value == "#garbage%$"  # text is text
+        lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("MEAS:VOLT? answered '#garbage%$' is not a number" in line and "Voltage is xsd:double" in line
+                   for line in lines), lines
+        assert len([line for line in lines if "MEAS:VOLT?" in line]) == 1  # once, not per scan
+        instrument.garbage = False
+        await ua_.wait("Psu.Voltage", lambda d: d.StatusCode.is_good(), "answers in form again")
+        assert any("MEAS:VOLT? answers as xsd:double again" in r.getMessage() for r in caplog.records)
+    finally:
+        instrument.garbage = False
+        await client.disconnect()
