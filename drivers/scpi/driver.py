@@ -94,9 +94,9 @@ def parse_connection(url: SplitResult) -> Connection:
         raise ValueError(f"error_query '{o['error_query']}' is not a query")
     serial = {}
     if parsed.interface_type == "ASRL":
-        serial = {"baud_rate": o["baud"], "data_bits": o["data_bits"],
-                  "parity": getattr(pyvisa.constants.Parity, o["parity"]),
-                  "stop_bits": pyvisa.constants.StopBits.one if o["stop_bits"] == "1" else pyvisa.constants.StopBits.two}
+        stop_bits = pyvisa.constants.StopBits.one if o["stop_bits"] == "1" else pyvisa.constants.StopBits.two
+        serial = {"baud_rate": o["baud"], "data_bits": o["data_bits"], "stop_bits": stop_bits,
+                  "parity": getattr(pyvisa.constants.Parity, o["parity"])}
     return Connection(resource, parsed.interface_type, _TERMINATIONS[o["read_termination"]],
                       _TERMINATIONS[o["write_termination"]], o["timeout_ms"], o["error_query"], o["check_errors"],
                       serial, o["visa_library"])

@@ -9,7 +9,6 @@ import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
