@@ -5,21 +5,20 @@ Bad and Good again. One gateway serves the module's tests; each test leaves the 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import socket
+import sys
 from collections.abc import AsyncIterator
-from typing import Any
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from asyncua import Client, ua
+from asyncua import ua
 
 from gateway.drivers.scpi.simulator import ScpiInstrument
-from gateway.nodeset.yaml_build import compile_text
-from gateway.security.roles import Role
-from gateway.security.users import UserStore
-from gateway.server import Gateway, GatewayConfig
+from gateway.server import Gateway
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from field_client import connect, start_gateway, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 NS = "urn:test:scpi"
@@ -42,24 +41,11 @@ devices:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def lab(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Gateway, ScpiInstrument]]:
-    tmp = tmp_path_factory.mktemp("scpi")
     instrument = ScpiInstrument(name="Psu")
     await instrument.start()
-    site = tmp / "lab.xml"
-    site.write_bytes(compile_text(_SITE.format(ns=NS, port=instrument.port), "lab.yaml"))
-    UserStore(tmp / "data" / "users.yaml").add("operator1", "op-secret-1", Role.operator)
-    gw = Gateway(GatewayConfig(nodesets=[site], endpoint=f"opc.tcp://127.0.0.1:{_free_port()}",
-                               data_dir=tmp / "data", insecure=True))
-    await gw.load()
-    await gw.start()
+    gw = await start_gateway(tmp_path_factory.mktemp("scpi"), _SITE.format(ns=NS, port=instrument.port))
     try:
         yield gw, instrument
     finally:
@@ -67,42 +53,10 @@ async def lab(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[G
         await instrument.drop()
 
 
-async def _wait_for(read: Any, check: Any, within: float = 10.0, what: str = "") -> Any:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        got = await read()
-        if check(got):
-            return got
-        assert asyncio.get_running_loop().time() < deadline, f"{what}: still {got!r} after {within} s"
-        await asyncio.sleep(0.05)
-
-
-class _Ua:
-    def __init__(self, client: Client, ns: int) -> None:
-        self.client, self.ns = client, ns
-
-    def node(self, name: str) -> Any:
-        return self.client.get_node(ua.NodeId(name, self.ns))
-
-    def dv(self, name: str) -> Any:
-        return lambda: self.node(name).read_data_value(raise_on_bad_status=False)
-
-    async def wait(self, name: str, check: Any, what: str = "", within: float = 10.0) -> ua.DataValue:
-        return await _wait_for(self.dv(name), check, within, what or name)
-
-
-async def _client(gw: Gateway, operator: bool = False) -> tuple[Client, _Ua]:
-    url = gw.config.endpoint.replace("opc.tcp://", "opc.tcp://operator1:op-secret-1@") if operator \
-        else gw.config.endpoint
-    client = Client(url)
-    await client.connect()
-    return client, _Ua(client, await client.get_namespace_index(NS))
-
-
 async def test_measurements_are_read_through_the_gateway(lab: tuple[Gateway, ScpiInstrument]) -> None:
     gw, instrument = lab
     instrument.handle("VOLT 24;CURR 60;OUTP ON")  # 24 V into 0.5 ohm needs 48 A: constant voltage
-    client, ua_ = await _client(gw)
+    client, ua_ = await connect(gw, NS)
     try:
         await ua_.wait("Psu.Voltage", lambda d: d.StatusCode.is_good() and d.Value.Value == 24.0, "measured voltage")
         assert (await ua_.dv("Psu.Current")()).Value.Value == 48.0
@@ -121,7 +75,7 @@ async def test_measurements_are_read_through_the_gateway(lab: tuple[Gateway, Scp
 
 async def test_writes_reach_the_instrument_and_are_read_back(lab: tuple[Gateway, ScpiInstrument]) -> None:
     gw, instrument = lab
-    client, ua_ = await _client(gw, operator=True)
+    client, ua_ = await connect(gw, NS, operator=True)
     try:
         await ua_.wait("Psu.VoltageSetpoint", lambda d: d.StatusCode.is_good())
         await ua_.node("Psu.VoltageSetpoint").write_value(ua.DataValue(ua.Variant(30.5, ua.VariantType.Double)))
@@ -143,7 +97,7 @@ async def test_writes_reach_the_instrument_and_are_read_back(lab: tuple[Gateway,
 async def test_an_instrument_error_fails_the_write_with_its_code_and_message(
         lab: tuple[Gateway, ScpiInstrument]) -> None:
     gw, instrument = lab
-    client, ua_ = await _client(gw, operator=True)
+    client, ua_ = await connect(gw, NS, operator=True)
     try:
         setpoint = ua_.node("Psu.CurrentSetpoint")
         await setpoint.write_value(ua.DataValue(ua.Variant(12.0, ua.VariantType.Double)))
@@ -167,18 +121,18 @@ async def test_an_instrument_error_fails_the_write_with_its_code_and_message(
 
 async def test_a_silent_instrument_turns_values_bad_and_good_again(lab: tuple[Gateway, ScpiInstrument]) -> None:
     gw, instrument = lab
-    client, ua_ = await _client(gw)
+    client, ua_ = await connect(gw, NS)
     try:
         await ua_.wait("Psu.Voltage", lambda d: d.StatusCode.is_good())
         instrument.silent = True
         bad = await ua_.wait("Psu.Voltage", lambda d: d.StatusCode.value == ua.StatusCodes.BadTimeout, "silent")
         assert bad.Value.Value == 0.0  # last value kept
         state = ua_.node("Psu.Diagnostics.ConnectionState")
-        await _wait_for(state.read_value, lambda s: s == "Disconnected", what="silent device")
+        await wait_for(state.read_value, lambda s: s == "Disconnected", what="silent device")
         assert "not answered within 0.4 s" in await ua_.node("Psu.Diagnostics.LastError").read_value()
         instrument.silent = False
         await ua_.wait("Psu.Voltage", lambda d: d.StatusCode.is_good(), "answers again", within=15)
-        await _wait_for(state.read_value, lambda s: s == "Connected")
+        await wait_for(state.read_value, lambda s: s == "Connected")
     finally:
         instrument.silent = False
         await client.disconnect()
@@ -187,7 +141,7 @@ async def test_a_silent_instrument_turns_values_bad_and_good_again(lab: tuple[Ga
 async def test_a_vanished_instrument_turns_values_bad_and_good_when_it_returns(
         lab: tuple[Gateway, ScpiInstrument]) -> None:
     gw, instrument = lab
-    client, ua_ = await _client(gw)
+    client, ua_ = await connect(gw, NS)
     try:
         await ua_.wait("Psu.Current", lambda d: d.StatusCode.is_good())
         await instrument.drop()
@@ -206,7 +160,7 @@ async def test_garbage_answers_turn_values_bad_with_a_clear_log_line(
         lab: tuple[Gateway, ScpiInstrument], caplog: pytest.LogCaptureFixture) -> None:
     gw, instrument = lab
     caplog.set_level(logging.INFO, logger="gateway.drivers.scpi.driver")
-    client, ua_ = await _client(gw)
+    client, ua_ = await connect(gw, NS)
     try:
         await ua_.wait("Psu.Voltage", lambda d: d.StatusCode.is_good())
         instrument.garbage = True
