@@ -20,12 +20,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     build.add_argument("source", metavar="SITE.yaml")
     build.add_argument("-o", "--output", required=True, metavar="SITE.xml")
     build.set_defaults(func=_build)
-    imp = ns.add_parser("import-instruments", help="turn instrument JSON files (EquipmentTags + Channels) into a site")
+    imp = ns.add_parser("import-instruments", help="turn instrument JSON files (EquipmentTags + Channels; Modbus, "
+                                                   "SCPI, Opto, MQTT and Ping instruments) into a site")
     imp.add_argument("files", nargs="+", metavar="FILE.json")
     imp.add_argument("-o", "--output", required=True, metavar="SITE.xml")
     imp.add_argument("--yaml", metavar="SITE.yaml", help="also write the site as YAML, for editing and `build`")
     imp.add_argument("--namespace", default="urn:opcua-gateway:imported-site", help="the site's namespace URI")
     imp.add_argument("--name", default="ImportedSite", help="the site's root object name")
+    imp.add_argument("--mqtt-broker", metavar="HOST[:PORT]",
+                     help="the broker of MQTT instruments whose files name none (EquipmentTags.Connection.IP)")
     imp.set_defaults(func=_import_instruments)
 
 
@@ -90,7 +93,7 @@ def _import_instruments(args: argparse.Namespace) -> int:
     from gateway.nodeset.yaml_build import build
 
     try:
-        result = instruments_to_site([Path(f) for f in args.files], args.namespace, args.name)
+        result = instruments_to_site([Path(f) for f in args.files], args.namespace, args.name, args.mqtt_broker)
         xml = build(result.site, ", ".join(args.files))
     except NodesetError as exc:
         return _report(exc)

@@ -1,37 +1,30 @@
 """`gateway nodeset import-instruments FILE.json...`: instrument files (EquipmentTags + Channels,
 the format of Node-RED/MQTT instrument servers) turned into a site.
 
-Each file becomes a device; each active channel a variable with its Modbus binding, scaling,
-unit and scan class (from the `HighSpeed`/`MediumSpeed`/`LowSpeed` tag). The result goes through
-the YAML site builder, so it gets the same checks, and can also be written as YAML for editing.
-Channels the gateway cannot map are reported with the file and channel, never silently dropped.
+Each file becomes a device; each active channel a variable with its binding, scaling, unit and
+scan class (from the `HighSpeed`/`MediumSpeed`/`LowSpeed` tag). `EquipmentTags.Communication` picks
+the driver and how a channel maps to its address (instrument_kinds.py): ModbusTcpGeneric (Modbus TCP
+registers), SCPI (`visa://` queries and write templates), Opto (`optommp://` points), MQTT (members of
+the instrument's JSON data topic) and Ping (`ping://` reachability). The result goes through the YAML
+site builder, so it gets the same checks, and can also be written as YAML for editing. What the
+gateway cannot map is reported with the file, instrument and channel, never silently dropped.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.nodeset import instrument_kinds
+from gateway.nodeset.instrument_kinds import name as _name
 from gateway.nodeset.model import NodesetError, Problem
 from gateway.nodeset.units import UNITS
 
-# Register type in the instrument file -> the table in the gateway's Modbus address syntax.
-_TABLES = {"hregister": "holding", "holding": "holding", "iregister": "input", "input": "input",
-           "coil": "coil", "coils": "coil", "dinput": "discrete", "discrete": "discrete", "discreteinput": "discrete"}
-# DataType -> (OPC UA DataType, field type)
-_TYPES = {
-    "bool": ("Boolean", "xsd:boolean"), "int16": ("Int16", "xsd:short"), "uint16": ("UInt16", "xsd:unsignedShort"),
-    "int32": ("Int32", "xsd:int"), "uint32": ("UInt32", "xsd:unsignedInt"), "int64": ("Int64", "xsd:long"),
-    "uint64": ("UInt64", "xsd:unsignedLong"), "float32": ("Float", "xsd:float"), "float": ("Float", "xsd:float"),
-    "float64": ("Double", "xsd:double"), "double": ("Double", "xsd:double"), "string": ("String", "xsd:string"),
-}
 _UNIT_ALIASES = {"degc": "°C", "c": "°C", "kw": "kW", "w": "W", "v": "V", "a": "A", "hz": "Hz", "%": "%",
                  "bar": "bar", "kpa": "kPa", "pa": "Pa", "rpm": "rpm", "kwh": "kWh", "s": "s", "lpm": "l/min"}
 _SCANS = ("HighSpeed", "MediumSpeed", "LowSpeed")
-_NAME = re.compile(r"[^A-Za-z0-9_]+")
 
 
 @dataclass
@@ -40,12 +33,8 @@ class ImportResult:
     notes: list[str] = field(default_factory=list)  # things mapped approximately (unknown units, ...)
 
 
-def _name(text: str) -> str:
-    name = _NAME.sub("_", text.strip()).strip("_") or "Unnamed"
-    return f"_{name}" if name[0].isdigit() else name
-
-
-def _device(path: Path, doc: Any, problems: list[Problem], notes: list[str]) -> dict[str, Any] | None:
+def _device(path: Path, doc: Any, problems: list[Problem], notes: list[str], mqtt_broker: str | None
+            ) -> dict[str, Any] | None:
     src = str(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("EquipmentTags"), dict):
         problems.append(Problem(src, None, None, "not an instrument file: no 'EquipmentTags' mapping"))
@@ -53,20 +42,14 @@ def _device(path: Path, doc: Any, problems: list[Problem], notes: list[str]) -> 
     tags = doc["EquipmentTags"]
     name = _name(str(tags.get("EquipmentName") or path.stem))
     comm = str(tags.get("Communication", ""))
-    if comm.lower() not in ("modbustcpgeneric", "modbustcp"):
-        problems.append(Problem(src, None, name, f"Communication '{comm}' is not supported (ModbusTcpGeneric is)"))
+    kind = instrument_kinds.KINDS.get(comm.lower())
+    if kind is None:
+        problems.append(Problem(src, None, name, f"Communication '{comm}' is not supported (known: "
+                                                 f"{', '.join(instrument_kinds.KIND_NAMES)})"))
         return None
-    conn = tags.get("Connection") or {}
-    ip, unit, port = conn.get("IP"), conn.get("Unit", 1), tags.get("PortNum", 502)
-    if not ip:
-        problems.append(Problem(src, None, name, "EquipmentTags.Connection.IP is missing"))
-        return None
-    order = {k: str(tags.get(k, "Big")).lower() for k in ("ByteOrder", "WordOrder")}
-    for key, value in order.items():
-        if value not in ("big", "little"):
-            problems.append(Problem(src, None, name, f"{key} must be Big or Little, not '{tags.get(key)}'"))
-    connection = f"modbus+tcp://{ip}:{int(port)}/{int(unit)}?byte_order={order['ByteOrder']}" \
-                 f"&word_order={order['WordOrder']}"
+    where = instrument_kinds.Where(src, name, problems, notes)
+    before = len(problems)
+    connection = kind.connection(tags, where, mqtt_broker)
     description = " / ".join(str(tags[k]) for k in ("EquipmentType", "EquipmentLocation", "Reference") if tags.get(k))
     variables = []
     channels = doc.get("Channels") or {}
@@ -74,51 +57,34 @@ def _device(path: Path, doc: Any, problems: list[Problem], notes: list[str]) -> 
         problems.append(Problem(src, None, name, "'Channels' must be a mapping of channel name to channel"))
         channels = {}
     for cname, ch in channels.items():
-        var = _variable(src, name, str(cname), ch, problems, notes)
+        cwhere = where.channel(str(cname))
+        if not isinstance(ch, dict):
+            cwhere.problem("a channel must be a mapping")
+            continue
+        if ch.get("Active") is False:
+            continue
+        var = kind.variable(str(cname), ch, tags, cwhere)
         if var is not None:
-            variables.append(var)
-    if not variables:
+            variables.append(common_fields(var, ch, cwhere))
+    if not variables and len(problems) == before:
         problems.append(Problem(src, None, name, "no active channel to import"))
+    if connection is None:
+        return None
     device: dict[str, Any] = {"name": name, "connection": connection, "variables": variables}
     if description:
         device["description"] = description
     return device
 
 
-def _variable(src: str, device: str, cname: str, ch: Any, problems: list[Problem],
-              notes: list[str]) -> dict[str, Any] | None:
-    where = f"{device}.{cname}"
-    if not isinstance(ch, dict):
-        problems.append(Problem(src, None, where, "a channel must be a mapping"))
-        return None
-    if ch.get("Active") is False:
-        return None
-    table = _TABLES.get(str(ch.get("Type", "")).lower())
-    dtype = _TYPES.get(str(ch.get("DataType", "")).lower())
-    if table is None:
-        problems.append(Problem(src, None, where, f"register Type '{ch.get('Type')}' is not a Modbus table "
-                                                  f"(HRegister, IRegister, Coil, DInput)"))
-        return None
-    if dtype is None:
-        problems.append(Problem(src, None, where, f"DataType '{ch.get('DataType')}' is not supported "
-                                                  f"(known: {', '.join(_TYPES)})"))
-        return None
-    point = ch.get("IOPoint")
-    if not isinstance(point, int) or isinstance(point, bool) or point < 0:
-        problems.append(Problem(src, None, where, f"IOPoint must be a register number >= 0, not {point!r}"))
-        return None
-    datatype, field_type = dtype
-    var: dict[str, Any] = {"name": _name(cname), "datatype": datatype, "field_type": field_type,
-                           "address": f"{table}/{point}"}
+def common_fields(var: dict[str, Any], ch: dict[str, Any], where: Any) -> dict[str, Any]:
+    """What every kind's channel says alike: scaling, writability, unit, scan class; history on."""
     scale, offset = ch.get("Scalar", 1), ch.get("Offset", 0)
-    if datatype != "Boolean" and (scale != 1 or offset != 0):
-        var["scale"], var["offset"] = float(scale), float(offset)
-        if datatype != "String":
-            var["datatype"] = "Double"  # scaled integers are engineering values, not counts
-    if datatype == "String":
-        var["length"] = 2 * int(ch.get("Registers", 1))
-    rw = str(ch.get("ReadWrite", "R")).upper()
-    if "W" in rw:
+    if var["datatype"] not in ("Boolean", "String") and (scale != 1 or offset != 0):
+        # The instrument servers computed (raw + Offset) * Scalar; the gateway's is raw * Scale + Offset.
+        var["scale"], var["offset"] = float(scale), float(offset) * float(scale)
+        var["datatype"] = "Double"  # scaled integers are engineering values, not counts
+    read_only = var.pop("read_only", False)  # a kind whose writes the gateway does not take (ping)
+    if "W" in str(ch.get("ReadWrite", "R")).upper() and not read_only:
         var["writable"] = True
     unit = str(ch.get("Units", "")).strip()
     if unit and unit.upper() != "NA":
@@ -127,7 +93,7 @@ def _variable(src: str, device: str, cname: str, ch: Any, problems: list[Problem
             var["unit"] = symbol
         else:
             var["description"] = f"Unit: {unit}"
-            notes.append(f"{src}: {where}: unit '{unit}' has no UNECE code here; kept in the description")
+            where.note(f"unit '{unit}' has no UNECE code here; kept in the description")
     scan = next((t for t in ch.get("Tags") or [] if t in _SCANS), None)
     if scan:
         var["scan"] = scan
@@ -135,8 +101,10 @@ def _variable(src: str, device: str, cname: str, ch: Any, problems: list[Problem
     return var
 
 
-def instruments_to_site(paths: list[Path], namespace: str, site_name: str) -> ImportResult:
-    """Read instrument files into a YAML-shaped site; raise NodesetError listing every problem."""
+def instruments_to_site(paths: list[Path], namespace: str, site_name: str, mqtt_broker: str | None = None
+                        ) -> ImportResult:
+    """Read instrument files into a YAML-shaped site; raise NodesetError listing every problem. `mqtt_broker`
+    (HOST[:PORT]) is where MQTT instruments publish when their file does not say (their servers were told)."""
     problems: list[Problem] = []
     notes: list[str] = []
     devices = []
@@ -149,7 +117,7 @@ def instruments_to_site(paths: list[Path], namespace: str, site_name: str) -> Im
         except json.JSONDecodeError as exc:
             problems.append(Problem(str(path), exc.lineno, None, f"not valid JSON: {exc.msg}"))
             continue
-        device = _device(Path(path), doc, problems, notes)
+        device = _device(Path(path), doc, problems, notes, mqtt_broker)
         if device is not None:
             devices.append(device)
     names = [d["name"] for d in devices]
