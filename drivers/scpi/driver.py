@@ -48,7 +48,7 @@ CONNECTION_OPTIONS = (
     Option("check_errors", "bool", "read the error queue before and after every write; an entry fails the write",
            default=True),
     Option("baud", "int", "serial line speed (ASRL only, as the three below)", default=9600, low=50, high=4_000_000),
-    Option("parity", "choice", "serial parity", default="none", choices=("none", "even", "odd")),
+    Option("parity", "choice", "serial parity", default="none", choices=("none", "even", "odd"), default_text="`none`"),
     Option("stop_bits", "choice", "serial stop bits", default="1", choices=("1", "2")),
     Option("data_bits", "int", "serial data bits", default=8, low=5, high=8),
     Option("visa_library", "text", "the VISA implementation: `@py` is pyvisa-py; a path loads another (NI-VISA)",
