@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -194,19 +195,22 @@ class ScpiInstrument:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        pending = b""
         try:
             while True:
-                raw = await reader.readline()
-                if not raw:
+                chunk = await reader.read(4096)
+                if not chunk:
                     return
-                line = raw.decode("latin-1").strip("\r\n")
-                answers = self.handle(line)
-                if self.silent or not answers:
-                    continue
-                text = "#garbage%$" if self.garbage else ";".join(answers)
-                writer.write((text + self.answer_termination).encode("latin-1"))
+                # A command line ends with LF, CR or CR LF, whichever the device's write_termination says.
+                *lines, pending = re.split(rb"\r\n|\r|\n", pending + chunk)
+                for raw in lines:
+                    answers = self.handle(raw.decode("latin-1"))
+                    if self.silent or not answers:
+                        continue
+                    text = "#garbage%$" if self.garbage else ";".join(answers)
+                    writer.write((text + self.answer_termination).encode("latin-1"))
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except ConnectionError:
             return
         finally:
             self._writers.discard(writer)

@@ -76,10 +76,12 @@ def _device(path: Path, doc: Any, problems: list[Problem], notes: list[str], mqt
     return device
 
 
-def common_fields(var: dict[str, Any], ch: dict[str, Any], where: Any) -> dict[str, Any]:
+def common_fields(var: dict[str, Any], ch: dict[str, Any], where: instrument_kinds.Where) -> dict[str, Any]:
     """What every kind's channel says alike: scaling, writability, unit, scan class; history on."""
     scale, offset = ch.get("Scalar", 1), ch.get("Offset", 0)
-    if var["datatype"] not in ("Boolean", "String") and (scale != 1 or offset != 0):
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in (scale, offset)):
+        where.problem(f"Scalar and Offset must be numbers, not {scale!r} and {offset!r}")
+    elif var["datatype"] not in ("Boolean", "String") and (scale != 1 or offset != 0):
         # The instrument servers computed (raw + Offset) * Scalar; the gateway's is raw * Scale + Offset.
         var["scale"], var["offset"] = float(scale), float(offset) * float(scale)
         var["datatype"] = "Double"  # scaled integers are engineering values, not counts

@@ -29,7 +29,7 @@ _SITE = """site: {{namespace: "{ns}", name: Plant}}
 scan_classes: {{Fast: 200}}
 devices:
   - name: Epic
-    connection: "optommp://127.0.0.1:{port}?timeout_ms=400"
+    connection: "optommp://127.0.0.1:{port}?timeout_ms=800"
     variables:
       - {{name: StackTemperature, unit: °C, address: analog/0/0, scan: Fast}}
       - {{name: SteamFlow, datatype: Float, address: analog/0/1, scan: Fast}}

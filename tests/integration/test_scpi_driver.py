@@ -5,6 +5,7 @@ Bad and Good again. One gateway serves the module's tests; each test leaves the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -27,7 +28,7 @@ _SITE = """site: {{namespace: "{ns}", name: Lab}}
 scan_classes: {{Fast: 200}}
 devices:
   - name: Psu
-    connection: "visa://TCPIP0::127.0.0.1::{port}::SOCKET?timeout_ms=400"
+    connection: "visa://TCPIP0::127.0.0.1::{port}::SOCKET?timeout_ms=800"
     variables:
       - {{name: Identity, datatype: String, address: "*IDN?", scan: Fast}}
       - {{name: Model, datatype: String, address: "*IDN?", index: 1, scan: Fast}}
@@ -122,6 +123,16 @@ async def test_an_instrument_error_fails_the_write_with_its_code_and_message(
 async def test_a_silent_instrument_turns_values_bad_and_good_again(lab: tuple[Gateway, ScpiInstrument]) -> None:
     gw, instrument = lab
     client, ua_ = await connect(gw, NS)
+    stalls: list[float] = []
+
+    async def ticker() -> None:  # pyvisa waits 0.8 s per unanswered query: never on the event loop
+        loop = asyncio.get_running_loop()
+        while True:
+            expected = loop.time() + 0.02
+            await asyncio.sleep(0.02)
+            stalls.append(loop.time() - expected)
+
+    ticks = asyncio.create_task(ticker())
     try:
         await ua_.wait("Psu.Voltage", lambda d: d.StatusCode.is_good())
         instrument.silent = True
@@ -129,11 +140,13 @@ async def test_a_silent_instrument_turns_values_bad_and_good_again(lab: tuple[Ga
         assert bad.Value.Value == 0.0  # last value kept
         state = ua_.node("Psu.Diagnostics.ConnectionState")
         await wait_for(state.read_value, lambda s: s == "Disconnected", what="silent device")
-        assert "not answered within 0.4 s" in await ua_.node("Psu.Diagnostics.LastError").read_value()
+        assert "not answered within 0.8 s" in await ua_.node("Psu.Diagnostics.LastError").read_value()
+        assert max(stalls) < 0.6, f"the event loop stalled {max(stalls):.2f} s while the instrument was silent"
         instrument.silent = False
         await ua_.wait("Psu.Voltage", lambda d: d.StatusCode.is_good(), "answers again", within=15)
         await wait_for(state.read_value, lambda s: s == "Connected")
     finally:
+        ticks.cancel()
         instrument.silent = False
         await client.disconnect()
 

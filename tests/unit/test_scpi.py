@@ -131,3 +131,27 @@ def test_the_simulated_supply_keeps_an_error_queue_as_scpi_does() -> None:
         psu.handle("FOO")
     entries = [psu.handle("SYST:ERR?")[0] for _ in range(21)]
     assert entries[-2:] == ['-350,"Queue overflow"', '0,"No error"']
+
+
+@pytest.mark.integration
+async def test_the_driver_keeps_each_devices_line_endings() -> None:
+    """CR-terminated commands and CR LF answers, through pyvisa-py to the simulated supply on TCP."""
+    from gateway.drivers.base import Binding, Point
+    from gateway.drivers.scpi.driver import ScpiDriver
+
+    psu = ScpiInstrument(answer_termination="\r\n")
+    await psu.start()
+    url = urlsplit(f"visa://TCPIP0::127.0.0.1::{psu.port}::SOCKET?read_termination=crlf&write_termination=cr"
+                   f"&timeout_ms=1000")
+    setpoint = Point(0, "Setpoint", Binding("VOLT?", options={"write": "VOLT {value}"}), "xsd:double", True)
+    model = Point(1, "Model", Binding("*IDN?", options={"index": 1}), "xsd:string", False)
+    driver = ScpiDriver(url, {"MediumSpeed": [setpoint, model]})
+    await driver.start()
+    try:
+        assert await driver.write(setpoint, 7.25) == 7.25
+        readings = await driver.read("MediumSpeed")
+        assert (readings[0].value, readings[1].value) == (7.25, "SIM-DCS60-100")
+        assert psu.commands[-2:] == ["VOLT?", "*IDN?"] and driver.requests == 3 and driver.request_errors == 0
+    finally:
+        await driver.stop()
+        await psu.drop()
