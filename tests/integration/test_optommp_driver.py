@@ -41,6 +41,7 @@ devices:
       - {{name: Ratio, writable: true, address: scratchpad/float/3, scan: Fast}}
       - {{name: Description, datatype: String, address: "0xF0300080", length: 12, scan: Fast}}
       - {{name: Nowhere, datatype: Int32, writable: true, address: "0xE0000010", scan: Fast}}
+      - {{name: StepName, datatype: String, writable: true, address: "0xF0D83002", length: 16, scan: Fast}}
 """
 
 
@@ -108,6 +109,10 @@ async def test_writes_reach_the_controller_and_are_read_back(plant: tuple[Gatewa
         await view.wait("Epic.HeaterEnable", lambda d: d.Value.Value is True)
         await view.write("Epic.Ratio", 0.75, ua.VariantType.Double)
         assert controller.get_float(memory.SCRATCHPAD_FLOAT + 12) == 0.75
+        await view.write("Epic.StepName", "Heat-Up", ua.VariantType.String)  # 16 bytes: a write block request
+        write = next(r for r in reversed(controller.requests) if r.tcode == packets.WRITE_BLOCK)
+        assert (write.address, write.data) == (0xF0D83002, b"Heat-Up".ljust(16, b"\0"))
+        await view.wait("Epic.StepName", lambda d: d.Value.Value == "Heat-Up", "read back as a block")
         with pytest.raises(ua.UaStatusCodeError) as err:  # NAK'd: the brain's error says why
             await view.write("Epic.Nowhere", 5, ua.VariantType.Int32)
         assert err.value.code == _S.BadNotFound

@@ -155,3 +155,44 @@ async def test_the_driver_keeps_each_devices_line_endings() -> None:
     finally:
         await driver.stop()
         await psu.drop()
+
+
+@pytest.mark.integration
+async def test_a_serial_instrument_through_pyvisa_py_asrl(tmp_path: Path) -> None:
+    """ASRL: a pty (socat) carries the line to the simulated supply, as a USB-serial adapter would."""
+    import asyncio
+    import shutil
+
+    from gateway.drivers.base import Binding, Point
+    from gateway.drivers.scpi.driver import ScpiDriver
+
+    socat = shutil.which("socat")
+    if socat is None:
+        pytest.skip("socat is not installed (tests/run.sh installs it)")
+    psu = ScpiInstrument()
+    await psu.start()
+    tty = tmp_path / "ttyPSU"
+    proc = await asyncio.create_subprocess_exec(socat, f"pty,raw,echo=0,link={tty}", f"tcp:127.0.0.1:{psu.port}",
+                                                stderr=asyncio.subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if tty.exists():
+                break
+            await asyncio.sleep(0.05)
+        url = urlsplit(f"visa://ASRL{tty}::INSTR?baud=115200&timeout_ms=1000")
+        output = Point(0, "Output", Binding("OUTP?", options={"write": "OUTP {value}"}), "xsd:boolean", True)
+        voltage = Point(1, "Voltage", Binding("MEAS:VOLT?"), "xsd:double", False)
+        psu.handle("VOLT 12;CURR 100")
+        driver = ScpiDriver(url, {"MediumSpeed": [output, voltage]})
+        await driver.start()
+        try:
+            assert await driver.write(output, True) is True
+            readings = await driver.read("MediumSpeed")
+            assert (readings[0].value, readings[1].value) == (True, 12.0)
+            assert psu.output is True
+        finally:
+            await driver.stop()
+    finally:
+        proc.terminate()
+        await proc.wait()
+        await psu.drop()
