@@ -60,7 +60,7 @@ POINT_OPTIONS = (
     Option("index", "int", "element of a comma-separated answer, 0 first", low=0, high=1023, datatype="UInt16"),
 )
 OPEN_WITHIN_S = 5.0
-CLOSE_WITHIN_S = 2.0
+CLOSE_WITHIN_S = 0.5  # within the device runner's 1 s for closing a driver; a stuck thread is left behind
 MAX_ERROR_ENTRIES = 20  # a queue that never says 0 is read this far, then the write fails
 
 
