@@ -135,3 +135,14 @@ def test_the_simulated_controller_answers_and_refuses_as_a_brain_does() -> None:
     refused = packets.parse(brain.answer(packets.parse(packets.read_block(2, 0xE0000000, 8))))
     assert (refused.tcode, refused.rcode, refused.data) == (packets.READ_BLOCK_RESPONSE, 7, b"")
     assert brain.get_int(memory.LAST_ERROR) == 0xE005
+
+
+def test_variables_that_bind_the_same_bytes_are_warned_about() -> None:
+    from gateway.drivers.base import Binding, Point
+    from gateway.drivers.optommp.driver import OptoMmpDriver
+
+    points = [Point(0, "Whole", Binding("0xF0D82000"), "xsd:double", False),
+              Point(1, "Half", Binding("scratchpad/float/1"), "xsd:float", False),
+              Point(2, "Apart", Binding("scratchpad/float/2"), "xsd:float", False)]
+    warnings = OptoMmpDriver.point_warnings(urlsplit("optommp://h"), points)
+    assert warnings == [(1, "scratchpad/float/1 overlaps Whole (0xF0D82000): the same bytes bound twice")]
