@@ -22,6 +22,7 @@ from urllib.parse import SplitResult
 
 import pyvisa
 import pyvisa.constants
+import pyvisa.highlevel
 import pyvisa.rname
 from asyncua import ua
 
@@ -90,6 +91,10 @@ def parse_connection(url: SplitResult) -> Connection:
     if parsed.interface_type not in INTERFACES:
         raise ValueError(f"interface {parsed.interface_type} is not one of {', '.join(INTERFACES)}")
     o = parse_query(url, CONNECTION_OPTIONS, "VISA")
+    library = o["visa_library"]
+    if library.startswith("@") and library[1:] not in pyvisa.highlevel.list_backends():
+        raise ValueError(f"VISA library '{library}' is not installed (installed: "
+                         f"{', '.join('@' + b for b in pyvisa.highlevel.list_backends())})")
     if "\n" in o["error_query"] or "?" not in o["error_query"]:
         raise ValueError(f"error_query '{o['error_query']}' is not a query")
     serial = {}

@@ -87,7 +87,8 @@ def test_resources_and_options_of_a_connection() -> None:
     assert parse_connection(urlsplit("visa://TCPIP0::10.0.0.5::inst0::INSTR")).interface == "TCPIP"
     for url, message in [("visa://", "no resource"), ("visa://COM1", "not a VISA resource name"),
                          ("visa://TCPIP0::h::5025::SOCKET?read_termination=eol", "must be lf, cr, crlf or none"),
-                         ("visa://TCPIP0::h::5025::SOCKET?error_query=SYST:ERR", "is not a query")]:
+                         ("visa://TCPIP0::h::5025::SOCKET?error_query=SYST:ERR", "is not a query"),
+                         ("visa://TCPIP0::h::5025::SOCKET?visa_library=@sim", "VISA library '@sim' is not installed")]:
         with pytest.raises(ValueError, match=message):
             parse_connection(urlsplit(url))
 
