@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
 from asyncua import ua
 
+from gateway.drivers.base import Binding, Point
+from gateway.drivers.scpi.driver import ScpiDriver
 from gateway.drivers.scpi.simulator import ScpiInstrument
 from gateway.server import Gateway
 
@@ -193,3 +197,57 @@ async def test_garbage_answers_turn_values_bad_with_a_clear_log_line(
     finally:
         instrument.garbage = False
         await client.disconnect()
+
+
+async def test_the_driver_keeps_each_devices_line_endings() -> None:
+    """CR-terminated commands and CR LF answers, through pyvisa-py to the simulated supply on TCP."""
+    psu = ScpiInstrument(answer_termination="\r\n")
+    await psu.start()
+    url = urlsplit(f"visa://TCPIP0::127.0.0.1::{psu.port}::SOCKET?read_termination=crlf&write_termination=cr"
+                   f"&timeout_ms=1000")
+    setpoint = Point(0, "Setpoint", Binding("VOLT?", options={"write": "VOLT {value}"}), "xsd:double", True)
+    model = Point(1, "Model", Binding("*IDN?", options={"index": 1}), "xsd:string", False)
+    driver = ScpiDriver(url, {"MediumSpeed": [setpoint, model]})
+    await driver.start()
+    try:
+        assert await driver.write(setpoint, 7.25) == 7.25
+        readings = await driver.read("MediumSpeed")
+        assert (readings[0].value, readings[1].value) == (7.25, "SIM-DCS60-100")
+        assert psu.commands[-2:] == ["VOLT?", "*IDN?"] and driver.requests == 3 and driver.request_errors == 0
+    finally:
+        await driver.stop()
+        await psu.drop()
+
+
+async def test_a_serial_instrument_through_pyvisa_py_asrl(tmp_path: Path) -> None:
+    """ASRL: a pty (socat) carries the line to the simulated supply, as a USB-serial adapter would."""
+    socat = shutil.which("socat")
+    if socat is None:
+        pytest.skip("socat is not installed (tests/run.sh installs it)")
+    psu = ScpiInstrument()
+    await psu.start()
+    tty = tmp_path / "ttyPSU"
+    proc = await asyncio.create_subprocess_exec(socat, f"pty,raw,echo=0,link={tty}", f"tcp:127.0.0.1:{psu.port}",
+                                                stderr=asyncio.subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if tty.exists():
+                break
+            await asyncio.sleep(0.05)
+        url = urlsplit(f"visa://ASRL{tty}::INSTR?baud=115200&timeout_ms=1000")
+        output = Point(0, "Output", Binding("OUTP?", options={"write": "OUTP {value}"}), "xsd:boolean", True)
+        voltage = Point(1, "Voltage", Binding("MEAS:VOLT?"), "xsd:double", False)
+        psu.handle("VOLT 12;CURR 100")
+        driver = ScpiDriver(url, {"MediumSpeed": [output, voltage]})
+        await driver.start()
+        try:
+            assert await driver.write(output, True) is True
+            readings = await driver.read("MediumSpeed")
+            assert (readings[0].value, readings[1].value) == (True, 12.0)
+            assert psu.output is True
+        finally:
+            await driver.stop()
+    finally:
+        proc.terminate()
+        await proc.wait()
+        await psu.drop()
