@@ -1,7 +1,8 @@
 """The SCPI driver through pyvisa-py against the simulated supply on a real TCP socket, read and written by an
 OPC UA client: measurements, writes reaching the instrument and read back, an instrument error failing its
 write with the instrument's message, and a silent, vanished or garbage-talking instrument turning values
-Bad and Good again. One gateway serves the module's tests; each test leaves the instrument as it found it."""
+Bad and Good again. One gateway serves the module's tests; each test leaves the instrument as it found it.
+Two more drive the driver directly: other line endings, and a serial line (ASRL) through a socat pty."""
 
 from __future__ import annotations
 
