@@ -42,12 +42,21 @@ def limit_states(cfg: AlarmConfig, value: float, active: frozenset[str]) -> froz
 
 
 def exclusive_state(cfg: AlarmConfig, value: float, current: str | None) -> str | None:
-    """The one most severe limit state (HighHigh over High, LowLow over Low), or None."""
-    # Beyond the high-high limit the value is beyond the high limit too: both hold their deadband.
-    active = states((current, *_IMPLIED.get(current, ()))) if current else states()
-    now_in = limit_states(cfg, value, active)
-    for state in ("HighHigh", "High", "LowLow", "Low"):
-        if state in now_in:
+    """The one most severe limit state (HighHigh over High, LowLow over Low), or None.
+
+    The same rule as `limit_states` (beyond the high-high limit the value is beyond the high limit too,
+    so both hold their deadband), without building sets: it runs on every change of every limit alarm.
+    """
+    limits, db = cfg.limits, cfg.deadband
+    high = current in ("HighHigh", "High")
+    low = current in ("LowLow", "Low")
+    for state, key, held in (("HighHigh", "HighHighLimit", current == "HighHigh"), ("High", "HighLimit", high)):
+        limit = limits.get(key)
+        if limit is not None and (value > limit or (held and value > limit - db)):
+            return state
+    for state, key, held in (("LowLow", "LowLowLimit", current == "LowLow"), ("Low", "LowLimit", low)):
+        limit = limits.get(key)
+        if limit is not None and (value < limit or (held and value < limit + db)):
             return state
     return None
 

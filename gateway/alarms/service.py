@@ -40,6 +40,7 @@ from gateway.values.aspace_io import read_value
 from gateway.values.feed import Change, ChangeFeed
 
 log = logging.getLogger(__name__)
+_NO_STATES = limit_states_of()
 
 EVALUATE_SLICE_S = 0.005  # the alarm task lets other work run after this much evaluation
 _HAS_COMPONENT = ua.NodeId(ua.ObjectIds.HasComponent)
@@ -74,10 +75,10 @@ class AlarmService:
         self.clock = clock
         self.conditions: dict[ua.NodeId, Condition] = {}
         self.evaluations = 0
-        self._watchers: dict[ua.NodeId, list[Condition]] = {}
+        self._watchers: dict[ua.NodeId, list[tuple[Condition, bool]]] = {}  # (condition, is its input)
         self._timers: dict[ua.NodeId, asyncio.TimerHandle] = {}
         self._subscription = None
-        self._queue: collections.deque[tuple[Condition, Change]] = collections.deque()
+        self._queue: collections.deque[tuple[Condition, ua.DataValue | None]] = collections.deque()  # input's value
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -133,7 +134,7 @@ class AlarmService:
             added.append(cond)
             for node in (cfg.input, cfg.setpoint, cfg.normal_state):
                 if node is not None:
-                    self._watchers.setdefault(node, []).append(cond)
+                    self._watchers.setdefault(node, []).append((cond, node is cfg.input))
                     self._subscription.add([node])
         self._alias_instance_methods(added)
         now = self.clock.now()
@@ -189,8 +190,9 @@ class AlarmService:
         # inputs stores them at once, and evaluating inline would hold the loop for all of them together.
         watchers = self._watchers.get(change.node)
         if watchers:
-            for cond in watchers:
-                self._queue.append((cond, change))
+            dv = change.dv
+            for cond, is_input in watchers:
+                self._queue.append((cond, dv if is_input else None))
             self._ready.set()
 
     async def _run(self) -> None:
@@ -206,9 +208,9 @@ class AlarmService:
         started = time.perf_counter()
         queue = self._queue
         while queue:
-            cond, change = queue.popleft()
+            cond, dv = queue.popleft()
             try:
-                self._evaluate(cond, change=change)
+                self._evaluate(cond, input_dv=dv)
             except Exception:  # one condition's bug must not stop the others' evaluation
                 log.exception("evaluating %s failed", cond.nodeid.to_string())
             if within_s is not None and time.perf_counter() - started > within_s:
@@ -221,23 +223,24 @@ class AlarmService:
         status = dv.StatusCode if dv.StatusCode is not None else ua.StatusCode()
         return (dv.Value.Value if dv.Value is not None else None), status
 
-    def _evaluate(self, cond: Condition, delayed: bool = False, change: Change | None = None) -> None:
+    def _evaluate(self, cond: Condition, delayed: bool = False, input_dv: ua.DataValue | None = None) -> None:
         self.evaluations += 1
         if not cond.enabled:
             return
         cfg = cond.cfg
-        if change is not None and change.node == cfg.input:  # the value that changed, not a later one
-            dv = change.dv
+        if input_dv is not None:  # the value that changed, not a later one
+            dv = input_dv
             value = dv.Value.Value if dv.Value is not None else None
             status = dv.StatusCode if dv.StatusCode is not None else ua.StatusCode()
         else:
             value, status = self._input(cfg.input)
-        now = self.clock.now()
+        now = None  # asked of the clock only when there is news: most changes are none
         # Waiting for an input's first value after start, and getting it, is no news: only later quality
         # changes are reported.
         waiting = ua.StatusCodes.BadWaitingForInitialData
         quality_changed = status.value != cond.quality.value and waiting not in (status.value, cond.quality.value)
         if status.value != cond.quality.value:
+            now = self.clock.now()
             cond.quality, cond.quality_time = status, now
         if not status.is_good() or value is None or (isinstance(value, float) and math.isnan(value)):
             if quality_changed:  # a lost input changes the quality, never the alarm state
@@ -248,7 +251,7 @@ class AlarmService:
             if quality_changed:
                 self._emit(cond, f"{self._label(cond)}: input quality {status.name}", now)
             return
-        active, state, states, message = target
+        active, state, states, measured = target
         changed = active != cond.active or state != cond.limit_state or states != cond.limit_states
         if changed and not delayed:
             delay = cfg.on_delay if active and not cond.active else cfg.off_delay if cond.active and not active else 0
@@ -257,13 +260,14 @@ class AlarmService:
                     loop = asyncio.get_running_loop()
                     self._timers[cfg.nodeid] = loop.call_later(delay, self._delay_over, cond)
                 return
-        timer = self._timers.pop(cfg.nodeid, None)
+        timer = self._timers.pop(cfg.nodeid, None) if self._timers else None
         if timer is not None:
             timer.cancel()
         if not changed:
             if quality_changed:
-                self._emit(cond, message, now)
+                self._emit(cond, self._message(cond, value, active, state, measured), now)
             return
+        now = now or self.clock.now()
         if active and not cond.active:
             cond.active_time = now
             cond.acked = False
@@ -274,16 +278,17 @@ class AlarmService:
         if cond.shelving == "OneShotShelved" and cond.active and not active:
             cond.shelving, cond.unshelve_at = "Unshelved", None
         cond.active, cond.limit_state, cond.limit_states, cond.value = active, state, states, value
-        self._emit(cond, message, now)
+        self._emit(cond, self._message(cond, value, active, state, measured), now)
 
     def _delay_over(self, cond: Condition) -> None:
         self._timers.pop(cond.nodeid, None)
         self._evaluate(cond, delayed=True)
 
-    def _target(self, cond: Condition, value: Any) -> tuple[bool, str | None, frozenset[str], str] | None:
+    def _target(self, cond: Condition, value: Any) -> tuple[bool, str | None, frozenset[str], float] | None:
+        """Where the input puts the alarm: (active, limit state, limit states, measured), or None if the
+        value cannot be judged (not a number, setpoint or normal state not Good). The message is made
+        only when there is news (`_message`): most changes are none."""
         cfg = cond.cfg
-        label = self._label(cond)
-        unit = f" {cfg.unit}" if cfg.unit else ""
         if cfg.kind in ("exclusive", "nonexclusive"):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 return None
@@ -299,24 +304,30 @@ class AlarmService:
             else:
                 states = limit_states(cfg, measured, cond.limit_states)
                 state = next((s for s in ("HighHigh", "High", "LowLow", "Low") if s in states), None)
-            shown = f"{value:.6g}{unit}"
-            if state is None:
-                return False, None, limit_states_of(), f"{label} {shown} back within limits"
-            words, limit = describe_limit(state, cfg)
-            if cfg.setpoint is not None:
-                shown = f"{shown}, {measured:+.6g}{unit} from its setpoint,"
-            return True, state, states, f"{label} {shown} {words} {limit:g}{unit}"
+            return state is not None, state, states, measured
         normal = cfg.normal_value
         if cfg.normal_state is not None:
             normal, n_status = self._input(cfg.normal_state)
             if not n_status.is_good():
                 return None
-        active = off_normal(cfg, value, normal)
+        return off_normal(cfg, value, normal), None, _NO_STATES, 0.0
+
+    def _message(self, cond: Condition, value: Any, active: bool, state: str | None, measured: float) -> str:
+        cfg = cond.cfg
+        label = self._label(cond)
+        unit = f" {cfg.unit}" if cfg.unit else ""
+        if cfg.kind in ("exclusive", "nonexclusive"):
+            shown = f"{value:.6g}{unit}"
+            if state is None:
+                return f"{label} {shown} back within limits"
+            words, limit = describe_limit(state, cfg)
+            if cfg.setpoint is not None:
+                shown = f"{shown}, {measured:+.6g}{unit} from its setpoint,"
+            return f"{label} {shown} {words} {limit:g}{unit}"
         if cfg.active_value is not None:
-            text = cfg.texts[0] if active else cfg.texts[1]
-        else:
-            text = f"{label} is {_shown(value)}{unit}" + (f" (normal {_shown(normal)})" if active else ", normal")
-        return active, None, limit_states_of(), text
+            return cfg.texts[0] if active else cfg.texts[1]
+        normal = cfg.normal_value if cfg.normal_state is None else self._input(cfg.normal_state)[0]
+        return f"{label} is {_shown(value)}{unit}" + (f" (normal {_shown(normal)})" if active else ", normal")
 
     def _label(self, cond: Condition) -> str:
         return cond.cfg.message or f"{cond.cfg.source_name} {cond.cfg.input_name}"
