@@ -26,6 +26,7 @@ class SetpointSpec:
 
 
 EXTERNAL_CONTROL = "ExternalControl"
+LOCAL_CONTROL = "LocalControl"
 
 
 @dataclass
@@ -44,8 +45,9 @@ class ControlConfig:
     service_parameters: dict[str, dict[str, ua.NodeId]] = field(default_factory=dict)  # service -> param -> node
     confirmed_by: dict[ua.NodeId, ua.NodeId] = field(default_factory=dict)  # input -> its device's LastSuccess
     # (signal, mode): ExternalControl hands over to `mode` while the Boolean signal is true or not Good
-    # (the SCADA's watchdog expired, as a hybrid plant controller falls back to its local mode).
-    fallback: tuple[str, str] | None = None
+    # (the SCADA's watchdog expired, as a hybrid plant controller falls back to its local mode); any mode
+    # whose `hand_over` gives a reason (LocalControl's missed heartbeat) hands over to `mode` too.
+    fallback: tuple[str | None, str] | None = None
 
     def problems(self) -> list[str]:
         out = []

@@ -150,16 +150,23 @@ class ControlEngine:
         await self.nodes.flush()
 
     def _fall_back(self, ctx: CycleContext) -> None:
-        """ExternalControl hands over to the site's fallback mode while its fallback signal is true or not Good."""
-        if self.config.fallback is None or self.mode != EXTERNAL_CONTROL:
+        """Hand over to the site's fallback mode: ExternalControl while its fallback signal is true or not Good,
+        any started mode that says it must (`Mode.hand_over`: LocalControl's missed heartbeat)."""
+        if self.config.fallback is None:
             return
         signal, target = self.config.fallback
-        inp = ctx.input(signal)
-        if inp.good and inp.value is False:
+        if self.mode == target:
             return
-        why = "is true" if inp.good else f"is not Good ({inp.why_not(float('inf'))})"
-        log.warning("control: %s %s; ExternalControl falls back to %s", signal, why, target)
-        self.mode, self._activate = target, True
+        why = ""
+        if self.mode == EXTERNAL_CONTROL and signal is not None:
+            inp = ctx.input(signal)
+            if not (inp.good and inp.value is False):
+                why = f"{signal} " + ("is true" if inp.good else f"is not Good ({inp.why_not(float('inf'))})")
+        if not why and not self._activate:  # a mode not started yet has nothing to judge its supervisor by
+            why = self.modes[self.mode].hand_over(ctx)
+        if why:
+            log.warning("control: %s; %s falls back to %s", why, self.mode, target)
+            self.mode, self._activate = target, True
 
     def _ctx_for(self, ctx: CycleContext, controller: Controller) -> CycleContext:
         ctx.source, ctx.priority = controller.name, controller.priority

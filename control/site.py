@@ -18,7 +18,7 @@ from typing import Any
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
-from gateway.control.config import EXTERNAL_CONTROL, ControlConfig, SetpointSpec
+from gateway.control.config import EXTERNAL_CONTROL, LOCAL_CONTROL, ControlConfig, SetpointSpec
 from gateway.control.grid_support import load_services, make_service
 from gateway.control.modes import load_modes
 from gateway.control.safety.interlock import InterlockSpec, spec_problems
@@ -84,14 +84,15 @@ def parse_section(section: Any, lookup: Lookup, to_node: Callable[[str], ua.Node
             config.signals[str(role)] = to_node(str(name))
     fallback = section.get("fallback")
     if fallback is not None:
-        if not isinstance(fallback, dict) or set(fallback) != {"signal", "mode"}:
-            problems.append("fallback must be {signal: <a signal role>, mode: <a mode>}")
-        elif fallback["signal"] not in config.signals:
+        if not isinstance(fallback, dict) or "mode" not in fallback or not set(fallback) <= {"signal", "mode"}:
+            problems.append("fallback must be {mode: <a mode>, signal: <a signal role, optional>}")
+        elif "signal" in fallback and fallback["signal"] not in config.signals:
             problems.append(f"fallback: signal {fallback['signal']!r} is not one of the signals")
-        elif fallback["mode"] not in modes or fallback["mode"] == EXTERNAL_CONTROL:
-            problems.append(f"fallback: {fallback['mode']!r} is not a mode ExternalControl can fall back to")
+        elif fallback["mode"] not in modes or fallback["mode"] in (EXTERNAL_CONTROL, LOCAL_CONTROL):
+            problems.append(f"fallback: {fallback['mode']!r} is not a mode a supervised mode can fall back to")
         else:
-            config.fallback = (str(fallback["signal"]), str(fallback["mode"]))
+            signal = fallback.get("signal")
+            config.fallback = (str(signal) if signal is not None else None, str(fallback["mode"]))
     limiter = section.get("charge_limiter")
     if limiter is not None and not isinstance(limiter, dict):
         problems.append("charge_limiter must be a mapping of its parameters")

@@ -35,6 +35,12 @@ class Mode(Controller):
             value = next(p.default for p in self.PARAMETERS if p.name == name)
         return float(value)
 
+    def hand_over(self, ctx: CycleContext) -> str:
+        """Why this mode must give up control now ("" while it may keep it): the engine then switches to the
+        site's fallback mode (`fallback:` in the control section), as a supervised mode whose supervisor
+        went silent must. Asked every cycle once the mode has started."""
+        return ""
+
     def run(self, ctx: CycleContext) -> None:
         raise NotImplementedError
 

@@ -120,6 +120,33 @@ async def test_external_control_falls_back_when_its_watchdog_signal_is_true_or_b
     assert engine.mode == "PeakShaving"  # a watchdog state nobody can read is no sign of life either
 
 
+async def test_local_control_falls_back_when_the_operators_heartbeat_stops(plant) -> None:
+    server, path, clock = plant
+    local, beat = ua.NodeId("local", 1), ua.NodeId("beat", 1)
+    engine = make_engine(path, clock, mode="LocalControl", fallback=(None, "PeakShaving"))
+    engine.modes["LocalControl"].params["heartbeat_timeout_s"] = 3.0
+    engine.config.signals |= {"local_power": local, "local_heartbeat": beat}
+    engine.image.track([local, beat], {})
+    engine.image.set(local, 15.0)
+    engine.image.set(beat, 0)
+    # 1 s per row: the heartbeat changes, then stops at 2 (the local setpoint steers meanwhile).
+    await run_cycles(engine, server, clock, [({GRID: 80.0, beat: 1}, 15.0), ({beat: 2, local: -5.0}, -5.0),
+                                             ({}, -5.0), ({}, -5.0), ({}, -5.0)])
+    assert engine.mode == "LocalControl"
+    await engine.cycle()  # 4 s without a change: more than the 3 s allowed
+    await engine.settle()
+    assert engine.mode == "PeakShaving" and device_value(server) == pytest.approx(25.0)  # 80 - 5 - 50
+    engine.go_to_mode("LocalControl", OPERATOR)  # the operator is back: a fresh timeout from the switch
+    for beat_value in (3, 4, 5):
+        clock.step(2.0)
+        for node, value in ((beat, beat_value), (GRID, 80.0), (SOC, 60.0), (ESTOP, False), (TEMP, 25.0)):
+            engine.image.set(node, value)
+        await engine.cycle()
+        assert engine.mode == "LocalControl"
+    await engine.settle()
+    assert device_value(server) == pytest.approx(-5.0)
+
+
 async def test_a_setpoint_is_written_once_per_change(plant) -> None:
     server, path, clock = plant
     engine = make_engine(path, clock)

@@ -128,3 +128,155 @@ def test_external_control_follows_and_idles_when_stale() -> None:
     ctx = CycleContext(image, signals, clock.now(), 1.0, 5.0, {})
     mode.run(ctx)
     assert ctx.constraints[-1].value == 0.0 and "stale" in ctx.constraints[-1].reason
+
+
+# -- tables over several setpoints and roles (LoadMatching, CostSaving, LocalControl, Backup) ----------------
+MORE_ROLES = ("grid_power", "battery_power", "soc", "load_power", "price", "local_power", "local_heartbeat",
+              "local_reactive_power", "frequency", "grid_voltage")
+Row = tuple[float, dict, dict[str, float]]  # (seconds since the previous row, inputs, setpoint -> value asked)
+
+
+def run_rows(mode_name: str, params: dict, rows: list[Row], roles: tuple[str, ...] = MORE_ROLES,
+             refresh: bool = True) -> None:
+    """Each row: step the clock, set inputs, run one cycle, compare the `=` asked per setpoint (None: none).
+    `refresh`: every input keeps being read (as a device that answers), else only those a row names."""
+    clock = SteppableClock(datetime(2026, 1, 1, 12, tzinfo=UTC))
+    image = ProcessImage(clock)
+    signals = {r: ua.NodeId(r, 1) for r in roles}
+    mode = make_mode(mode_name, params)
+    outputs: dict[str, float | None] = {"battery_power": None}
+    current: dict = {}
+    for i, (dt, inputs, expected) in enumerate(rows):
+        clock.step(dt)
+        current.update(inputs)
+        for role, value in (current if refresh else inputs).items():
+            if value is BAD:
+                image.set(signals[role], None, ua.StatusCodes.BadCommunicationError)
+            else:
+                image.set(signals[role], value)
+        ctx = CycleContext(image, signals, clock.now(), max(dt, 0.1), 5.0, outputs, source=mode.name)
+        if i == 0:
+            mode.activate(ctx)
+        mode.run(ctx)
+        asked = {c.setpoint: c.value for c in ctx.constraints if c.op == "="}
+        for setpoint, value in expected.items():
+            got = asked.get(setpoint)
+            assert got == (pytest.approx(value, abs=1e-6) if value is not None else None), \
+                f"{mode_name} row {i}: {inputs} -> {setpoint} {got}, not {value} ({ctx.constraints})"
+        outputs = {"battery_power": asked.get("battery_power")}
+
+
+def test_every_mode_of_the_seed_is_registered() -> None:
+    assert {"LoadMatching", "CostSaving", "LocalControl", "Backup"} <= set(MODES)
+
+
+def test_load_matching_follows_the_load_and_never_charges() -> None:
+    run_rows("LoadMatching", {"reserve_soc": 20.0, "max_power": 50.0}, [
+        (1, {"load_power": 30.0, "soc": 60.0}, {"battery_power": 30.0}),
+        (1, {"load_power": 45.5}, {"battery_power": 45.5}),  # a load step: matched in the same cycle
+        (1, {"load_power": 80.0}, {"battery_power": 50.0}),  # at most max_power
+        (1, {"load_power": -5.0}, {"battery_power": 0.0}),  # a load meter reading export: no charging
+        (1, {"load_power": 30.0, "soc": 20.0}, {"battery_power": 0.0}),  # at the reserve
+        (1, {"soc": 21.0}, {"battery_power": 30.0}),
+        (1, {"load_power": BAD}, {"battery_power": 0.0}),  # never steers blind
+        (1, {"load_power": 30.0, "soc": BAD}, {"battery_power": 0.0}),
+    ])
+
+
+def test_load_matching_idles_on_a_stale_load_meter() -> None:
+    run_rows("LoadMatching", {}, [
+        (1, {"load_power": 30.0, "soc": 60.0}, {"battery_power": 30.0}),
+        (4, {"soc": 60.0}, {"battery_power": 30.0}),  # 4 s old: still usable (max age 5 s)
+        (2, {"soc": 60.0}, {"battery_power": 0.0}),  # 6 s old: stale
+    ], refresh=False)
+
+
+def test_cost_saving_charges_cheap_discharges_dear_and_covers_only_the_import() -> None:
+    params = {"charge_below": 0.10, "discharge_above": 0.30, "charge_power": 40.0, "discharge_power": 50.0,
+              "soc_target": 90.0, "reserve_soc": 20.0}
+    run_rows("CostSaving", params, [
+        (1, {"price": 0.08, "soc": 50.0, "grid_power": 60.0, "battery_power": 0.0}, {"battery_power": -40.0}),
+        (1, {"price": 0.10, "soc": 90.0}, {"battery_power": 0.0}),  # at the target
+        (1, {"price": 0.20, "soc": 50.0}, {"battery_power": 0.0}),  # between the thresholds: idle
+        (1, {"price": 0.35, "grid_power": 30.0, "battery_power": 0.0}, {"battery_power": 30.0}),  # the import only
+        (1, {"grid_power": 0.0, "battery_power": 30.0}, {"battery_power": 30.0}),  # held: grid at zero
+        (1, {"grid_power": 80.0, "battery_power": 0.0}, {"battery_power": 50.0}),  # at most discharge_power
+        (1, {"grid_power": -20.0, "battery_power": 0.0}, {"battery_power": 0.0}),  # exporting PV: nothing to cover
+        (1, {"grid_power": 30.0, "soc": 20.0}, {"battery_power": 0.0}),  # at the reserve
+        (1, {"soc": 50.0, "grid_power": BAD}, {"battery_power": 0.0}),  # cannot see the grid: idle
+        (1, {"grid_power": 30.0, "price": BAD}, {"battery_power": 0.0}),  # no price: idle
+    ])
+
+
+def test_cost_saving_keeps_a_price_set_long_ago_and_discharges_fully_without_a_grid_meter() -> None:
+    run_rows("CostSaving", {"discharge_power": 25.0}, [
+        (1, {"price": 0.5, "soc": 60.0}, {"battery_power": 25.0}),
+        (3600, {"soc": 60.0}, {"battery_power": 25.0}),  # the tariff holds for its whole window
+        (1, {"price": 0.05, "soc": 60.0}, {"battery_power": -50.0}),
+    ], roles=("price", "soc"))
+
+
+def test_local_control_follows_the_operator_while_the_heartbeat_changes() -> None:
+    run_rows("LocalControl", {"heartbeat_timeout_s": 10.0}, [
+        (0, {"local_power": 20.0, "local_heartbeat": 1, "local_reactive_power": 5.0},
+         {"battery_power": 20.0, "reactive_power": 5.0}),
+        (6, {"local_power": -15.0, "local_heartbeat": 2}, {"battery_power": -15.0}),
+        (9, {}, {"battery_power": -15.0}),  # 9 s since the last beat: still there
+        (1, {"local_heartbeat": 1}, {"battery_power": -15.0}),  # a toggling heartbeat counts as a change
+        (10, {}, {"battery_power": -15.0}),  # exactly the timeout: still there (a setpoint's age does not matter)
+        (0.5, {}, {"battery_power": 0.0}),  # 10.5 s without a change: gone, the battery idles
+        (1, {"local_heartbeat": 2}, {"battery_power": -15.0}),  # a beat again
+        (1, {"local_heartbeat": BAD}, {"battery_power": 0.0}),
+        (1, {"local_heartbeat": 3, "local_power": BAD}, {"battery_power": 0.0}),
+    ])
+
+
+def test_local_control_hands_over_when_the_heartbeat_stops() -> None:
+    clock = SteppableClock()
+    image = ProcessImage(clock)
+    signals = {r: ua.NodeId(r, 1) for r in ("local_power", "local_heartbeat")}
+    image.set(signals["local_power"], 10.0)
+    image.set(signals["local_heartbeat"], 7)
+    mode = make_mode("LocalControl", {"heartbeat_timeout_s": 2.0})
+    mode.activate(CycleContext(image, signals, clock.now(), 1.0, 5.0, {}))
+    seen = []
+    for beat in (8, 9, 9, 9, 9, 10):
+        clock.step(1.0)
+        image.set(signals["local_heartbeat"], beat)
+        seen.append(mode.hand_over(CycleContext(image, signals, clock.now(), 1.0, 5.0, {})))
+    assert [bool(s) for s in seen] == [False, False, False, False, True, False], seen
+    assert "unchanged for 3 s" in seen[4]
+
+
+ON_GRID = {"grid_connect": 1.0, "grid_forming": 0.0, "load_shed": 0.0}
+ISLAND = {"grid_connect": 0.0, "grid_forming": 1.0}
+
+
+def test_backup_islands_on_grid_loss_and_reconnects_after_the_grid_is_stable() -> None:
+    params = {"reconnect_s": 10.0, "charge_power": 20.0, "soc_target": 90.0, "shed_soc": 40.0}
+    run_rows("Backup", params, [
+        (1, {"frequency": 50.0, "grid_voltage": 230.0, "soc": 80.0}, {**ON_GRID, "battery_power": -20.0}),
+        (1, {"soc": 90.0}, {**ON_GRID, "battery_power": 0.0}),  # backup reserve full
+        (1, {"grid_voltage": 0.0}, {**ISLAND, "load_shed": 0.0, "battery_power": 0.0}),  # grid lost: island at once
+        (1, {"grid_voltage": 230.0}, ISLAND),  # back, but not yet stable
+        (5, {"frequency": 47.0}, ISLAND),  # a dip: the stable time starts again
+        (1, {"frequency": 50.0}, ISLAND),
+        (9, {"soc": 40.0}, {**ISLAND, "load_shed": 1.0}),  # low SOC while islanded: non-priority loads shed
+        (1, {}, {"grid_connect": 1.0, "grid_forming": 1.0, "load_shed": 0.0}),  # 10 s stable: breaker closes
+        (1, {}, {**ON_GRID, "battery_power": -20.0}),  # then grid-following again, recharging
+    ])
+
+
+def test_backup_keeps_its_state_on_a_meter_it_cannot_read_and_runs_a_test() -> None:
+    run_rows("Backup", {"reconnect_s": 5.0}, [
+        (1, {"frequency": 50.0, "soc": 100.0}, ON_GRID),
+        (1, {"frequency": BAD}, ON_GRID),  # no islanding blind
+        (1, {"frequency": 52.0}, ISLAND),
+        (1, {"frequency": BAD}, ISLAND),  # nor reconnecting blind
+        (10, {"frequency": 50.0}, ISLAND),  # stable from now on
+        (5, {}, {"grid_connect": 1.0, "grid_forming": 1.0}),
+        (1, {}, ON_GRID),
+    ], roles=("frequency", "soc"))
+    run_rows("Backup", {"reconnect_s": 5.0, "test": 1.0}, [
+        (1, {"frequency": 50.0, "soc": 100.0}, ISLAND),  # a backup test islands a healthy grid
+    ], roles=("frequency", "soc"))

@@ -46,3 +46,21 @@ async def test_nodeset_check_refuses_a_compiled_site_whose_setpoint_is_not_writa
     good.write_text(xml, encoding="utf-8")
     summary, _warnings = await check_site([good])
     assert summary.startswith("ok:")
+
+
+@pytest.mark.parametrize(("fallback", "problem"), [
+    ("{mode: PeakShaving}", None),  # no signal: only modes that hand over themselves (LocalControl) fall back
+    ("{signal: external_lost, mode: MaxSelfConsumption}", None),
+    ("{signal: external_lost}", "fallback must be"),
+    ("{mode: LocalControl}", "not a mode a supervised mode can fall back to"),
+    ("{mode: NoSuchMode}", "not a mode a supervised mode can fall back to"),
+])
+def test_the_fallback_mode_with_or_without_a_signal(fallback: str, problem: str | None) -> None:
+    text = DEMO.read_text(encoding="utf-8").replace("fallback: {signal: external_lost, mode: MaxSelfConsumption}",
+                                                    f"fallback: {fallback}")
+    if problem is None:
+        assert b"ControlConfiguration" in compile_text(text, "site.yaml")
+        return
+    with pytest.raises(NodesetError) as err:
+        compile_text(text, "site.yaml")
+    assert any(problem in str(p) for p in err.value.problems), err.value.problems
