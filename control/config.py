@@ -8,6 +8,7 @@ from typing import Any
 from asyncua import ua
 
 from gateway.control.safety.interlock import InterlockSpec
+from gateway.control.schedule.entries import ScheduleEntry
 
 DEFAULT_PERIOD_S = 1.0
 MIN_PERIOD_S = 0.1
@@ -48,6 +49,7 @@ class ControlConfig:
     # (the SCADA's watchdog expired, as a hybrid plant controller falls back to its local mode); any mode
     # whose `hand_over` gives a reason (LocalControl's missed heartbeat) hands over to `mode` too.
     fallback: tuple[str | None, str] | None = None
+    schedule: list[ScheduleEntry] = field(default_factory=list)  # the site's entries (control/schedule)
 
     def problems(self) -> list[str]:
         out = []

@@ -1,13 +1,14 @@
 """The control engine's methods and alarms in the address space.
 
 Under the site's Control object: `GoToMode_<Mode>()` for each mode, `ResetInterlock(Name)` (a name or
-"*" for all) and `RequestState(State)` (Run, Sleep, Maintenance), bound in the gateway's method
+"*" for all), `RequestState(State)` (Run, Sleep, Maintenance) and the schedule's methods, bound in the gateway's method
 registry for operators, each calling the engine's API with the caller as writer. Each interlock's
 `Tripped` node gets an alarm (severity from the site), so a trip reaches every alarm client.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from asyncua import Server, ua
@@ -15,6 +16,7 @@ from asyncua import Server, ua
 from gateway.alarms.service import AlarmService
 from gateway.control.engine import ControlEngine
 from gateway.control.outputs import AddressSpaceNodes
+from gateway.control.schedule.service import ScheduleError, ScheduleService
 from gateway.diagnostics import derived_nodeid
 from gateway.methods import MethodCall, MethodError, MethodRegistry
 from gateway.security.roles import Role
@@ -33,10 +35,11 @@ async def _unused(parent: Any, *args: Any) -> list[Any]:  # asyncua wants a call
     raise ua.UaStatusCodeError(ua.StatusCodes.BadInternalError)
 
 
-async def _method(server: Server, parent: ua.NodeId, name: str, gw_ns: int, args: list[ua.Argument]) -> ua.NodeId:
+async def _method(server: Server, parent: ua.NodeId, name: str, gw_ns: int, args: list[ua.Argument],
+                  outputs: list[ua.Argument] | None = None) -> ua.NodeId:
     aspace = server.iserver.aspace
     node = await server.get_node(parent).add_method(derived_nodeid(aspace, parent, name, gw_ns),
-                                                    ua.QualifiedName(name, gw_ns), _unused, args, [])
+                                                    ua.QualifiedName(name, gw_ns), _unused, args, outputs or [])
     return node.nodeid
 
 
@@ -70,6 +73,50 @@ async def bind_control_methods(server: Server, engine: ControlEngine, control: u
         return _answer(engine.request_state(call.arg(0), call.writer))
 
     methods.bind(state, do_state, Role.operator)
+
+
+async def bind_schedule_methods(server: Server, schedule: ScheduleService, control: ua.NodeId, gw_ns: int,
+                                methods: MethodRegistry) -> None:
+    """`GetSchedule() -> Entries` (JSON), `SetScheduleEntry(Entry)` (JSON; adds or replaces by name) and
+    `RemoveScheduleEntry(Name)` under the Control object; editing is for operators, reading for anyone."""
+    out = _string_argument("Entries", "the schedule as a JSON list, each entry with its next fire time")
+    get = await _method(server, control, "GetSchedule", gw_ns, [], [out])
+
+    async def do_get(call: MethodCall) -> list[ua.Variant]:
+        return [ua.Variant(json.dumps(schedule.listing()), ua.VariantType.String)]
+
+    methods.bind(get, do_get, Role.viewer)
+    put = await _method(server, control, "SetScheduleEntry", gw_ns,
+                        [_string_argument("Entry", 'a JSON entry: {"name": .., "cron": "0 22 * * *" or "at": '
+                                                   '"2026-12-01T08:00:00Z", "mode"/"parameters"/"set": ..}')])
+
+    async def do_put(call: MethodCall) -> list[ua.Variant]:
+        try:
+            raw = json.loads(call.arg(0))
+        except json.JSONDecodeError as exc:
+            raise MethodError(ua.StatusCodes.BadInvalidArgument, f"Entry is not JSON: {exc}") from None
+        try:
+            schedule.put(raw, call.writer)
+        except PermissionError as exc:
+            raise MethodError(ua.StatusCodes.BadUserAccessDenied, str(exc)) from None
+        except ScheduleError as exc:
+            raise MethodError(ua.StatusCodes.BadInvalidArgument, str(exc)) from None
+        return []
+
+    methods.bind(put, do_put, Role.operator)
+    remove = await _method(server, control, "RemoveScheduleEntry", gw_ns,
+                           [_string_argument("Name", "the entry to remove")])
+
+    async def do_remove(call: MethodCall) -> list[ua.Variant]:
+        try:
+            schedule.remove(call.arg(0), call.writer)
+        except PermissionError as exc:
+            raise MethodError(ua.StatusCodes.BadUserAccessDenied, str(exc)) from None
+        except ScheduleError as exc:
+            raise MethodError(ua.StatusCodes.BadInvalidArgument, str(exc)) from None
+        return []
+
+    methods.bind(remove, do_remove, Role.operator)
 
 
 def add_interlock_alarms(engine: ControlEngine, control: ua.NodeId, control_name: str, gw_ns: int,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 
 from asyncua import Server, ua
 
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.control.engine import ControlEngine
 from gateway.control.outputs import AddressSpaceNodes
-from gateway.control.site import read_control
+from gateway.control.schedule.service import ScheduleService
+from gateway.control.site import read_control, site_variables
 from gateway.nodeset.loader import LoadedSite
 from gateway.values.aspace_io import read_value
 from gateway.values.feed import ChangeFeed
@@ -46,3 +48,29 @@ async def start_control(server: Server, site: LoadedSite | None, feed: ChangeFee
     log.info("control: mode %s, %d setpoint(s), %d interlock(s), period %g ms", config.mode, len(config.setpoints),
              len(config.interlocks), config.period_s * 1000)
     return engine
+
+
+async def start_schedule(server: Server, engine: ControlEngine, write_path: WritePath, data_dir: Path | None,
+                         clock: Clock = SYSTEM_CLOCK) -> ScheduleService:
+    """The control engine's schedule, running: the site's entries, or those kept under the data dir."""
+    aspace = server.iserver.aspace
+    control_id = engine.nodes.parent if isinstance(engine.nodes, AddressSpaceNodes) else None
+    lookup, to_node = site_variables(aspace, control_id.NamespaceIndex if control_id is not None else 0)
+
+    def writable(name: str) -> bool | None:
+        found = lookup(name)
+        return None if found is None else found[0]
+
+    def node_of(name: str) -> tuple[ua.NodeId, ua.VariantType] | None:
+        found = lookup(name)
+        return None if found is None else (to_node(name), found[1])
+
+    def parameter_node(mode: str, name: str) -> ua.NodeId | None:
+        return engine.config.mode_parameters.get(mode, {}).get(name)
+
+    store = data_dir / "control" / "schedule.json" if data_dir is not None else None
+    schedule = ScheduleService(list(engine.config.schedule), write_path.write, engine.go_to_mode, writable, node_of,
+                               parameter_node, store, clock)
+    await schedule.start()
+    log.info("control: %d schedule entr%s", len(schedule.entries), "y" if len(schedule.entries) == 1 else "ies")
+    return schedule

@@ -22,10 +22,11 @@ from gateway.control.config import EXTERNAL_CONTROL, LOCAL_CONTROL, ControlConfi
 from gateway.control.grid_support import load_services, make_service
 from gateway.control.modes import load_modes
 from gateway.control.safety.interlock import InterlockSpec, spec_problems
+from gateway.control.schedule.entries import parse_entry
 
 CONFIG_PROPERTY = "ControlConfiguration"
 SECTION_KEYS = {"period_ms", "max_input_age_s", "stall_periods", "mode", "setpoints", "signals", "charge_limiter",
-                "modes", "interlocks", "fallback", "grid_support"}
+                "modes", "interlocks", "fallback", "grid_support", "schedule"}
 SETPOINT_KEYS = {"node", "safe", "ramp", "resolution"}
 INTERLOCK_KEYS = {"name", "kind", "inputs", "severity", "params"}
 _CURRENT_WRITE = ua.AccessLevel.CurrentWrite.mask
@@ -98,6 +99,7 @@ def parse_section(section: Any, lookup: Lookup, to_node: Callable[[str], ua.Node
         problems.append("charge_limiter must be a mapping of its parameters")
     config.charge_limiter = dict(limiter) if isinstance(limiter, dict) else None
     problems += _grid_support(section.get("grid_support"), config)
+    problems += _schedule(section.get("schedule"), config, lookup)
     mode_params = section.get("modes") or {}
     for mode_name, params in (mode_params.items() if isinstance(mode_params, dict) else ()):
         if mode_name not in modes:
@@ -155,6 +157,29 @@ def _grid_support(section: Any, config: ControlConfig) -> list[str]:
     return problems
 
 
+def _schedule(section: Any, config: ControlConfig, lookup: Lookup) -> list[str]:
+    """The `schedule:` list into the config, with its problems."""
+    if section is None:
+        return []
+    if not isinstance(section, list):
+        return ["schedule must be a list of entries"]
+    problems: list[str] = []
+
+    def writable(name: str) -> bool | None:
+        found = lookup(name)
+        return None if found is None else found[0]
+
+    for raw in section:
+        entry, why = parse_entry(raw, writable)
+        problems += why
+        if entry is None:
+            continue
+        if any(e.name == entry.name for e in config.schedule):
+            problems.append(f"schedule entry {entry.name!r}: the name is used twice")
+        config.schedule.append(entry)
+    return problems
+
+
 def _num(m: Mapping[str, Any], key: str, default: float, problems: list[str], where: str = "control") -> float:
     value = m.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -181,15 +206,8 @@ def find_control(aspace: AddressSpace, nodes: list[ua.NodeId], gw_ns: int) -> tu
     return None
 
 
-def read_control(aspace: AddressSpace, nodes: list[ua.NodeId], gw_ns: int
-                 ) -> tuple[ua.NodeId | None, ControlConfig | None, list[str]]:
-    found = find_control(aspace, nodes, gw_ns)
-    if found is None:
-        return None, None, []
-    control_id, section = found
-    if "__error__" in section:
-        return control_id, None, [section["__error__"]]
-    ns = control_id.NamespaceIndex
+def site_variables(aspace: AddressSpace, ns: int) -> tuple[Lookup, Callable[[str], ua.NodeId]]:
+    """(lookup, to_node) of a loaded site's variables by name, as the control section names them."""
 
     def to_node(name: str) -> ua.NodeId:
         return ua.NodeId(name, ns)
@@ -204,7 +222,20 @@ def read_control(aspace: AddressSpace, nodes: list[ua.NodeId], gw_ns: int
             else ua.VariantType.Double
         return bool(level & _CURRENT_WRITE), vtype
 
+    return lookup, to_node
+
+
+def read_control(aspace: AddressSpace, nodes: list[ua.NodeId], gw_ns: int
+                 ) -> tuple[ua.NodeId | None, ControlConfig | None, list[str]]:
+    found = find_control(aspace, nodes, gw_ns)
+    if found is None:
+        return None, None, []
+    control_id, section = found
+    if "__error__" in section:
+        return control_id, None, [section["__error__"]]
+    lookup, to_node = site_variables(aspace, control_id.NamespaceIndex)
     config, problems = parse_section(section, lookup, to_node)
+    ns = control_id.NamespaceIndex
     prefix = f"{control_id.Identifier}.Modes"
     for mode_name, cls in load_modes().items():
         for p in cls.PARAMETERS:

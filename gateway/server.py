@@ -22,9 +22,10 @@ from gateway.alarms.service import AlarmService
 from gateway.bindings import DeviceConfig, SiteBindings
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.control.engine import ControlEngine
-from gateway.control.methods import add_interlock_alarms, bind_control_methods
+from gateway.control.methods import add_interlock_alarms, bind_control_methods, bind_schedule_methods
 from gateway.control.outputs import AddressSpaceNodes
-from gateway.control.run import start_control
+from gateway.control.run import start_control, start_schedule
+from gateway.control.schedule.service import ScheduleService
 from gateway.datadir import ensure_data_dir
 from gateway.diagnostics import ensure_diagnostics
 from gateway.drivers.base import Driver, Simulation
@@ -100,6 +101,7 @@ class Gateway:
         self.facade: ModbusFacade | None = None
         self.influx: InfluxService | None = None
         self.control: ControlEngine | None = None
+        self.schedule: ScheduleService | None = None
         self._started = False
 
     async def load(self) -> None:
@@ -197,6 +199,8 @@ class Gateway:
             control_id = self.control.nodes.parent
             await bind_control_methods(self.server, self.control, control_id, gw_ns, self.methods)
             add_interlock_alarms(self.control, control_id, "Control", gw_ns, self.alarms)
+            self.schedule = await start_schedule(self.server, self.control, self.write_path, cfg.data_dir, self.clock)
+            await bind_schedule_methods(self.server, self.schedule, control_id, gw_ns, self.methods)
         # What is loaded now (the address space: 1.5 M objects for 25,000 nodes) lives as long as the
         # gateway. Frozen, the collector's full passes no longer walk it: each took 0.4-0.7 s and, at
         # 10,000 changes/s, came every half minute (bench_history). No gc.collect() first: it found
@@ -229,6 +233,9 @@ class Gateway:
         runners = list(self.runners.values())
         if self.facade is not None:  # first: no SCADA request reaches a gateway that is stopping
             await _stage("closing the Modbus facade", STOP_FACADE_S, self.facade.stop())
+        if self.schedule is not None:  # no entry fires into a stopping engine
+            await _stage("stopping the schedule", STOP_CONTROL_S, self.schedule.stop())
+            self.schedule = None
         if self.control is not None:  # while the drivers still write: the plant is left safe
             await _stage("stopping control", STOP_CONTROL_S, self.control.stop(STOP_CONTROL_S))
             self.control = None

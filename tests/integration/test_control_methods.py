@@ -1,9 +1,13 @@
 """The control engine operated by an OPC UA client on the demo site: modes switched by GoToMode_*
-methods, an E-stop raising its interlock alarm, a reset refused while the cause is there."""
+methods, an E-stop raising its interlock alarm, a reset refused while the cause is there, the schedule
+listed and edited through its methods."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -27,7 +31,8 @@ async def _until(predicate, within_s: float = 10.0) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_modes_by_method_and_an_estop_alarm_that_an_operator_resets(simulated_gateway, event_collector) -> None:
+async def test_modes_by_method_and_an_estop_alarm_that_an_operator_resets(simulated_gateway, event_collector,
+                                                                          caplog) -> None:
     gw = await simulated_gateway(DEMO)
     url = gw.config.endpoint
     operator = Client(url.replace("opc.tcp://", "opc.tcp://operator1:op-secret-1@"))
@@ -59,3 +64,27 @@ async def test_modes_by_method_and_an_estop_alarm_that_an_operator_resets(simula
         await control.call_method(reset.nodeid, ua.Variant("EStop", ua.VariantType.String))
         await _until(lambda: any("interlock EStop reset" in e.Message.Text for e in events.got))
         assert await mode.read_value() == "PeakShaving"
+
+        # The schedule: the demo's tariff windows listed, an entry added (a one-shot already due fires at
+        # once and is gone), one removed; a viewer may read but not edit; a bad entry is refused, named.
+        get = await control.get_child(f"{gw_ns}:GetSchedule")
+        put = await control.get_child(f"{gw_ns}:SetScheduleEntry")
+        remove = await control.get_child(f"{gw_ns}:RemoveScheduleEntry")
+        listed = json.loads(await viewer.get_node(control.nodeid).call_method(get.nodeid))
+        assert {e["name"] for e in listed} == {"day-tariff", "night-tariff"} and all(e["next"] for e in listed)
+        due = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+        entry = ua.Variant(json.dumps({"name": "now", "at": due, "mode": "Passive"}), ua.VariantType.String)
+        with pytest.raises(ua.uaerrors.BadUserAccessDenied):
+            await viewer.get_node(control.nodeid).call_method(put.nodeid, entry)
+        await control.call_method(put.nodeid, entry)
+        await _until(lambda: gw.control.mode == "Passive")
+        with caplog.at_level(logging.INFO, "gateway.audit"), pytest.raises(ua.uaerrors.BadInvalidArgument):
+            await control.call_method(put.nodeid, ua.Variant('{"name": "x", "cron": "0 7 * *", "mode": "Passive"}',
+                                                             ua.VariantType.String))
+        assert any("refused schedule entry by operator1" in r.message and "needs 5 fields" in r.message
+                   for r in caplog.records)
+        await control.call_method(remove.nodeid, ua.Variant("day-tariff", ua.VariantType.String))
+        await gw.schedule.saved()
+        assert [e["name"] for e in json.loads(await control.call_method(get.nodeid))] == ["night-tariff"]
+        kept = json.loads((gw.config.data_dir / "control" / "schedule.json").read_text(encoding="utf-8"))
+        assert [e["name"] for e in kept] == ["night-tariff"]
