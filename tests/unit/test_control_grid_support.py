@@ -16,6 +16,7 @@ from gateway.clock import SteppableClock
 from gateway.control.controller import CycleContext
 from gateway.control.grid_support import SERVICES, load_services, make_service
 from gateway.control.image import ProcessImage
+from gateway.control.moving_average import MovingAverage
 from gateway.control.site import parse_section
 
 BAD = object()  # an input with a Bad status
@@ -174,3 +175,72 @@ def test_volt_var_needs_a_reactive_power_setpoint_and_a_voltage() -> None:
                         "grid support VoltVar needs setpoint 'reactive_power'"]
     with pytest.raises(ValueError, match="v1 < v2"):
         make_service("VoltVar", {"v2": 1.05})
+
+
+# -- the 5-minute moving average and AEM on it ----------------------------------------------------------------
+def test_the_moving_average_is_the_mean_of_the_window_in_fixed_memory() -> None:
+    avg = MovingAverage(300.0, 300)
+    sizes = (len(avg._sums), len(avg._counts))
+    assert avg.value(0.0) is None and avg.span(0.0) == 0.0
+    for i in range(3000):  # 100 ms samples for 300 s: 49.9 for the first 150 s, 50.1 after
+        avg.add(i * 0.1, 49.9 if i < 1500 else 50.1)
+    assert avg.value(299.9) == pytest.approx(50.0, abs=1e-9) and avg.span(299.9) == pytest.approx(299.9)
+    assert avg.value(450.0) == pytest.approx(50.1, abs=1e-9)  # the 49.9 half has left the window
+    assert avg.span(450.0) == pytest.approx(300.0)
+    avg.add(451.0, float("nan"))  # a non-finite sample is left out
+    assert avg.value(451.0) == pytest.approx(50.1, abs=1e-9)
+    assert avg.value(2000.0) is None and avg.span(2000.0) == 0.0  # a gap longer than the window: empty
+    for day in range(1):  # a day of samples (288 turns of the ring): no growth, no drift
+        for i in range(86400):
+            avg.add(10000.0 + day * 86400 + i, 50.0 + (0.2 if i % 2 else -0.2))
+    assert avg.value(10000.0 + 86400 - 1) == pytest.approx(50.0, abs=1e-9)
+    assert (len(avg._sums), len(avg._counts)) == sizes
+    with pytest.raises(ValueError):
+        MovingAverage(0.0)
+
+
+def aem_rows(frequencies: list[float], params: dict, soc: float = 50.0, step_s: float = 1.0) -> list[float]:
+    """Run AEM over a frequency series (one sample per step); the power it adds each cycle."""
+    clock = SteppableClock(datetime(2026, 1, 1, 12, tzinfo=UTC))
+    image = ProcessImage(clock)
+    signals = {r: ua.NodeId(r, 1) for r in ("frequency", "soc")}
+    ctl = make_service("Aem", params)
+    out = []
+    for f in frequencies:
+        image.set(signals["soc"], soc)
+        if f is BAD:
+            image.set(signals["frequency"], None, ua.StatusCodes.BadCommunicationError)
+        else:
+            image.set(signals["frequency"], f)
+        ctx = CycleContext(image, signals, clock.now(), step_s, 5.0, {"battery_power": 0.0}, source=ctl.name)
+        ctl.run(ctx)
+        out.append(ctx.supports.get("battery_power", 0.0))
+        clock.step(step_s)
+    return out
+
+
+def test_aem_acts_on_the_5_minute_average_with_hysteresis() -> None:
+    params = {"capacity_up": 100.0, "capacity_down": 80.0}
+    # A 10-minute dip to 49.7 after 5 minutes at 50 (one sample a second): the average falls 0.1 Hz per 100 s.
+    series = [50.0] * 300 + [49.7] * 600 + [50.0] * 600
+    got = aem_rows(series, params)
+    assert max(abs(p) for p in got[:300]) == 0.0
+    # A short dip FCR-D would answer is nothing to AEM: at 49.7 for 60 s the average is 49.94.
+    assert max(got[300:360]) == 0.0
+    first = next(i for i, p in enumerate(got) if p)
+    # Activation when the average reaches 49.8: 2/3 of the window at 49.7, i.e. 200 s into the dip.
+    assert 495 <= first <= 502, first
+    assert got[first] == pytest.approx(100.0 * (49.9 - 49.8) / 0.4, abs=1.0)  # droop from 49.9, so 25 kW
+    assert got[899] == pytest.approx(100.0 * (49.9 - 49.7) / 0.4, abs=0.5)  # the whole window at 49.7: 50 kW
+    # Recovery: the average climbs back; active until it is at or above 49.9 (hysteresis), not 49.8.
+    last = max(i for i, p in enumerate(got) if p)
+    assert 1095 <= last <= 1102, last  # 49.7 + 0.3 * (t / 300) reaches 49.9 at t = 200 s after the return
+    assert got[last] > 0.0 and max(got[last + 1:]) == 0.0
+
+
+def test_aem_down_endurance_and_a_bad_frequency() -> None:
+    high = aem_rows([50.4] * 310, {"capacity_down": 80.0})
+    assert high[-1] == pytest.approx(-80.0 * (50.4 - 50.1) / 0.4)  # charging: 60 kW
+    assert aem_rows([50.4] * 310, {"capacity_down": 80.0, "soc_max": 50.0})[-1] == 0.0  # SOC endurance
+    low = aem_rows([49.6] * 305 + [BAD] + [49.6] * 2, {"capacity_up": 100.0})
+    assert low[304] > 0 and low[305] == 0.0 and low[306] > 0  # no response on a Bad frequency, the average kept
