@@ -50,6 +50,7 @@ class ControlConfig:
     # whose `hand_over` gives a reason (LocalControl's missed heartbeat) hands over to `mode` too.
     fallback: tuple[str | None, str] | None = None
     schedule: list[ScheduleEntry] = field(default_factory=list)  # the site's entries (control/schedule)
+    state_machine: str | None = None  # the site's Part 16 machine (Device/Machine) that shows the system state
 
     def problems(self) -> list[str]:
         out = []

@@ -13,7 +13,9 @@ from gateway.control.engine import ControlEngine
 from gateway.control.outputs import AddressSpaceNodes
 from gateway.control.schedule.service import ScheduleService
 from gateway.control.site import read_control, site_variables
+from gateway.control.state_machine import SystemStateBridge
 from gateway.nodeset.loader import LoadedSite
+from gateway.statemachines.service import StateMachineService
 from gateway.values.aspace_io import read_value
 from gateway.values.feed import ChangeFeed
 from gateway.values.runners import DeviceRunner
@@ -74,3 +76,19 @@ async def start_schedule(server: Server, engine: ControlEngine, write_path: Writ
     await schedule.start()
     log.info("control: %d schedule entr%s", len(schedule.entries), "y" if len(schedule.entries) == 1 else "ies")
     return schedule
+
+
+async def serve_system_state(engine: ControlEngine, machines: StateMachineService | None) -> SystemStateBridge | None:
+    """The site's Part 16 machine showing the engine's system state (`state_machine:`), following it."""
+    name = engine.config.state_machine
+    if name is None:
+        return None
+    if machines is None:
+        raise ValueError(f"control: state_machine {name}: the site serves no state machines")
+    try:
+        machine = machines.machine(name)
+    except KeyError as exc:
+        raise ValueError(f"control: state_machine: {exc.args[0]}") from None
+    bridge = SystemStateBridge(engine, machine)
+    await bridge.start()
+    return bridge

@@ -26,7 +26,7 @@ from gateway.control.schedule.entries import parse_entry
 
 CONFIG_PROPERTY = "ControlConfiguration"
 SECTION_KEYS = {"period_ms", "max_input_age_s", "stall_periods", "mode", "setpoints", "signals", "charge_limiter",
-                "modes", "interlocks", "fallback", "grid_support", "schedule"}
+                "modes", "interlocks", "fallback", "grid_support", "schedule", "state_machine"}
 SETPOINT_KEYS = {"node", "safe", "ramp", "resolution"}
 INTERLOCK_KEYS = {"name", "kind", "inputs", "severity", "params"}
 _CURRENT_WRITE = ua.AccessLevel.CurrentWrite.mask
@@ -100,6 +100,11 @@ def parse_section(section: Any, lookup: Lookup, to_node: Callable[[str], ua.Node
     config.charge_limiter = dict(limiter) if isinstance(limiter, dict) else None
     problems += _grid_support(section.get("grid_support"), config)
     problems += _schedule(section.get("schedule"), config, lookup)
+    machine = section.get("state_machine")
+    if machine is not None and not (isinstance(machine, str) and machine):
+        problems.append(f"state_machine must name a state machine of the site (Device/Machine), not {machine!r}")
+    elif machine is not None:
+        config.state_machine = machine
     mode_params = section.get("modes") or {}
     for mode_name, params in (mode_params.items() if isinstance(mode_params, dict) else ()):
         if mode_name not in modes:

@@ -24,8 +24,9 @@ from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.control.engine import ControlEngine
 from gateway.control.methods import add_interlock_alarms, bind_control_methods, bind_schedule_methods
 from gateway.control.outputs import AddressSpaceNodes
-from gateway.control.run import start_control, start_schedule
+from gateway.control.run import serve_system_state, start_control, start_schedule
 from gateway.control.schedule.service import ScheduleService
+from gateway.control.state_machine import SystemStateBridge
 from gateway.datadir import ensure_data_dir
 from gateway.diagnostics import ensure_diagnostics
 from gateway.drivers.base import Driver, Simulation
@@ -102,6 +103,7 @@ class Gateway:
         self.influx: InfluxService | None = None
         self.control: ControlEngine | None = None
         self.schedule: ScheduleService | None = None
+        self.control_state: SystemStateBridge | None = None
         self._started = False
 
     async def load(self) -> None:
@@ -201,6 +203,7 @@ class Gateway:
             add_interlock_alarms(self.control, control_id, "Control", gw_ns, self.alarms)
             self.schedule = await start_schedule(self.server, self.control, self.write_path, cfg.data_dir, self.clock)
             await bind_schedule_methods(self.server, self.schedule, control_id, gw_ns, self.methods)
+            self.control_state = await serve_system_state(self.control, self.state_machines)
         # What is loaded now (the address space: 1.5 M objects for 25,000 nodes) lives as long as the
         # gateway. Frozen, the collector's full passes no longer walk it: each took 0.4-0.7 s and, at
         # 10,000 changes/s, came every half minute (bench_history). No gc.collect() first: it found
@@ -236,6 +239,9 @@ class Gateway:
         if self.schedule is not None:  # no entry fires into a stopping engine
             await _stage("stopping the schedule", STOP_CONTROL_S, self.schedule.stop())
             self.schedule = None
+        if self.control_state is not None:
+            await _stage("stopping the control state machine", STOP_CONTROL_S, self.control_state.stop())
+            self.control_state = None
         if self.control is not None:  # while the drivers still write: the plant is left safe
             await _stage("stopping control", STOP_CONTROL_S, self.control.stop(STOP_CONTROL_S))
             self.control = None

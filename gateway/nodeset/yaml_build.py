@@ -507,13 +507,13 @@ def build(doc: Any, source: str) -> bytes:
         b.problem(doc, clash, f"'{clash}' names both a device and a site variable", "variables")
     by_path = {v.path: v for _, _, vs in devices for v in vs} | {v.path: v for v in site_vars}
     facade = facade_section.check(b, doc, by_path)
-    control = doc.get("control")
-    if control is not None:
-        _check_control(b, doc, control, devices, site_vars)
     names: dict[str | None, set[str]] = {None: seen_devices | {v.name for v in site_vars}}
     names.update({name: {v.name for v in variables} | {a.name for a in alarms.get(name, ())}
                   for name, _, variables in devices})
     machines = check_state_machines(b, doc, names)
+    control = doc.get("control")
+    if control is not None:
+        _check_control(b, doc, control, devices, site_vars, machines)
     if b.problems:
         raise NodesetError(b.problems)
     return _emit(uri, site_name, version, info.get("description"), scan_specs, devices, site_vars, alarms,
@@ -556,8 +556,9 @@ def b_vars(b: _Builder, specs: list[Any], device: str | None, scan_classes: set[
 
 
 def _check_control(b: _Builder, doc: Any, control: Any, devices: list[tuple[str, _Map, list[_Var]]],
-                   site_vars: list[_Var]) -> None:
+                   site_vars: list[_Var], machines: StateMachines) -> None:
     from gateway.control.site import parse_section
+    from gateway.control.state import SystemState
 
     known = {v.path: v for _name, _d, variables in devices for v in variables} | {v.name: v for v in site_vars}
 
@@ -572,7 +573,18 @@ def _check_control(b: _Builder, doc: Any, control: Any, devices: list[tuple[str,
             return facade_flags.get(name)
         return bool(var.spec.get("writable")), ua.VariantType[var.datatype]
 
-    _config, problems = parse_section(control, lookup, lambda name: ua.NodeId(name, 1))
+    config, problems = parse_section(control, lookup, lambda name: ua.NodeId(name, 1))
+    if config.state_machine is not None:  # the Part 16 machine showing the engine's state has its states
+        found = {f"{m.parent}/{m.name}" if m.parent else m.name: m for m in machines.instances}
+        machine = found.get(config.state_machine)
+        if machine is None:
+            problems.append(f"state_machine: {config.state_machine!r} is no state machine of the site "
+                            f"(machines: {', '.join(sorted(found)) or 'none'})")
+        else:
+            missing = [s.name for s in SystemState if s.name not in {st.name for st in machine.mtype.states}]
+            if missing:
+                problems.append(f"state_machine: {config.state_machine} ({machine.mtype.name}) has no state "
+                                f"{', '.join(missing)} of the control system state")
     for message in problems:
         b.problem(doc, "control", message, "control")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from asyncua import ua
@@ -36,6 +36,9 @@ _NUMBER = ua.VariantType.UInt32
 _NAME = ua.VariantType.QualifiedName
 _TIME = ua.VariantType.DateTime
 
+# (machine, the transition a method call asks for, caller): a program that owns the machine's state.
+Delegate = Callable[["StateMachine", Transition, Writer], Awaitable[None]]
+
 
 class StateMachine:
     def __init__(self, cfg: MachineConfig, feed: ChangeFeed, events: EventService,
@@ -49,6 +52,9 @@ class StateMachine:
         self.last: Transition | None = None
         self.last_time: datetime | None = None
         self.transitions = 0  # transitions fired since start
+        # A program whose own state this machine shows (the control engine's system state): a method call is
+        # passed to it instead of firing here, and the program drives the machine when its state changes.
+        self.delegate: Delegate | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -79,7 +85,12 @@ class StateMachine:
         return await self._run(lambda current: check_fires(self.mtype, current, chosen), writer)
 
     async def fire_method(self, method: ua.NodeId, writer: Writer) -> Transition:
-        """Fire the transition from the current state that `method` (a method of the type) causes."""
+        """Fire the transition from the current state that `method` (a method of the type) causes; with a
+        delegate, ask it instead (it refuses by raising StateMachineError)."""
+        if self.delegate is not None:
+            transition = caused_by(self.mtype, self.state, method)
+            await self.delegate(self, transition, writer)
+            return transition
         return await self._run(lambda current: caused_by(self.mtype, current, method), writer)
 
     async def _run(self, choose: Callable[[State], Transition], writer: Writer) -> Transition:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from asyncua import Client, ua
 
+from gateway.control.state import SystemState
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,8 +54,25 @@ async def test_modes_by_method_and_an_estop_alarm_that_an_operator_resets(simula
         sub = await operator.create_subscription(50, events)
         await sub.subscribe_events(operator.get_node(ua.ObjectIds.Server),
                                    operator.get_node(ua.NodeId(ua.ObjectIds.OffNormalAlarmType)))
+        # Battery1/SystemState (Part 16) shows the engine's system state: Run since its first cycle.
+        machine = operator.get_node(ua.NodeId("Battery1.SystemState", ns))
+        current = await machine.get_child("0:CurrentState")
+        last = await machine.get_child("0:LastTransition")
+
+        async def shown() -> tuple[str, str]:
+            return (await current.read_value()).Text, (await last.read_value()).Text
+
+        await _until(lambda: gw.control.state.state is SystemState.Run)
+        await gw.control_state.settled()
+        assert await shown() == ("Run", "InitToRun")
         gw.simulations[0].device("Battery1").set("EStop", True)
         await _until(lambda: any("interlock EStop tripped" in e.Message.Text for e in events.got))
+        await gw.control_state.settled()
+        assert await shown() == ("Error", "RunToError")
+        machine_reset = await machine.get_child(f"{ns}:Reset")
+        with pytest.raises(ua.uaerrors.BadInvalidState):  # the engine refuses: the E-stop is still pressed
+            await machine.call_method(machine_reset.nodeid)
+        assert await shown() == ("Error", "RunToError")
         trip = next(e for e in events.got if "interlock EStop tripped" in e.Message.Text)
         assert trip.Severity == 1000
         reset = await control.get_child(f"{gw_ns}:ResetInterlock")
@@ -64,6 +83,17 @@ async def test_modes_by_method_and_an_estop_alarm_that_an_operator_resets(simula
         await control.call_method(reset.nodeid, ua.Variant("EStop", ua.VariantType.String))
         await _until(lambda: any("interlock EStop reset" in e.Message.Text for e in events.got))
         assert await mode.read_value() == "PeakShaving"
+        await gw.control_state.settled()
+        assert await shown() == ("Run", "ErrorToRun")
+        # The machine's methods go to the engine, which moves the machine: Sleep, a Restart the engine has no
+        # state for (refused), Run again.
+        await machine.call_method(await machine.get_child(f"{ns}:GoToState_Sleep"))
+        assert gw.control.state.state is SystemState.Sleep and await shown() == ("Sleep", "RunToSleep")
+        with pytest.raises(ua.uaerrors.BadNotSupported):
+            await machine.call_method(await machine.get_child(f"{ns}:GoToState_Restart"))
+        assert await shown() == ("Sleep", "RunToSleep")
+        await machine.call_method(await machine.get_child(f"{ns}:GoToState_Run"))
+        assert gw.control.state.state is SystemState.Run and await shown() == ("Run", "SleepToRun")
 
         # The schedule: the demo's tariff windows listed, an entry added (a one-shot already due fires at
         # once and is gone), one removed; a viewer may read but not edit; a bad entry is refused, named.

@@ -64,3 +64,29 @@ def test_the_fallback_mode_with_or_without_a_signal(fallback: str, problem: str 
     with pytest.raises(NodesetError) as err:
         compile_text(text, "site.yaml")
     assert any(problem in str(p) for p in err.value.problems), err.value.problems
+
+
+@pytest.mark.parametrize(("machine", "problem"), [
+    ("Battery1/NoSuchMachine", "'Battery1/NoSuchMachine' is no state machine of the site "
+                               "(machines: Battery1/SystemState)"),
+    ("Battery1/SystemState", None),
+])
+def test_the_state_machine_showing_the_system_state_must_exist(machine: str, problem: str | None) -> None:
+    text = DEMO.read_text(encoding="utf-8").replace("state_machine: Battery1/SystemState",
+                                                    f"state_machine: {machine}")
+    if problem is None:
+        compile_text(text, "site.yaml")
+        return
+    with pytest.raises(NodesetError) as err:
+        compile_text(text, "site.yaml")
+    assert any(problem in str(p) for p in err.value.problems), err.value.problems
+
+
+def test_the_state_machine_showing_the_system_state_needs_its_states() -> None:
+    text = DEMO.read_text(encoding="utf-8")  # the demo's machine with its Sleep state renamed
+    text = text.replace("{name: Sleep,", "{name: Dormant,").replace("from: Sleep", "from: Dormant")
+    text = text.replace("to: Sleep", "to: Dormant")
+    with pytest.raises(NodesetError) as err:
+        compile_text(text, "site.yaml")
+    assert any("(BessSystemStateMachineType) has no state Sleep of the control system state" in str(p)
+               for p in err.value.problems), err.value.problems
