@@ -44,8 +44,9 @@ class Battery(Model):
     limits and above 45 °C; the cell temperature follows losses (I²R ~ P²) with a first-order lag."""
 
     kind: ClassVar[str] = "battery"
-    inputs: ClassVar[tuple[str, ...]] = ("ActivePowerSetpoint", "ReactivePowerSetpoint")
-    state: ClassVar[frozenset[str]] = frozenset({"setpoint", "power", "fault", "q_setpoint", "reactive_power"})
+    inputs: ClassVar[tuple[str, ...]] = ("ActivePowerSetpoint", "ReactivePowerSetpoint", "GridFormingSetpoint")
+    state: ClassVar[frozenset[str]] = frozenset({"setpoint", "power", "fault", "q_setpoint", "reactive_power",
+                                                 "grid_forming"})
     capacity_kwh: float = 200.0
     max_power_kw: float = 100.0
     soc: float = 50.0
@@ -63,6 +64,7 @@ class Battery(Model):
     q_setpoint: float = 0.0  # kvar, > 0 injecting (over-excited); within +/- max_power_kw, at once
     reactive_power: float = 0.0
     fault: int = 0  # 0 = none; see inject_fault
+    grid_forming: bool = False  # forming the grid: on an island its power follows the load, not the setpoint
 
     OVER_TEMPERATURE: ClassVar[int] = 1
 
@@ -71,6 +73,8 @@ class Battery(Model):
             self.setpoint = float(value)
         elif name == "ReactivePowerSetpoint":
             self.q_setpoint = float(value)
+        elif name == "GridFormingSetpoint":
+            self.grid_forming = bool(value)
         else:
             raise KeyError(name)
 
@@ -91,9 +95,15 @@ class Battery(Model):
     def step(self, dt: float, plant: Plant) -> None:
         dt *= self.time_scale
         chg, dis = self.limits()
-        target = 0.0 if self.fault else _clamp(self.setpoint, -chg, dis)
-        ramp = self.ramp_kw_per_s * dt
-        self.power += _clamp(target - self.power, -ramp, ramp)
+        if plant.islanded():
+            # An island: forming the grid, the battery gives what the island's load takes, at once; following
+            # the grid it stops (anti-islanding), as a grid-following inverter must on a dead grid.
+            demand = plant.island_demand() if self.grid_forming and not self.fault else 0.0
+            self.power = _clamp(demand, -chg, dis)
+        else:
+            target = 0.0 if self.fault else _clamp(self.setpoint, -chg, dis)
+            ramp = self.ramp_kw_per_s * dt
+            self.power += _clamp(target - self.power, -ramp, ramp)
         self.reactive_power = 0.0 if self.fault else _clamp(self.q_setpoint, -self.max_power_kw, self.max_power_kw)
         energy_kwh = self.power * dt / 3600.0
         drawn = energy_kwh / self.efficiency if energy_kwh > 0 else energy_kwh * self.efficiency
@@ -110,6 +120,7 @@ class Battery(Model):
             "CellTemperatureMax": self.temperature, "DcVoltage": 720.0 + 1.0 * self.soc - 0.3 * self.power,
             "Running": not self.fault, "FaultCode": self.fault, "ActivePowerSetpoint": self.setpoint,
             "ReactivePower": self.reactive_power, "ReactivePowerSetpoint": self.q_setpoint,
+            "GridFormingSetpoint": self.grid_forming,
         }
 
 
@@ -166,14 +177,20 @@ class PvInverter(Model):
 @dataclass
 class Load(Model):
     """Site consumption: a base, a midday bump and seeded noise (a random walk of at most `noise_kw` per
-    step, within +/-5 `noise_kw`; 0: a steady load). A test steps the load by changing `base_kw`."""
+    step, within +/-5 `noise_kw`; 0: a steady load). A test steps the load by changing `base_kw`.
+    `sheddable_kw` of it are non-priority loads, off while `ShedSetpoint` is set; on an island nobody
+    forms, the load is dark (0)."""
 
     kind: ClassVar[str] = "load"
+    inputs: ClassVar[tuple[str, ...]] = ("ShedSetpoint",)
+    state: ClassVar[frozenset[str]] = frozenset({"shed"})
     base_kw: float = 60.0
     peak_kw: float = 40.0
     start_hour: float = 10.0
     seed: float = 2.0
     noise_kw: float = 1.0
+    sheddable_kw: float = 0.0
+    shed: bool = False
     hours: float = field(init=False, default=0.0)
     power: float = field(init=False, default=0.0)
     _noise: float = field(init=False, default=0.0)
@@ -190,10 +207,17 @@ class Load(Model):
             n = self.noise_kw
             self._noise = _clamp(self._noise + self._rng.uniform(-n, n), -5.0 * n, 5.0 * n)
         bump = max(0.0, math.sin(math.pi * ((self.hours % 24.0) - 7.0) / 12.0))
-        self.power = self.base_kw + self.peak_kw * bump + self._noise
+        self.power = self.base_kw + self.peak_kw * bump + self._noise - (self.sheddable_kw if self.shed else 0.0)
+        if plant.islanded() and not any(b.grid_forming and not b.fault for b in plant.of(Battery)):
+            self.power = 0.0  # a blackout
+
+    def set_input(self, name: str, value: Any) -> None:
+        if name != "ShedSetpoint":
+            raise KeyError(name)
+        self.shed = bool(value)
 
     def outputs(self) -> dict[str, Any]:
-        return {"ActivePower": self.power}
+        return {"ActivePower": self.power, "ShedSetpoint": self.shed}
 
 
 @dataclass
@@ -203,15 +227,22 @@ class GridMeter(Model):
     The grid frequency wanders by at most `frequency_noise_hz` per step within +/-0.05 Hz of
     `frequency_target_hz`; a changed target is approached at `frequency_ramp_hz_per_s` (0: at once), so a
     test or a demo drives frequency steps and ramps for the grid-support services (`set_frequency`).
+    `grid_up` 0 is a grid outage (the meter, on the grid side of the site's breaker, reads 0 V and 0 Hz);
+    with the grid down or the breaker open (`GridConnectSetpoint` 0) the site is an island: no power flows
+    through the meter.
     """
 
     kind: ClassVar[str] = "meter"
+    inputs: ClassVar[tuple[str, ...]] = ("GridConnectSetpoint",)
+    state: ClassVar[frozenset[str]] = frozenset({"breaker_closed"})
     base_load_kw: float = 60.0  # used when the site has no simulated load device
     seed: float = 3.0
     frequency_target_hz: float = 50.0
     frequency_ramp_hz_per_s: float = 0.0
     frequency_noise_hz: float = 0.004
     voltage_offset_v: float = 0.0  # added to the voltage (230 V, moving with the frequency): a voltage step
+    grid_up: float = 1.0  # 0: the grid is lost
+    breaker_closed: bool = True
     power: float = field(init=False, default=0.0)
     frequency: float = field(init=False, default=50.0)
     _base_hz: float = field(init=False, default=50.0)  # where the frequency ramps, before the wander
@@ -237,10 +268,20 @@ class GridMeter(Model):
         if noise_hz is not None:
             self.frequency_noise_hz = float(noise_hz)
 
+    @property
+    def islanded(self) -> bool:
+        return self.grid_up < 0.5 or not self.breaker_closed
+
+    def set_input(self, name: str, value: Any) -> None:
+        if name != "GridConnectSetpoint":
+            raise KeyError(name)
+        self.breaker_closed = bool(value)
+
     def step(self, dt: float, plant: Plant) -> None:
         loads = plant.of(Load)
         load = sum(m.power for m in loads) if loads else self.base_load_kw
-        self.power = load - sum(m.power for m in plant.of(PvInverter)) - sum(m.power for m in plant.of(Battery))
+        self.power = 0.0 if self.islanded else \
+            load - sum(m.power for m in plant.of(PvInverter)) - sum(m.power for m in plant.of(Battery))
         if dt:
             self._base_hz = self._towards(self._base_hz, dt)
             n = self.frequency_noise_hz
@@ -253,9 +294,11 @@ class GridMeter(Model):
             self.export_kwh -= energy
 
     def outputs(self) -> dict[str, Any]:
-        return {"ActivePower": self.power, "Frequency": self.frequency, "ImportEnergy": self.import_kwh,
-                "ExportEnergy": self.export_kwh,
-                "Voltage": 230.0 + (self.frequency - 50.0) * 20.0 + self.voltage_offset_v}
+        up = self.grid_up >= 0.5
+        return {"ActivePower": self.power, "Frequency": self.frequency if up else 0.0,
+                "ImportEnergy": self.import_kwh, "ExportEnergy": self.export_kwh,
+                "Voltage": 230.0 + (self.frequency - 50.0) * 20.0 + self.voltage_offset_v if up else 0.0,
+                "GridConnectSetpoint": self.breaker_closed}
 
 
 MODELS: dict[str, type[Model]] = {m.kind: m for m in (Battery, PvInverter, Load, GridMeter)}
@@ -288,6 +331,14 @@ class Plant:
 
     def of(self, cls: type[Model]) -> list[Any]:
         return [m for m in self.models if isinstance(m, cls)]
+
+    def islanded(self) -> bool:
+        """Cut off from the grid (lost, or its breaker open): the site's own sources must serve its load."""
+        return any(m.islanded for m in self.of(GridMeter))
+
+    def island_demand(self) -> float:
+        """What the island's load takes beyond its PV, kW."""
+        return sum(m.power for m in self.of(Load)) - sum(m.power for m in self.of(PvInverter))
 
     def step(self, dt: float) -> None:
         for m in sorted(self.models, key=lambda m: isinstance(m, GridMeter)):

@@ -319,3 +319,88 @@ async def test_volt_var_follows_its_curve_on_voltage_steps(simulated_gateway, tm
         control = client.get_node(ua.NodeId("LoopSite.Control", ns))
         output = await control.get_child([f"{ns}:GridSupport", f"{ns}:VoltVar", f"{gw_ns}:Output"])
         assert await output.read_value() == pytest.approx(-15.0, abs=0.2)
+
+
+BACKUP_SITE = """
+site: {namespace: "urn:test:closed-loop-backup", name: BackupSite}
+devices:
+  - name: Battery1
+    connection: modbus+tcp://192.168.10.10:502/1
+    simulator: battery?capacity_kwh=200&max_power_kw=100&soc=60&ramp_kw_per_s=1000
+    variables:
+      - {name: StateOfCharge, datatype: Double, unit: "%", scan: HighSpeed, address: input/0,
+         field_type: "xsd:unsignedShort", scale: 0.1}
+      - {name: ActivePower, datatype: Double, unit: kW, scan: HighSpeed, address: input/1, field_type: "xsd:short",
+         scale: 0.1}
+      - {name: ActivePowerSetpoint, datatype: Double, unit: kW, range: [-100, 100], writable: true, scan: HighSpeed,
+         address: holding/0, field_type: "xsd:short", scale: 0.1}
+      - {name: GridFormingSetpoint, datatype: Boolean, writable: true, scan: HighSpeed, address: coil/0}
+  - name: SiteLoad
+    connection: modbus+tcp://192.168.10.40:502/1
+    simulator: load?base_kw=60&peak_kw=0&noise_kw=0&sheddable_kw=20
+    variables:
+      - {name: ActivePower, datatype: Double, unit: kW, scan: HighSpeed, address: input/0, field_type: "xsd:int",
+         scale: 0.001}
+      - {name: ShedSetpoint, datatype: Boolean, writable: true, scan: HighSpeed, address: coil/0}
+  - name: GridMeter
+    connection: modbus+tcp://192.168.10.30:502/1
+    simulator: meter?frequency_noise_hz=0
+    variables:
+      - {name: ActivePower, datatype: Double, unit: kW, scan: HighSpeed, address: input/0, field_type: "xsd:int",
+         scale: 0.001}
+      - {name: Frequency, datatype: Double, unit: Hz, scan: HighSpeed, address: input/2,
+         field_type: "xsd:unsignedShort", scale: 0.001}
+      - {name: Voltage, datatype: Double, unit: V, scan: HighSpeed, address: input/3,
+         field_type: "xsd:unsignedShort", scale: 0.01}
+      - {name: GridConnectSetpoint, datatype: Boolean, writable: true, scan: HighSpeed, address: coil/0}
+control:
+  period_ms: 200
+  max_input_age_s: 2
+  mode: Backup
+  setpoints:
+    battery_power: {node: Battery1.ActivePowerSetpoint, safe: 0, resolution: 0.1}
+    grid_forming: {node: Battery1.GridFormingSetpoint, safe: 0}
+    grid_connect: {node: GridMeter.GridConnectSetpoint, safe: 1}
+    load_shed: {node: SiteLoad.ShedSetpoint, safe: 0}
+  signals:
+    soc: Battery1.StateOfCharge
+    frequency: GridMeter.Frequency
+    grid_voltage: GridMeter.Voltage
+  modes:
+    Backup: {reconnect_s: RECONNECT, soc_target: 50, shed_soc: 100}
+"""
+
+
+async def test_backup_islands_on_a_grid_outage_serves_the_priority_load_and_reconnects_when_stable(
+        simulated_gateway, tmp_path: Path) -> None:
+    reconnect_s = 2.0
+    site = tmp_path / "backup-site.xml"
+    site.write_bytes(compile_text(BACKUP_SITE.replace("RECONNECT", f"{reconnect_s:g}"), "backup-site.yaml"))
+    gw = await simulated_gateway(site)
+    sim = gw.simulations[0]
+    await until(lambda: gw.control.state.state is SystemState.Run, 10.0)
+    battery, load, meter = sim.device("Battery1"), sim.device("SiteLoad"), sim.device("GridMeter")
+    grid = grid_of(sim)
+    # On the grid with the backup reserve full (SOC 60 >= 50): the battery idles, the grid serves the load.
+    await until(lambda: abs(grid() - 60.0) < 0.5 and meter.get("GridConnectSetpoint"), 5.0)
+    assert not battery.get("GridFormingSetpoint") and abs(battery.get("ActivePower")) < 0.1
+    lost_at = time.monotonic()
+    meter.model.grid_up = 0.0  # type: ignore[union-attr]  # the outage
+    # Islanded: breaker open, the battery forms the grid and serves the priority load (60 - 20 shed).
+    await until(lambda: battery.get("GridFormingSetpoint") and not meter.get("GridConnectSetpoint")
+                and load.get("ShedSetpoint"), 3.0)
+    islanded_s = time.monotonic() - lost_at
+    await until(lambda: abs(battery.get("ActivePower") - 40.0) < 0.5, 2.0)
+    print(f"backup: islanded {islanded_s * 1000:.0f} ms after the outage; battery serving "
+          f"{battery.get('ActivePower'):.1f} kW of priority load")
+    assert load.get("ActivePower") == pytest.approx(40.0, abs=0.5)  # the priority load stays on
+    assert grid() == 0.0
+    # The grid comes back: the breaker stays open until the grid has been stable for reconnect_s.
+    back_at = time.monotonic()
+    meter.model.grid_up = 1.0  # type: ignore[union-attr]
+    await until(lambda: meter.get("GridConnectSetpoint"), reconnect_s + 3.0)
+    waited = time.monotonic() - back_at
+    assert waited >= reconnect_s - 0.3, f"reconnected after {waited:.2f} s, before {reconnect_s} s of stable grid"
+    await until(lambda: not battery.get("GridFormingSetpoint") and not load.get("ShedSetpoint"), 2.0)
+    await until(lambda: abs(grid() - 60.0) < 0.5, 3.0)  # back on the grid, the whole load served from it
+    print(f"backup: reconnected {waited:.2f} s after the grid came back (stable time {reconnect_s:g} s)")

@@ -153,3 +153,33 @@ def test_reactive_power_follows_its_setpoint_within_the_rating_and_a_voltage_ste
     assert meter.outputs()["Voltage"] == 230.0
     meter.voltage_offset_v = 12.0
     assert meter.outputs()["Voltage"] == 242.0
+
+
+def test_an_island_is_served_by_a_grid_forming_battery_or_goes_dark() -> None:
+    load = Load(base_kw=60, peak_kw=0, noise_kw=0, sheddable_kw=20)
+    pv, bat, meter = PvInverter(peak_kw=0), Battery(ramp_kw_per_s=10, soc=60), GridMeter(frequency_noise_hz=0)
+    plant = Plant([meter, load, pv, bat])
+    bat.set_input("ActivePowerSetpoint", -10.0)
+    plant.step(1.0)
+    assert meter.power == pytest.approx(70.0) and meter.outputs()["Voltage"] == pytest.approx(230.0)
+    meter.grid_up = 0.0  # an outage: the meter reads a dead grid, nothing flows through it
+    plant.step(0.1)
+    out = meter.outputs()
+    assert (out["Voltage"], out["Frequency"], meter.power) == (0.0, 0.0, 0.0)
+    assert bat.power == 0.0 and load.power == 0.0  # grid-following: it stops (anti-islanding); the site is dark
+    bat.set_input("GridFormingSetpoint", True)
+    meter.set_input("GridConnectSetpoint", False)
+    plant.step(0.1)
+    assert load.power == pytest.approx(60.0) and bat.power == pytest.approx(60.0)  # at once, not ramped
+    load.set_input("ShedSetpoint", True)
+    plant.step(0.1)
+    assert load.power == pytest.approx(40.0) and bat.power == pytest.approx(40.0)  # priority loads only
+    meter.grid_up = 1.0  # the grid is back, the breaker still open: still an island
+    plant.step(0.1)
+    assert meter.outputs()["Voltage"] == pytest.approx(230.0) and meter.power == 0.0 and bat.power == pytest.approx(40)
+    meter.set_input("GridConnectSetpoint", True)
+    bat.set_input("GridFormingSetpoint", False)
+    load.set_input("ShedSetpoint", False)
+    plant.step(0.1)
+    assert bat.power == pytest.approx(39.0)  # following its setpoint again from where it was, ramped (10 kW/s)
+    assert meter.power == pytest.approx(60.0 - 39.0)
