@@ -71,20 +71,32 @@ class ScheduleService:
         if kept is not None:
             self.entries = kept
         now = self.clock.now()
-        last = sorted((t, e.name) for e in self.entries.values() if (t := e.last_fire(now, RESTORE_S)) is not None)
+        # Walking 8 days of a minutely cron is thousands of trigger steps: in a thread, not on the loop.
+        last = await asyncio.to_thread(self._latest_firings, list(self.entries.values()), now)
         for when, name in last:
             await self._fire(self.entries[name], when, "restored at start")
         for entry in self.entries.values():
             entry.first(now)
         self._task = asyncio.create_task(self._run(), name="control schedule")
 
-    async def stop(self) -> None:
-        for task in (self._task, self._saving):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._task = self._saving = None
+    @staticmethod
+    def _latest_firings(entries: list[ScheduleEntry], now: datetime) -> list[tuple[datetime, str]]:
+        return sorted((t, e.name) for e in entries if (t := e.last_fire(now, RESTORE_S)) is not None)
+
+    async def stop(self, within_s: float = 1.0) -> None:
+        """Stop firing; the last edit is still written to disk (bounded by `within_s`)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._saving is not None:
+            try:
+                async with asyncio.timeout(within_s):
+                    await self._saving
+            except TimeoutError:
+                log.error("schedule: %s not written within %g s of the stop", self.store, within_s)
+            self._saving = None
 
     async def _run(self) -> None:
         while True:
@@ -191,7 +203,10 @@ class ScheduleService:
         async def save() -> None:
             if previous is not None:
                 await asyncio.gather(previous, return_exceptions=True)
-            await asyncio.to_thread(self._save, text)
+            try:
+                await asyncio.to_thread(self._save, text)
+            except OSError as exc:  # the edit holds in memory; the next edit tries again
+                log.error("schedule: %s not written: %s", self.store, exc)
 
         self._saving = asyncio.get_running_loop().create_task(save(), name="control schedule save")
 
