@@ -8,7 +8,9 @@ by listing it under `grid_support:` in its `control:` section with its parameter
 
 SOC endurance (`soc_min`, `soc_max`): a service gives no discharge at or below `soc_min` and takes no
 charge at or above `soc_max`, so the battery keeps the energy to sustain a full activation for the
-time the market asks (the site sizes these from its capacity and the service's endurance).
+time the market asks. With `endurance_min` and the battery's `energy_kwh` the band is also derived from
+the service's full power: discharge needs SOC above `full discharge x endurance / energy`, charge below
+100 % minus the same for full charge (a 20-minute endurance of 100 kW on 200 kWh: above 16.7 %).
 """
 
 from __future__ import annotations
@@ -47,14 +49,30 @@ class GridSupport(Controller):
             value = next(p.default for p in self.PARAMETERS if p.name == name)
         return float(value)
 
+    def full_power(self) -> tuple[float, float]:
+        """(discharge, charge) in kW at full activation: what the SOC endurance is sized for."""
+        return 0.0, 0.0
+
+    def soc_band(self) -> tuple[float, float]:
+        """(lowest SOC for discharge, highest SOC for charge), %: `soc_min`/`soc_max`, narrowed so that a full
+        activation can last `endurance_min` minutes when the site gives the battery's `energy_kwh`."""
+        low, high = self.param("soc_min"), self.param("soc_max")
+        minutes, energy = self.param("endurance_min"), self.param("energy_kwh")
+        if minutes > 0 and energy > 0:
+            up, down = self.full_power()
+            low = max(low, up * minutes / 60.0 / energy * 100.0)
+            high = min(high, 100.0 - down * minutes / 60.0 / energy * 100.0)
+        return low, high
+
     def endurance(self, ctx: CycleContext, power: float) -> float:
         """`power` (> 0 discharging) as the SOC allows: nothing the battery could not sustain."""
         soc = ctx.number("soc") if "soc" in ctx.signals else None
         if soc is None and "soc" in ctx.signals:
             return 0.0  # a SOC it cannot see: no promise of energy
-        if soc is not None and power > 0 and soc <= self.param("soc_min"):
+        low, high = self.soc_band()
+        if soc is not None and power > 0 and soc <= low:
             return 0.0
-        if soc is not None and power < 0 and soc >= self.param("soc_max"):
+        if soc is not None and power < 0 and soc >= high:
             return 0.0
         return power
 
@@ -62,6 +80,8 @@ class GridSupport(Controller):
 ENDURANCE = (
     Param("soc_min", 10.0, "%", 0.0, 100.0, "No discharge for the service at or below this SOC."),
     Param("soc_max", 90.0, "%", 0.0, 100.0, "No charge for the service at or above this SOC."),
+    Param("endurance_min", 0.0, "min", 0.0, 1440.0, "Minutes a full activation must last (0: soc_min/max only)."),
+    Param("energy_kwh", 0.0, "kWh", 0.0, 1e7, "Usable battery energy the endurance is sized from (0: off)."),
 )
 
 

@@ -70,6 +70,9 @@ class Aem(GridSupport):
             return -p("capacity_down") * droop(mean, p("f_down_deactivation"), p("f_down_full"))
         return 0.0
 
+    def full_power(self) -> tuple[float, float]:
+        return self.param("capacity_up"), self.param("capacity_down")
+
     def run(self, ctx: CycleContext) -> None:
         power = self.step(ctx.image.clock.monotonic(), ctx.number("frequency"))
         ctx.support("battery_power", self.endurance(ctx, power))

@@ -45,6 +45,9 @@ class FcrD(GridSupport):
         down = self.param("capacity_down") * droop(f, self.param("f_down_start"), self.param("f_down_full"))
         return up - down
 
+    def full_power(self) -> tuple[float, float]:
+        return self.param("capacity_up"), self.param("capacity_down")
+
     def run(self, ctx: CycleContext) -> None:
         f = ctx.number("frequency")
         if f is None:

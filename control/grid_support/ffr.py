@@ -61,5 +61,8 @@ class Ffr(GridSupport):
             return self.power(f, now)
         return self.param("capacity") if self.state == ACTIVE else 0.0
 
+    def full_power(self) -> tuple[float, float]:
+        return self.param("capacity"), 0.0
+
     def run(self, ctx: CycleContext) -> None:
         ctx.support("battery_power", self.endurance(ctx, self.power(ctx.number("frequency"), ctx.now)))

@@ -38,6 +38,9 @@ class PowerFrequency(GridSupport):
             return min(per_hz * (self.param("f_under") - f), rated)
         return 0.0
 
+    def full_power(self) -> tuple[float, float]:
+        return self.param("rated_kw"), self.param("rated_kw")
+
     def run(self, ctx: CycleContext) -> None:
         f = ctx.number("frequency")
         if f is not None:

@@ -244,3 +244,18 @@ def test_aem_down_endurance_and_a_bad_frequency() -> None:
     assert aem_rows([50.4] * 310, {"capacity_down": 80.0, "soc_max": 50.0})[-1] == 0.0  # SOC endurance
     low = aem_rows([49.6] * 305 + [BAD] + [49.6] * 2, {"capacity_up": 100.0})
     assert low[304] > 0 and low[305] == 0.0 and low[306] > 0  # no response on a Bad frequency, the average kept
+
+
+def test_the_soc_endurance_band_is_derived_from_full_power_and_energy() -> None:
+    params = {"capacity_up": 100.0, "capacity_down": 80.0, "endurance_min": 20.0, "energy_kwh": 200.0}
+    # 100 kW for 20 min = 33.3 kWh = 16.7 % of 200 kWh; 80 kW of charge for 20 min: below 86.7 %.
+    assert make_service("FcrD", params).soc_band() == (pytest.approx(100 / 6), pytest.approx(100 - 80 / 6))
+    assert make_service("FcrD", {**params, "soc_min": 20.0}).soc_band()[0] == 20.0  # the larger bound holds
+    assert make_service("FcrD", {**params, "endurance_min": 0.0}).soc_band() == (10.0, 90.0)  # off: the fixed band
+    assert make_service("Ffr", {"capacity": 60.0, "endurance_min": 30.0, "energy_kwh": 100.0}).soc_band() == \
+        (pytest.approx(30.0), 90.0)  # FFR only discharges: its charge bound stays
+    low = {"frequency": 49.5}
+    for soc, expected in ((16.0, 0.0), (17.0, 100.0)):
+        run_table("FcrD", params, [({**low, "soc": soc}, expected)])
+    for soc, expected in ((86.0, -80.0), (87.0, 0.0)):
+        run_table("FcrD", params, [({"frequency": 50.5, "soc": soc}, expected)])
