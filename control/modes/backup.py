@@ -52,6 +52,10 @@ class Backup(Mode):
         self.state = ON_GRID
         self.stable_since: datetime | None = None  # the grid within its limits since, while islanded
 
+    def activate(self, ctx: CycleContext) -> None:
+        """Starting (again): from the grid; a lost grid islands in this same cycle."""
+        self.state, self.stable_since = ON_GRID, None
+
     def grid(self, ctx: CycleContext) -> tuple[bool | None, str]:
         """(grid healthy, why): None when the meter cannot say."""
         if self.param("test") >= 0.5:
@@ -72,6 +76,7 @@ class Backup(Mode):
         """Advance the on-grid / islanded / reconnecting state; returns why it is where it is."""
         healthy, why = self.grid(ctx)
         if healthy is None:
+            self.stable_since = None  # a grid it could not see was not seen stable
             return f"{why}: {self.state} kept"
         if self.state == RECONNECTING:
             self.state = ON_GRID if healthy else ISLANDED

@@ -272,8 +272,10 @@ def test_backup_keeps_its_state_on_a_meter_it_cannot_read_and_runs_a_test() -> N
         (1, {"frequency": 50.0, "soc": 100.0}, ON_GRID),
         (1, {"frequency": BAD}, ON_GRID),  # no islanding blind
         (1, {"frequency": 52.0}, ISLAND),
-        (1, {"frequency": BAD}, ISLAND),  # nor reconnecting blind
-        (10, {"frequency": 50.0}, ISLAND),  # stable from now on
+        (1, {"frequency": 50.0}, ISLAND),  # back: the stable time starts
+        (3, {"frequency": BAD}, ISLAND),  # nor reconnecting blind, and unseen time is not stable time
+        (3, {"frequency": 50.0}, ISLAND),  # so 5 s from here, not from 7 s ago
+        (4, {}, ISLAND),
         (5, {}, {"grid_connect": 1.0, "grid_forming": 1.0}),
         (1, {}, ON_GRID),
     ], roles=("frequency", "soc"))
