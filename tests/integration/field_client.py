@@ -34,7 +34,7 @@ async def start_gateway(tmp: Path, site_yaml: str) -> Gateway:
     return gw
 
 
-async def wait_for(read: Any, check: Any, within: float = 10.0, what: str = "") -> Any:
+async def wait_for(read: Any, check: Any, within: float = 15.0, what: str = "") -> Any:
     deadline = asyncio.get_running_loop().time() + within
     while True:
         got = await read()

@@ -15,6 +15,7 @@ import can
 import cantools
 import pytest
 from asyncua import Client, ua
+from field_client import wait_for
 
 from gateway.drivers.canbus.dbc import SHIPPED
 from gateway.drivers.canbus.simulators.bms import BmsSimulation
@@ -28,16 +29,6 @@ SITE = ROOT / "nodesets" / "examples" / "can-bms.xml"
 NS = "urn:opcua-gateway:examples:can-bms"
 DB = cantools.database.load_file(str(SHIPPED / "bms_rack.dbc"))
 pytestmark = pytest.mark.integration
-
-
-async def _wait_for(read: Any, check: Any, within: float = 5.0, what: str = "") -> Any:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        got = await read()
-        if check(got):
-            return got
-        assert asyncio.get_running_loop().time() < deadline, f"{what}: still {got!r} after {within} s"
-        await asyncio.sleep(0.05)
 
 
 async def _dv(client: Client, ns: int, name: str) -> ua.DataValue:
@@ -63,22 +54,22 @@ async def test_racks_are_read_with_the_dbc_scaling_value_tables_multiplexing_and
         ns = await client.get_namespace_index(NS)
         for rack in ("Rack1", "Rack2", "Rack3", "Rack4"):
             battery = sim.racks[rack].battery
-            soc = await _wait_for(lambda r=rack: _dv(client, ns, f"{r}.StateOfCharge"),
+            soc = await wait_for(lambda r=rack: _dv(client, ns, f"{r}.StateOfCharge"),
                                   lambda dv: dv.StatusCode.is_good(), what=f"{rack} SOC")
             assert soc.Value.Value == pytest.approx(battery.soc, abs=0.1)  # 0.1 % per count in the DBC
-            raw = await _wait_for(lambda r=rack: _dv(client, ns, f"{r}.StateOfChargeRaw"),
+            raw = await wait_for(lambda r=rack: _dv(client, ns, f"{r}.StateOfChargeRaw"),
                                   lambda dv: dv.StatusCode.is_good(), what=f"{rack} raw SOC")
             assert raw.Value.Value == round(soc.Value.Value * 10)
-            state = await _wait_for(lambda r=rack: _dv(client, ns, f"{r}.State"), lambda dv: dv.StatusCode.is_good())
+            state = await wait_for(lambda r=rack: _dv(client, ns, f"{r}.State"), lambda dv: dv.StatusCode.is_good())
             assert state.Value.Value == "Idle" and state.Value.VariantType == ua.VariantType.String
             voltage = (await _dv(client, ns, f"{rack}.Voltage")).Value.Value
-            module = await _wait_for(lambda r=rack: _dv(client, ns, f"{r}.Module0Voltage"),
+            module = await wait_for(lambda r=rack: _dv(client, ns, f"{r}.Module0Voltage"),
                                      lambda dv: dv.StatusCode.is_good(), what="multiplexed module 0")
             assert module.Value.Value == pytest.approx(voltage / 4, abs=0.1)
-            temp3 = await _wait_for(lambda r=rack: _dv(client, ns, f"{r}.Module3Temperature"),
+            temp3 = await wait_for(lambda r=rack: _dv(client, ns, f"{r}.Module3Temperature"),
                                     lambda dv: dv.StatusCode.is_good(), what="multiplexed module 3")
             assert temp3.Value.Value == pytest.approx(battery.temperature - 1.5, abs=1.0)
-            cell24 = await _wait_for(lambda r=rack: _dv(client, ns, f"{r}.CellVoltage24"),
+            cell24 = await wait_for(lambda r=rack: _dv(client, ns, f"{r}.CellVoltage24"),
                                      lambda dv: dv.StatusCode.is_good(), what="CAN FD frame")
             assert cell24.Value.Value == pytest.approx(voltage / 216 + 0.001 * (24 % 7) - 0.003, abs=0.002)
         socs = [(await _dv(client, ns, f"Rack{i}.StateOfCharge")).Value.Value for i in range(1, 5)]
@@ -95,23 +86,23 @@ async def test_a_setpoint_is_sent_periodically_and_drives_the_rack(racks: Gatewa
         ns = await client.get_namespace_index(NS)
         setpoint = client.get_node(ua.NodeId("Rack3.PowerSetpoint", ns))
         await setpoint.write_value(ua.DataValue(ua.Variant(40.0, ua.VariantType.Double)))
-        await _wait_for(lambda: asyncio.sleep(0, rack.commands[-1:]),
+        await wait_for(lambda: asyncio.sleep(0, rack.commands[-1:]),
                         lambda c: bool(c) and c[-1]["PowerSetpoint"] == pytest.approx(40.0), what="command frame")
         seen = len(rack.commands)
         await asyncio.sleep(0.6)
         assert len(rack.commands) >= seen + 3, "the setpoint is not repeated at the DBC cycle time (100 ms)"
-        current = await _wait_for(lambda: _dv(client, ns, "Rack3.Current"),
+        current = await wait_for(lambda: _dv(client, ns, "Rack3.Current"),
                                   lambda dv: dv.StatusCode.is_good() and dv.Value.Value > 40.0, what="rack current")
         assert current.Value.Value == pytest.approx(rack.battery.power * 1000 / (720 + rack.battery.soc
                                                                                 - 0.3 * rack.battery.power), rel=0.1)
-        await _wait_for(lambda: _dv(client, ns, "Rack3.State"), lambda dv: dv.Value.Value == "Discharging",
+        await wait_for(lambda: _dv(client, ns, "Rack3.State"), lambda dv: dv.Value.Value == "Discharging",
                         what="state (RackAlarms, a 500 ms cycle)")
         assert (await _dv(client, ns, "Rack1.Current")).Value.Value == pytest.approx(0.0, abs=0.1)
         with pytest.raises(ua.UaStatusCodeError) as err:  # outside the EURange
             await setpoint.write_value(ua.DataValue(ua.Variant(500.0, ua.VariantType.Double)))
         assert err.value.code == ua.StatusCodes.BadOutOfRange
         await setpoint.write_value(ua.DataValue(ua.Variant(-20.0, ua.VariantType.Double)))  # modifies the task
-        await _wait_for(lambda: asyncio.sleep(0, rack.commands[-1]["PowerSetpoint"]),
+        await wait_for(lambda: asyncio.sleep(0, rack.commands[-1]["PowerSetpoint"]),
                         lambda v: v == pytest.approx(-20.0), what="modified periodic command")
 
 
@@ -121,21 +112,21 @@ async def test_silent_rack_garbage_and_return_turn_values_bad_and_good(racks: Ga
         ns = await client.get_namespace_index(NS)
         soc = lambda: _dv(client, ns, "Rack2.StateOfCharge")  # noqa: E731
         state = lambda: client.get_node(ua.NodeId("Rack2.Diagnostics.ConnectionState", ns)).read_value()  # noqa: E731
-        good = await _wait_for(soc, lambda dv: dv.StatusCode.is_good())
+        good = await wait_for(soc, lambda dv: dv.StatusCode.is_good())
         sim.racks["Rack2"].silent = True  # unplugged
-        bad = await _wait_for(soc, lambda dv: dv.StatusCode.value == ua.StatusCodes.BadCommunicationError,
+        bad = await wait_for(soc, lambda dv: dv.StatusCode.value == ua.StatusCodes.BadCommunicationError,
                               what="silent rack")
         assert bad.Value.Value == good.Value.Value  # the last value stays
-        await _wait_for(state, lambda s: s == "Disconnected", within=8, what="silent rack's state")
+        await wait_for(state, lambda s: s == "Disconnected", within=8, what="silent rack's state")
         assert (await _dv(client, ns, "Rack1.StateOfCharge")).StatusCode.is_good()  # the others go on
         sim.racks["Rack2"].silent = False
-        await _wait_for(soc, lambda dv: dv.StatusCode.is_good(), what="rack back")
-        await _wait_for(state, lambda s: s == "Connected", what="rack back")
+        await wait_for(soc, lambda dv: dv.StatusCode.is_good(), what="rack back")
+        await wait_for(state, lambda s: s == "Connected", what="rack back")
         sim.racks["Rack2"].garbage = True  # frames too short for their DBC message
-        await _wait_for(soc, lambda dv: dv.StatusCode.value == ua.StatusCodes.BadDataEncodingInvalid,
+        await wait_for(soc, lambda dv: dv.StatusCode.value == ua.StatusCodes.BadDataEncodingInvalid,
                         what="garbage frames")
         sim.racks["Rack2"].garbage = False
-        await _wait_for(soc, lambda dv: dv.StatusCode.is_good(), what="good frames again")
+        await wait_for(soc, lambda dv: dv.StatusCode.is_good(), what="good frames again")
 
 
 # -- a real socket bus: udp_multicast, frames from the test -----------------------------------
@@ -190,10 +181,10 @@ async def test_udp_multicast_frames_are_decoded_and_writes_go_out_once(udp_gatew
                 send(42.3)
                 return await _dv(client, ns, "Rack.StateOfCharge")
 
-            dv = await _wait_for(read_soc, lambda dv: dv.StatusCode.is_good(), what="udp frame")
+            dv = await wait_for(read_soc, lambda dv: dv.StatusCode.is_good(), what="udp frame")
             assert dv.Value.Value == pytest.approx(42.3)
             # The alarm frame may arrive in the batch after the status frame's.
-            await _wait_for(lambda: _dv(client, ns, "Rack.AlarmLevel"), lambda dv: dv.Value.Value == "Warning",
+            await wait_for(lambda: _dv(client, ns, "Rack.AlarmLevel"), lambda dv: dv.Value.Value == "Warning",
                             what="value table over udp")
             while bus.recv(0) is not None:  # what the test sent itself (multicast loops back)
                 pass
@@ -225,14 +216,14 @@ async def test_a_bus_that_fails_turns_every_rack_bad_and_is_opened_again(racks: 
     async with Client(racks.config.endpoint) as client:
         ns = await client.get_namespace_index(NS)
         soc = lambda: _dv(client, ns, "Rack4.StateOfCharge")  # noqa: E731
-        await _wait_for(soc, lambda dv: dv.StatusCode.is_good())
+        await wait_for(soc, lambda dv: dv.StatusCode.is_good())
         (link,) = CanLink._links.values()
         bus = link.bus
         assert bus is not None
         bus.shutdown()  # the interface goes away under the receive thread (an unplugged adapter)
-        await _wait_for(soc, lambda dv: dv.StatusCode.value == ua.StatusCodes.BadCommunicationError,
+        await wait_for(soc, lambda dv: dv.StatusCode.value == ua.StatusCodes.BadCommunicationError,
                         what="bus gone")
         error = await client.get_node(ua.NodeId("Rack4.Diagnostics.LastError", ns)).read_value()
         assert "receiving failed" in error
-        await _wait_for(soc, lambda dv: dv.StatusCode.is_good(), within=10, what="bus opened again")
+        await wait_for(soc, lambda dv: dv.StatusCode.is_good(), within=10, what="bus opened again")
         assert link.bus is not None and link.bus is not bus

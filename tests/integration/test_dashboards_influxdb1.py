@@ -6,17 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from influx_servers import InfluxDB1
 
 from gateway.influx.dashboards.cli import generate
 from gateway.server import Gateway, GatewayConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from influx_servers import InfluxDB1
 
 pytestmark = pytest.mark.integration
 DEMO = Path(__file__).resolve().parents[2] / "nodesets" / "demo" / "demo-site.xml"

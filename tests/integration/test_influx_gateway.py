@@ -4,20 +4,17 @@ writer under Gateway/Diagnostics/Influx to an OPC UA client, and a bad configura
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from asyncua import Client
+from influx_servers import VictoriaMetrics
 
 from gateway.influx import service
 from gateway.influx.config import InfluxConfigError
 from gateway.nodesets import GATEWAY_NAMESPACE
 from gateway.server import Gateway, GatewayConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from influx_servers import VictoriaMetrics
 
 pytestmark = pytest.mark.integration
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sim_site.xml"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from asyncua import Server, ua
+from influx_servers import FaultProxy, InfluxDB1, VictoriaMetrics
 
 from gateway.influx.config import config_from_dict
 from gateway.influx.diskqueue import DiskQueue
@@ -25,9 +26,6 @@ from gateway.influx.series import SeriesCatalog
 from gateway.influx.writer import SeriesWriter
 from gateway.values.aspace_io import StoredDataValue
 from gateway.values.feed import ChangeFeed
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from influx_servers import FaultProxy, InfluxDB1, VictoriaMetrics
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -3,19 +3,16 @@ start are read and written through an OPC UA client."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from asyncua import Client, ua
+from field_client import UaView
 
 from gateway.drivers.optommp.simulator import MmpSimulation
 from gateway.drivers.scpi.simulator import ScpiSimulation
 from gateway.nodeset.yaml_build import compile_text
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from field_client import UaView
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "nodesets" / "examples" / "instruments-lab.xml"

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from asyncua import Client, ua
+from field_client import wait_for
 
 from gateway.nodeset.yaml_build import compile_text
 from gateway.security.roles import Role
@@ -122,16 +123,6 @@ async def lab(tmp_path: Path, free_port: int, broker: Broker) -> AsyncIterator[G
         await gw.stop()
 
 
-async def _wait_for(read: Any, check: Any, within: float = 8.0, what: str = "") -> Any:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        got = await read()
-        if check(got):
-            return got
-        assert asyncio.get_running_loop().time() < deadline, f"{what}: still {got!r} after {within} s"
-        await asyncio.sleep(0.05)
-
-
 DOC = {"voltage": 24.5, "readings": [0.1, 1.25], "mode": "CV", "output": True, "setpoint": 24.0}
 
 
@@ -147,32 +138,32 @@ async def test_json_members_and_plain_payloads_are_read(lab: Gateway, broker: Br
             broker.publish("lab/thermo/t1", "21.75")
             return await dv(name)()
 
-        got = await _wait_for(lambda: published_and_good("Psu.Voltage"), lambda d: d.StatusCode.is_good(),
+        got = await wait_for(lambda: published_and_good("Psu.Voltage"), lambda d: d.StatusCode.is_good(),
                               what="first message")
         assert got.Value.Value == 24.5
         assert (await dv("Psu.Current")()).Value.Value == 1.25
         assert (await dv("Psu.Mode")()).Value.Value == "CV"
         assert (await dv("Psu.Output")()).Value.Value is True
-        temp = await _wait_for(dv("Thermo.Temperature"), lambda d: d.StatusCode.is_good())
+        temp = await wait_for(dv("Thermo.Temperature"), lambda d: d.StatusCode.is_good())
         assert temp.Value.Value == 21.75
         broker.publish("Relay/Data/PSU1", {**DOC, "voltage": 12.0})
-        await _wait_for(dv("Psu.Voltage"), lambda d: d.Value.Value == 12.0, what="second message")
+        await wait_for(dv("Psu.Voltage"), lambda d: d.Value.Value == 12.0, what="second message")
 
         broker.publish("Relay/Data/PSU1", "not json {")  # garbage: Bad, and the next good message cures it
-        bad = await _wait_for(dv("Psu.Voltage"), lambda d: d.StatusCode.value == ua.StatusCodes.BadDataEncodingInvalid,
+        bad = await wait_for(dv("Psu.Voltage"), lambda d: d.StatusCode.value == ua.StatusCodes.BadDataEncodingInvalid,
                               what="garbage payload")
         assert bad.Value.Value == 12.0
         broker.publish("Relay/Data/PSU1", {**DOC, "voltage": 13.0})
-        await _wait_for(dv("Psu.Voltage"), lambda d: d.StatusCode.is_good() and d.Value.Value == 13.0)
+        await wait_for(dv("Psu.Voltage"), lambda d: d.StatusCode.is_good() and d.Value.Value == 13.0)
 
         # Silent: nothing on the topic for longer than stale_ms (1.5 s) turns it Bad, the device Disconnected.
-        await _wait_for(dv("Psu.Voltage"), lambda d: d.StatusCode.value == ua.StatusCodes.BadCommunicationError,
+        await wait_for(dv("Psu.Voltage"), lambda d: d.StatusCode.value == ua.StatusCodes.BadCommunicationError,
                         what="silent topic")
         state = client.get_node(ua.NodeId("Psu.Diagnostics.ConnectionState", ns))
-        await _wait_for(state.read_value, lambda s: s == "Disconnected", what="silent device")
+        await wait_for(state.read_value, lambda s: s == "Disconnected", what="silent device")
         broker.publish("Relay/Data/PSU1", DOC)
-        await _wait_for(dv("Psu.Voltage"), lambda d: d.StatusCode.is_good(), what="topic speaks again")
-        await _wait_for(state.read_value, lambda s: s == "Connected")
+        await wait_for(dv("Psu.Voltage"), lambda d: d.StatusCode.is_good(), what="topic speaks again")
+        await wait_for(state.read_value, lambda s: s == "Connected")
 
 
 async def test_a_write_is_a_command_answered_on_the_response_topic(lab: Gateway, broker: Broker,
@@ -188,7 +179,7 @@ async def test_a_write_is_a_command_answered_on_the_response_topic(lab: Gateway,
         async with Client(url) as client:
             ns = await client.get_namespace_index("urn:test:mqtt")
             setpoint = client.get_node(ua.NodeId("Psu.Setpoint", ns))
-            await _wait_for(lambda: client.get_node(ua.NodeId("Psu.Diagnostics.ConnectionState", ns)).read_value(),
+            await wait_for(lambda: client.get_node(ua.NodeId("Psu.Diagnostics.ConnectionState", ns)).read_value(),
                             lambda s: s in ("Connected", "Connecting"))
             await asyncio.sleep(0.5)  # the driver subscribed
 
@@ -221,15 +212,15 @@ async def test_broker_gone_and_back_turns_values_bad_and_good(lab: Gateway, brok
             broker.publish("lab/thermo/t1", "20.5")
             return await temp.read_data_value(raise_on_bad_status=False)
 
-        await _wait_for(publish_and_read, lambda d: d.StatusCode.is_good(), what="first reading")
+        await wait_for(publish_and_read, lambda d: d.StatusCode.is_good(), what="first reading")
         broker.stop()
-        bad = await _wait_for(lambda: temp.read_data_value(raise_on_bad_status=False),
+        bad = await wait_for(lambda: temp.read_data_value(raise_on_bad_status=False),
                               lambda d: d.StatusCode.value == ua.StatusCodes.BadCommunicationError, what="broker gone")
         assert bad.Value.Value == 20.5
         state = client.get_node(ua.NodeId("Thermo.Diagnostics.ConnectionState", ns))
         assert await state.read_value() == "Disconnected"
         broker.start()
-        got = await _wait_for(publish_and_read, lambda d: d.StatusCode.is_good(), within=15, what="broker back")
+        got = await wait_for(publish_and_read, lambda d: d.StatusCode.is_good(), within=15, what="broker back")
         assert got.Value.Value == 20.5
         assert await state.read_value() == "Connected"
 
@@ -254,10 +245,10 @@ async def test_the_example_site_under_simulate_reads_and_writes_through_the_simu
         def dv(name: str) -> Any:
             return lambda: client.get_node(ua.NodeId(name, ns)).read_data_value(raise_on_bad_status=False)
 
-        voltage = await _wait_for(dv("PowerSupply.Voltage"), lambda d: d.StatusCode.is_good(), what="Voltage")
+        voltage = await wait_for(dv("PowerSupply.Voltage"), lambda d: d.StatusCode.is_good(), what="Voltage")
         assert 0 <= voltage.Value.Value <= 60
-        assert (await _wait_for(dv("Hygrometer.DewPoint"), lambda d: d.StatusCode.is_good())).Value.Value > 0
+        assert (await wait_for(dv("Hygrometer.DewPoint"), lambda d: d.StatusCode.is_good())).Value.Value > 0
         await client.get_node(ua.NodeId("PowerSupply.VoltageSetpoint", ns)).write_value(
             ua.DataValue(ua.Variant(42.0, ua.VariantType.Double)))  # answered by the relay, else BadTimeout
         assert sim.requests[-1] == ("Relay/Request/PSU1", {"voltage_setpoint": 42.0})
-        await _wait_for(dv("PowerSupply.VoltageSetpoint"), lambda d: d.Value.Value == 42.0, what="held setpoint")
+        await wait_for(dv("PowerSupply.VoltageSetpoint"), lambda d: d.Value.Value == 42.0, what="held setpoint")

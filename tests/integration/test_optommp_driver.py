@@ -6,20 +6,16 @@ garbled controller turning values Bad and Good again. One gateway serves the mod
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from asyncua import ua
+from field_client import connect, start_gateway, wait_for
 
 from gateway.drivers.optommp import memory, packets
 from gateway.drivers.optommp.simulator import MmpController
 from gateway.server import Gateway
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from field_client import connect, start_gateway, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 NS = "urn:test:optommp"

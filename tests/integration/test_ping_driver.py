@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from asyncua import Client, ua
+from field_client import wait_for
 
 from gateway.drivers.ping.driver import icmp_allowed
 from gateway.nodeset.yaml_build import compile_text
@@ -38,16 +39,6 @@ def _free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-async def _wait_for(read: Any, check: Any, within: float = 6.0, what: str = "") -> Any:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        got = await read()
-        if check(got):
-            return got
-        assert asyncio.get_running_loop().time() < deadline, f"{what}: still {got!r} after {within} s"
-        await asyncio.sleep(0.05)
 
 
 async def _close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -81,35 +72,35 @@ async def test_reachable_unreachable_and_a_service_that_returns(ping_gateway: tu
         def dv(name: str) -> Any:
             return lambda: client.get_node(ua.NodeId(name, ns)).read_data_value(raise_on_bad_status=False)
 
-        here = await _wait_for(dv("Here.Reachable"), lambda d: d.StatusCode.is_good(), what="ICMP to 127.0.0.1")
+        here = await wait_for(dv("Here.Reachable"), lambda d: d.StatusCode.is_good(), what="ICMP to 127.0.0.1")
         assert here.Value.Value is True
-        rtt = await _wait_for(dv("Here.RoundTrip"), lambda d: d.StatusCode.is_good())
+        rtt = await wait_for(dv("Here.RoundTrip"), lambda d: d.StatusCode.is_good())
         assert 0 < rtt.Value.Value < 300
-        gone = await _wait_for(dv("Nowhere.Reachable"), lambda d: d.StatusCode.is_good(), what="ICMP to nowhere")
+        gone = await wait_for(dv("Nowhere.Reachable"), lambda d: d.StatusCode.is_good(), what="ICMP to nowhere")
         assert gone.Value.Value is False
         assert (await dv("Nowhere.RoundTrip")()).StatusCode.value == ua.StatusCodes.BadNoCommunication
         state = client.get_node(ua.NodeId("Nowhere.Diagnostics.ConnectionState", ns))
-        await _wait_for(state.read_value, lambda s: s == "Connected")  # an unreachable host is a value
+        await wait_for(state.read_value, lambda s: s == "Connected")  # an unreachable host is a value
         errors = client.get_node(ua.NodeId("Nowhere.Diagnostics.ErrorCount", ns))
-        await _wait_for(errors.read_value, lambda n: n >= 1, what="probes not answered")
+        await wait_for(errors.read_value, lambda n: n >= 1, what="probes not answered")
 
-        down = await _wait_for(dv("Service.Reachable"), lambda d: d.StatusCode.is_good(), what="TCP, no service")
+        down = await wait_for(dv("Service.Reachable"), lambda d: d.StatusCode.is_good(), what="TCP, no service")
         assert down.Value.Value is False
         server = await asyncio.start_server(_close_at_once, "127.0.0.1", port)
         try:
-            await _wait_for(dv("Service.Reachable"), lambda d: d.Value.Value is True, what="service up")
-            up_rtt = await _wait_for(dv("Service.RoundTrip"), lambda d: d.StatusCode.is_good())
+            await wait_for(dv("Service.Reachable"), lambda d: d.Value.Value is True, what="service up")
+            up_rtt = await wait_for(dv("Service.RoundTrip"), lambda d: d.StatusCode.is_good())
             assert 0 < up_rtt.Value.Value < 300
         finally:
             server.close()
             await server.wait_closed()
-        await _wait_for(dv("Service.Reachable"), lambda d: d.Value.Value is False, what="service gone")
+        await wait_for(dv("Service.Reachable"), lambda d: d.Value.Value is False, what="service gone")
         gone_rtt = await dv("Service.RoundTrip")()
         assert gone_rtt.StatusCode.value == ua.StatusCodes.BadNoCommunication
         assert gone_rtt.Value.Value == up_rtt.Value.Value or gone_rtt.Value.Value > 0  # last value kept
         server = await asyncio.start_server(_close_at_once, "127.0.0.1", port)
         try:
-            await _wait_for(dv("Service.Reachable"), lambda d: d.Value.Value is True, what="service back")
+            await wait_for(dv("Service.Reachable"), lambda d: d.Value.Value is True, what="service back")
         finally:
             server.close()
             await server.wait_closed()
@@ -123,6 +114,6 @@ async def test_the_example_site_under_simulate_reaches_every_host(simulated_gate
         ns = await client.get_namespace_index("urn:opcua-gateway:examples:ping-site")
         for device in ("Plc", "PowerSupply", "Router"):
             node = client.get_node(ua.NodeId(f"{device}.Reachable", ns))
-            got = await _wait_for(lambda n=node: n.read_data_value(raise_on_bad_status=False),
+            got = await wait_for(lambda n=node: n.read_data_value(raise_on_bad_status=False),
                                   lambda d: d.StatusCode.is_good() and d.Value.Value is True, what=device)
             assert got.Value.Value is True

@@ -21,6 +21,7 @@ import pytest
 import serial
 import serial.rfc2217
 from asyncua import Client, ua
+from field_client import wait_for
 
 from gateway.drivers.base import Binding, DriverError, Point
 from gateway.drivers.pylontech import tables
@@ -121,16 +122,6 @@ async def gateway(tmp_path: Path, free_port: int, line: PtyPair, battery: Consol
         await gw.stop()
 
 
-async def _wait_for(read: Any, check: Any, within: float = 15.0, what: str = "") -> Any:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        got = await read()
-        if check(got):
-            return got
-        assert asyncio.get_running_loop().time() < deadline, f"{what}: still {got!r} after {within} s"
-        await asyncio.sleep(0.05)
-
-
 async def test_the_stack_reads_through_the_gateway_and_faults_turn_values_bad_and_good(
         gateway: Gateway, battery: ConsoleSimulator, line: PtyPair) -> None:
     stack = battery.stack
@@ -146,7 +137,7 @@ async def test_the_stack_reads_through_the_gateway_and_faults_turn_values_bad_an
             return d.StatusCode.is_good()
 
         state = client.get_node(ua.NodeId("Stack.Diagnostics.ConnectionState", ns))
-        voltage = await _wait_for(dv("Stack.M1Voltage"), good, what="first reading (after the wake-up)")
+        voltage = await wait_for(dv("Stack.M1Voltage"), good, what="first reading (after the wake-up)")
         assert battery.wakeups == 1  # the console was asleep: the driver woke it at 1200 baud
         assert voltage.Value.Value == pytest.approx(sum(cells) / 1000)
         assert (await dv("Stack.M1Current")()).Value.Value == pytest.approx(stack.current_a(m1))
@@ -168,48 +159,48 @@ async def test_the_stack_reads_through_the_gateway_and_faults_turn_values_bad_an
 
         # A row lost in noise: that module's values turn Bad, the others and the device stay Good.
         battery.garbled = {2}
-        await _wait_for(dv("Stack.M2Voltage"), lambda d: d.StatusCode.value == _S.BadDataEncodingInvalid,
+        await wait_for(dv("Stack.M2Voltage"), lambda d: d.StatusCode.value == _S.BadDataEncodingInvalid,
                         what="garbled row")
         assert (await dv("Stack.M1Voltage")()).StatusCode.is_good()
         assert await state.read_value() == "Connected"
         battery.garbled = set()
-        await _wait_for(dv("Stack.M2Voltage"), good, what="row readable again")
+        await wait_for(dv("Stack.M2Voltage"), good, what="row readable again")
 
         # Silent: no prompt comes; every value turns Bad, the device Disconnected; it answers again: Good.
         battery.silent = True
-        bad = await _wait_for(dv("Stack.M1Voltage"), lambda d: not d.StatusCode.is_good(), what="silent console")
+        bad = await wait_for(dv("Stack.M1Voltage"), lambda d: not d.StatusCode.is_good(), what="silent console")
         assert bad.StatusCode.value == _S.BadTimeout
         assert bad.Value.Value == pytest.approx(sum(cells) / 1000)  # the last value is kept
-        await _wait_for(state.read_value, lambda s: s == "Disconnected", what="silent device")
+        await wait_for(state.read_value, lambda s: s == "Disconnected", what="silent device")
         battery.silent = False
-        await _wait_for(dv("Stack.M1Voltage"), good, what="console answers again")
-        await _wait_for(state.read_value, lambda s: s == "Connected")
+        await wait_for(dv("Stack.M1Voltage"), good, what="console answers again")
+        await wait_for(state.read_value, lambda s: s == "Connected")
         assert battery.wakeups == 1
 
         # Noise instead of answers: Bad, and Good again once the console answers.
         battery.noise = True
-        noisy = await _wait_for(dv("Stack.M1Voltage"), lambda d: not d.StatusCode.is_good(), what="noise")
+        noisy = await wait_for(dv("Stack.M1Voltage"), lambda d: not d.StatusCode.is_good(), what="noise")
         assert noisy.StatusCode.value == _S.BadCommunicationError
         battery.noise = False
-        await _wait_for(dv("Stack.M1Voltage"), good, what="noise gone")
+        await wait_for(dv("Stack.M1Voltage"), good, what="noise gone")
 
         # The console fell back asleep (the battery restarted): after repeated failures the port is opened
         # again, the console gives no prompt, and the driver wakes it once more.
         battery.asleep = True
-        await _wait_for(dv("Stack.M1Voltage"), lambda d: not d.StatusCode.is_good(), what="asleep")
-        await _wait_for(dv("Stack.M1Voltage"), good, within=20, what="woken again")
+        await wait_for(dv("Stack.M1Voltage"), lambda d: not d.StatusCode.is_good(), what="asleep")
+        await wait_for(dv("Stack.M1Voltage"), good, within=20, what="woken again")
         assert battery.wakeups == 2
 
         # The line goes away (socat ends: both ends of the pty pair vanish) and comes back.
         await line.stop()
-        gone = await _wait_for(dv("Stack.M1Voltage"), lambda d: not d.StatusCode.is_good(), what="line gone")
+        gone = await wait_for(dv("Stack.M1Voltage"), lambda d: not d.StatusCode.is_good(), what="line gone")
         assert gone.StatusCode.value == _S.BadCommunicationError
-        await _wait_for(state.read_value, lambda s: s == "Disconnected")
+        await wait_for(state.read_value, lambda s: s == "Disconnected")
         errors = client.get_node(ua.NodeId("Stack.Diagnostics.LastError", ns))
         assert "ttyGateway" in await errors.read_value()
         await line.start()
-        await _wait_for(dv("Stack.M1Voltage"), good, within=40, what="line back")  # backoff doubles, capped
-        await _wait_for(state.read_value, lambda s: s == "Connected")
+        await wait_for(dv("Stack.M1Voltage"), good, within=40, what="line back")  # backoff doubles, capped
+        await wait_for(state.read_value, lambda s: s == "Connected")
         assert battery.wakeups == 2  # the battery stayed awake: only the cable went
 
 
@@ -412,10 +403,10 @@ async def test_the_example_site_under_simulate_wakes_and_reads_the_simulated_sta
         def dv(name: str) -> Any:
             return lambda: client.get_node(ua.NodeId(name, ns)).read_data_value(raise_on_bad_status=False)
 
-        voltage = await _wait_for(dv("Battery.Module1Voltage"), lambda d: d.StatusCode.is_good(), what="voltage")
+        voltage = await wait_for(dv("Battery.Module1Voltage"), lambda d: d.StatusCode.is_good(), what="voltage")
         assert 45.0 < voltage.Value.Value < 54.0
-        soc = await _wait_for(dv("Battery.Module2Soc"), lambda d: d.StatusCode.is_good())
+        soc = await wait_for(dv("Battery.Module2Soc"), lambda d: d.StatusCode.is_good())
         assert 0 <= soc.Value.Value <= 100
-        cell = await _wait_for(dv("Battery.Module1CellMin"), lambda d: d.StatusCode.is_good())
+        cell = await wait_for(dv("Battery.Module1CellMin"), lambda d: d.StatusCode.is_good())
         assert 3.0 < cell.Value.Value < 3.6
         assert sim.consoles["Battery"].knows_baud and sim.consoles["Battery"].wakeups == 1

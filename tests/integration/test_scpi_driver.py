@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,14 +16,12 @@ from urllib.parse import urlsplit
 import pytest
 import pytest_asyncio
 from asyncua import ua
+from field_client import connect, start_gateway, wait_for
 
 from gateway.drivers.base import Binding, Point
 from gateway.drivers.scpi.driver import ScpiDriver
 from gateway.drivers.scpi.simulator import ScpiInstrument
 from gateway.server import Gateway
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from field_client import connect, start_gateway, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 NS = "urn:test:scpi"
