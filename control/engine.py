@@ -347,6 +347,7 @@ class ControlEngine:
         n.set("State", int(self.state.state), V.Int32)
         n.set("StateName", self.state.state.name, V.String)
         n.set("Mode", self.mode, V.String)
+        n.set("ModeCode", self.modes[self.mode].code, V.UInt16)
         n.set("Cycles", self.cycles, V.UInt64)
         n.set("CycleOverruns", self.overruns, V.UInt32)
         n.set("DroppedConflicts", list(self.dropped), V.String)

@@ -10,6 +10,7 @@ from asyncua import Server, ua
 
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.control.engine import ControlEngine
+from gateway.control.mode_code import bind_mode_code
 from gateway.control.outputs import AddressSpaceNodes
 from gateway.control.schedule.service import ScheduleService
 from gateway.control.site import read_control, site_variables
@@ -47,6 +48,7 @@ async def start_control(server: Server, site: LoadedSite | None, feed: ChangeFee
     engine = ControlEngine(config, write_path.write, clock, AddressSpaceNodes(server, control_id, gw_ns, feed, clock))
     engine.image.attach(feed, lambda node: read_value(aspace, node))
     await engine.start()
+    bind_mode_code(engine, write_path)
     log.info("control: mode %s, %d setpoint(s), %d interlock(s), period %g ms", config.mode, len(config.setpoints),
              len(config.interlocks), config.period_s * 1000)
     return engine

@@ -3,6 +3,12 @@
 A mode is a controller at MODE priority that runs only while it is the active mode and the system is in
 Run. Its parameters (name, unit, range, default) are declared in `PARAMETERS`: the YAML compiler makes
 each a writable, persisted variable of the site, and the engine reads them from there every cycle.
+
+Each mode has a fixed numeric `code` (the engine shows the active one as `ModeCode`, a Modbus master
+reads and writes it through the facade): 0 Passive, 1 Manual, 2 MaxSelfConsumption, 3 PeakShaving,
+4 ChargeOnly, 5 ExternalControl, 6 LoadMatching, 7 CostSaving, 8 LocalControl, 9 Backup. A new mode
+takes the next free code; a code is never reused, so a SCADA's configuration keeps its meaning across
+versions.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class Param:
 
 class Mode(Controller):
     priority = MODE
+    code: int = -1  # its number in ModeCode: fixed per mode, unique
     PARAMETERS: tuple[Param, ...] = ()
 
     def param(self, name: str) -> float:
@@ -51,6 +58,8 @@ MODES: dict[str, type[Mode]] = {}
 def register(cls: type[Mode]) -> type[Mode]:
     if not cls.name or cls.name in MODES:
         raise ValueError(f"mode {cls.__name__}: needs a name of its own, got {cls.name!r}")
+    if cls.code < 0 or any(m.code == cls.code for m in MODES.values()):
+        raise ValueError(f"mode {cls.__name__}: needs a code of its own (>= 0), got {cls.code}")
     MODES[cls.name] = cls
     return cls
 
@@ -62,6 +71,20 @@ def load_modes() -> dict[str, type[Mode]]:
     return MODES
 
 
+def mode_codes() -> dict[str, int]:
+    """Mode name -> its code in ModeCode."""
+    return {name: cls.code for name, cls in load_modes().items()}
+
+
+def mode_names() -> list[str]:
+    """ModeCode's names: index = code ("" for a code no mode has)."""
+    codes = mode_codes()
+    names = [""] * (max(codes.values()) + 1)
+    for name, code in codes.items():
+        names[code] = name
+    return names
+
+
 def make_mode(name: str, params: dict[str, Any] | None = None) -> Mode:
     modes = load_modes()
     if name not in modes:
@@ -69,4 +92,5 @@ def make_mode(name: str, params: dict[str, Any] | None = None) -> Mode:
     return modes[name](params)
 
 
-__all__ = ["MODES", "CycleContext", "Mode", "Param", "load_modes", "make_mode", "register"]
+__all__ = ["MODES", "CycleContext", "Mode", "Param", "load_modes", "make_mode", "mode_codes", "mode_names",
+           "register"]

@@ -33,6 +33,7 @@ ON_GRID, ISLANDED, RECONNECTING = "on grid", "islanded", "reconnecting"
 @register
 class Backup(Mode):
     name = "Backup"
+    code = 9
     inputs = ("frequency", "grid_voltage", "soc")
     setpoints = ("battery_power", "grid_connect", "grid_forming", "load_shed")
     PARAMETERS = (

@@ -12,6 +12,7 @@ from gateway.control.modes import CycleContext, Mode, Param, register
 @register
 class ChargeOnly(Mode):
     name = "ChargeOnly"
+    code = 4
     inputs = ("soc",)
     setpoints = ("battery_power",)
     PARAMETERS = (

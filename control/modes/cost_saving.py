@@ -20,6 +20,7 @@ from gateway.control.modes import CycleContext, Mode, Param, register
 @register
 class CostSaving(Mode):
     name = "CostSaving"
+    code = 7
     inputs = ("price", "soc", "grid_power", "battery_power")
     setpoints = ("battery_power",)
     PARAMETERS = (

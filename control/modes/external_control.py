@@ -10,6 +10,7 @@ from gateway.control.modes import CycleContext, Mode, register
 @register
 class ExternalControl(Mode):
     name = "ExternalControl"
+    code = 5
     inputs = ("external_power",)
     setpoints = ("battery_power",)
 

@@ -14,6 +14,7 @@ from gateway.control.modes import CycleContext, Mode, Param, register
 @register
 class LoadMatching(Mode):
     name = "LoadMatching"
+    code = 6
     inputs = ("load_power", "soc")
     setpoints = ("battery_power",)
     PARAMETERS = (

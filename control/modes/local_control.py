@@ -21,6 +21,7 @@ from gateway.control.modes import CycleContext, Mode, Param, register
 @register
 class LocalControl(Mode):
     name = "LocalControl"
+    code = 8
     inputs = ("local_power", "local_heartbeat", "local_reactive_power")
     setpoints = ("battery_power", "reactive_power")
     PARAMETERS = (

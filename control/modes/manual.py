@@ -9,6 +9,7 @@ from gateway.control.modes import CycleContext, Mode, register
 @register
 class Manual(Mode):
     name = "Manual"
+    code = 1
 
     def run(self, ctx: CycleContext) -> None:
         return None

@@ -18,6 +18,7 @@ from gateway.control.pid import PID
 @register
 class MaxSelfConsumption(Mode):
     name = "MaxSelfConsumption"
+    code = 2
     inputs = ("grid_power", "soc")
     setpoints = ("battery_power",)
     PARAMETERS = (

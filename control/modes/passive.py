@@ -8,6 +8,7 @@ from gateway.control.modes import CycleContext, Mode, register
 @register
 class Passive(Mode):
     name = "Passive"
+    code = 0
     setpoints = ("battery_power",)
 
     def run(self, ctx: CycleContext) -> None:

@@ -13,6 +13,7 @@ from gateway.control.modes import CycleContext, Mode, Param, register
 @register
 class PeakShaving(Mode):
     name = "PeakShaving"
+    code = 3
     inputs = ("grid_power", "battery_power")
     setpoints = ("battery_power",)
     PARAMETERS = (

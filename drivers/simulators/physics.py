@@ -41,7 +41,11 @@ class Model:
 @dataclass
 class Battery(Model):
     """SOC integrates power; the charge and discharge limits derate to 0 within `derate_band` % of the SOC
-    limits and above 45 °C; the cell temperature follows losses (I²R ~ P²) with a first-order lag."""
+    limits and above 45 °C; the cell temperature follows losses (I²R ~ P²) with a first-order lag.
+
+    Reactive power follows its setpoint at once, within what the inverter's apparent power rating
+    (`apparent_power_kva`, 0: the power rating) leaves beside the active power: |Q| <= sqrt(S² - P²),
+    active power first, as grid codes ask of a battery inverter."""
 
     kind: ClassVar[str] = "battery"
     inputs: ClassVar[tuple[str, ...]] = ("ActivePowerSetpoint", "ReactivePowerSetpoint", "GridFormingSetpoint")
@@ -61,7 +65,8 @@ class Battery(Model):
     thermal_tau_s: float = 900.0
     setpoint: float = 0.0
     power: float = 0.0
-    q_setpoint: float = 0.0  # kvar, > 0 injecting (over-excited); within +/- max_power_kw, at once
+    apparent_power_kva: float = 0.0  # the inverter's rating S; 0: max_power_kw
+    q_setpoint: float = 0.0  # kvar, > 0 injecting (over-excited)
     reactive_power: float = 0.0
     fault: int = 0  # 0 = none; see inject_fault
     grid_forming: bool = False  # forming the grid: on an island its power follows the load, not the setpoint
@@ -85,6 +90,11 @@ class Battery(Model):
         chg = self.max_power_kw * _clamp((self.soc_max - self.soc) / self.derate_band, 0.0, 1.0) * thermal
         return chg, dis
 
+    def q_limit(self) -> float:
+        """The reactive power (kvar, either sign) the rating leaves at the present active power."""
+        rating = self.apparent_power_kva or self.max_power_kw
+        return math.sqrt(max(0.0, rating * rating - self.power * self.power))
+
     def inject_fault(self, code: int) -> None:
         """A fault trips the battery: power goes to 0 and stays there until `clear_fault`."""
         self.fault = code
@@ -104,7 +114,7 @@ class Battery(Model):
             target = 0.0 if self.fault else _clamp(self.setpoint, -chg, dis)
             ramp = self.ramp_kw_per_s * dt
             self.power += _clamp(target - self.power, -ramp, ramp)
-        self.reactive_power = 0.0 if self.fault else _clamp(self.q_setpoint, -self.max_power_kw, self.max_power_kw)
+        self.reactive_power = 0.0 if self.fault else _clamp(self.q_setpoint, -self.q_limit(), self.q_limit())
         energy_kwh = self.power * dt / 3600.0
         drawn = energy_kwh / self.efficiency if energy_kwh > 0 else energy_kwh * self.efficiency
         self.soc = _clamp(self.soc - drawn / self.capacity_kwh * 100.0, 0.0, 100.0)
@@ -179,7 +189,8 @@ class Load(Model):
     """Site consumption: a base, a midday bump and seeded noise (a random walk of at most `noise_kw` per
     step, within +/-5 `noise_kw`; 0: a steady load). A test steps the load by changing `base_kw`.
     `sheddable_kw` of it are non-priority loads, off while `ShedSetpoint` is set; on an island nobody
-    forms, the load is dark (0)."""
+    forms, the load is dark (0). Its reactive power is that of an inductive load at `power_factor`:
+    Q = P x tan(acos(pf))."""
 
     kind: ClassVar[str] = "load"
     inputs: ClassVar[tuple[str, ...]] = ("ShedSetpoint",)
@@ -191,6 +202,7 @@ class Load(Model):
     noise_kw: float = 1.0
     sheddable_kw: float = 0.0
     shed: bool = False
+    power_factor: float = 0.95  # lagging; 1: a purely resistive load
     hours: float = field(init=False, default=0.0)
     power: float = field(init=False, default=0.0)
     _noise: float = field(init=False, default=0.0)
@@ -216,13 +228,19 @@ class Load(Model):
             raise KeyError(name)
         self.shed = bool(value)
 
+    @property
+    def reactive_power(self) -> float:
+        pf = _clamp(self.power_factor, 0.1, 1.0)
+        return self.power * math.tan(math.acos(pf))
+
     def outputs(self) -> dict[str, Any]:
-        return {"ActivePower": self.power, "ShedSetpoint": self.shed}
+        return {"ActivePower": self.power, "ReactivePower": self.reactive_power, "ShedSetpoint": self.shed}
 
 
 @dataclass
 class GridMeter(Model):
-    """Grid power = load - PV - battery of the whole simulated site; energies integrate it.
+    """Grid power = load - PV - battery of the whole simulated site; energies integrate it. Reactive
+    power likewise: the loads' minus the batteries' (> 0 drawn from the grid; the PV runs at cos phi 1).
 
     The grid frequency wanders by at most `frequency_noise_hz` per step within +/-0.05 Hz of
     `frequency_target_hz`; a changed target is approached at `frequency_ramp_hz_per_s` (0: at once), so a
@@ -244,6 +262,7 @@ class GridMeter(Model):
     grid_up: float = 1.0  # 0: the grid is lost
     breaker_closed: bool = True
     power: float = field(init=False, default=0.0)
+    reactive_power: float = field(init=False, default=0.0)
     frequency: float = field(init=False, default=50.0)
     _base_hz: float = field(init=False, default=50.0)  # where the frequency ramps, before the wander
     _wander: float = field(init=False, default=0.0)
@@ -282,6 +301,8 @@ class GridMeter(Model):
         load = sum(m.power for m in loads) if loads else self.base_load_kw
         self.power = 0.0 if self.islanded else \
             load - sum(m.power for m in plant.of(PvInverter)) - sum(m.power for m in plant.of(Battery))
+        load_q = sum(m.reactive_power for m in loads) if loads else 0.0
+        self.reactive_power = 0.0 if self.islanded else load_q - sum(m.reactive_power for m in plant.of(Battery))
         if dt:
             self._base_hz = self._towards(self._base_hz, dt)
             n = self.frequency_noise_hz
@@ -295,7 +316,8 @@ class GridMeter(Model):
 
     def outputs(self) -> dict[str, Any]:
         up = self.grid_up >= 0.5
-        return {"ActivePower": self.power, "Frequency": self.frequency if up else 0.0,
+        return {"ActivePower": self.power, "ReactivePower": self.reactive_power,
+                "Frequency": self.frequency if up else 0.0,
                 "ImportEnergy": self.import_kwh, "ExportEnergy": self.export_kwh,
                 "Voltage": 230.0 + (self.frequency - 50.0) * 20.0 + self.voltage_offset_v if up else 0.0,
                 "GridConnectSetpoint": self.breaker_closed}

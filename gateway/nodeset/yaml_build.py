@@ -506,6 +506,9 @@ def build(doc: Any, source: str) -> bytes:
     for clash in sorted(taken):
         b.problem(doc, clash, f"'{clash}' names both a device and a site variable", "variables")
     by_path = {v.path: v for _, _, vs in devices for v in vs} | {v.path: v for v in site_vars}
+    if isinstance(doc.get("control"), dict):  # the engine's ModeCode, which a facade may show
+        mode_code = _mode_code_var(site_name)
+        by_path[mode_code.path] = mode_code
     facade = facade_section.check(b, doc, by_path)
     names: dict[str | None, set[str]] = {None: seen_devices | {v.name for v in site_vars}}
     names.update({name: {v.name for v in variables} | {a.name for a in alarms.get(name, ())}
@@ -589,11 +592,16 @@ def _check_control(b: _Builder, doc: Any, control: Any, devices: list[tuple[str,
         b.problem(doc, "control", message, "control")
 
 
+def _mode_code_var(site_name: str) -> _Var:
+    return _Var("ModeCode", f"{site_name}.Control.ModeCode", _Map({"writable": True}), "UInt16")
+
+
 def _emit_control(w: _Writer, site_name: str, site_id: str, control: dict) -> None:
-    """The `control:` section: a Control object with the section as JSON and one variable per mode parameter."""
+    """The `control:` section: a Control object with the section as JSON, its ModeCode, and one variable per
+    mode parameter."""
     import json
 
-    from gateway.control.modes import load_modes
+    from gateway.control.modes import load_modes, mode_names
     from gateway.control.site import CONFIG_PROPERTY
 
     cid = f"{site_id}.Control"
@@ -601,6 +609,27 @@ def _emit_control(w: _Writer, site_name: str, site_id: str, control: dict) -> No
            [("HasTypeDefinition", "i=61", True), ("HasComponent", site_id, False)], parent=site_id)
     _property(w, cid, CONFIG_PROPERTY, "String", _scalar("String", json.dumps(control, sort_keys=True)),
               gateway=True)
+    # Declared here (the engine shows the value) so that the facade can map it: a MultiStateDiscrete whose
+    # EnumStrings name each code; operators write a code to switch modes.
+    names = mode_names()
+    mode = str(control.get("mode", "Passive"))
+    mode_code = _mode_code_var(site_name)
+    el = w.node("UAVariable", f"ns=1;s={mode_code.path}", "1:ModeCode", "ModeCode",
+                "The active mode as a number (" + ", ".join(f"{i} {n}" for i, n in enumerate(names) if n) +
+                "); write one to switch modes (operators).",
+                [("HasTypeDefinition", "i=2376", True), ("HasComponent", cid, False)], parent=cid,
+                DataType="i=5", AccessLevel="3", UserAccessLevel="3")
+    w.value(el, _scalar("UInt16", str(names.index(mode) if mode in names else 0)))
+    enum = w.node("UAVariable", f"ns=1;s={mode_code.path}.EnumStrings", "EnumStrings", "EnumStrings", None,
+                  [("HasTypeDefinition", "i=68", True), ("HasProperty", f"ns=1;s={mode_code.path}", False)],
+                  parent=f"ns=1;s={mode_code.path}", DataType="i=21", ValueRank="1", ArrayDimensions="0")
+
+    def strings(v: etree._Element) -> None:
+        lst = _t(v, "ListOfLocalizedText")
+        for name in names:
+            _t(_t(lst, "LocalizedText"), "Text", name)
+
+    w.value(enum, strings)
     modes_id = f"{cid}.Modes"
     w.node("UAObject", modes_id, "1:Modes", "Modes", "Each mode's parameters (writable, kept across restarts).",
            [("HasTypeDefinition", "i=61", True), ("HasComponent", cid, False)], parent=cid)

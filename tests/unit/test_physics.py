@@ -183,3 +183,34 @@ def test_an_island_is_served_by_a_grid_forming_battery_or_goes_dark() -> None:
     plant.step(0.1)
     assert bat.power == pytest.approx(39.0)  # following its setpoint again from where it was, ramped (10 kW/s)
     assert meter.power == pytest.approx(60.0 - 39.0)
+
+
+def test_reactive_power_is_limited_by_the_apparent_power_the_active_power_leaves() -> None:
+    bat = Battery(max_power_kw=100, apparent_power_kva=125, ramp_kw_per_s=1e9, soc=50)
+    plant = Plant([bat])
+    bat.set_input("ReactivePowerSetpoint", 110.0)
+    plant.step(0.1)
+    assert bat.outputs()["ReactivePower"] == pytest.approx(110.0)  # P = 0: all of S is free
+    bat.set_input("ActivePowerSetpoint", 100.0)
+    plant.step(0.1)
+    assert bat.power == pytest.approx(100.0)
+    assert bat.outputs()["ReactivePower"] == pytest.approx(75.0)  # sqrt(125² - 100²), active power first
+    bat.set_input("ReactivePowerSetpoint", -200.0)
+    plant.step(0.1)
+    assert bat.outputs()["ReactivePower"] == pytest.approx(-75.0)
+    bat.inject_fault(Battery.OVER_TEMPERATURE)
+    plant.step(0.1)
+    assert bat.outputs()["ReactivePower"] == 0.0
+
+
+def test_the_grid_meter_sums_the_loads_and_batteries_reactive_power() -> None:
+    load = Load(base_kw=60, peak_kw=0, noise_kw=0, power_factor=0.8)
+    bat, meter = Battery(max_power_kw=100), GridMeter(frequency_noise_hz=0)
+    plant = Plant([load, bat, meter])
+    plant.step(0.1)
+    assert load.outputs()["ReactivePower"] == pytest.approx(45.0)  # 60 kW at cos phi 0.8
+    assert meter.outputs()["ReactivePower"] == pytest.approx(45.0)
+    bat.set_input("ReactivePowerSetpoint", 30.0)  # the battery supplies part of it
+    plant.step(0.1)
+    assert meter.outputs()["ReactivePower"] == pytest.approx(15.0)
+    assert parse_model("load?power_factor=1").outputs()["ReactivePower"] == pytest.approx(0.0)

@@ -6,7 +6,9 @@ UserAccessLevel (`BadUserAccessDenied`); data type (`BadTypeMismatch`); EURange 
 (`BadOutOfRange`); then, for a bound variable, the device's runner: whether the field type holds the
 raw value exactly (`BadOutOfRange`) and the field write through the driver. Only when the device accepted
 the value does it reach the address space, so a rejected or failed write leaves no trace. A
-variable the gateway holds itself (a parameter) is stored on disk first, then takes the value.
+variable the gateway holds itself (a parameter) is stored on disk first, then takes the value. A
+variable a part of the gateway acts on (the control engine's `ModeCode`) has a `ValueHandler`: after
+the same checks, the handler decides and shows the value, with the writer, instead of the store.
 
 Any other attribute needs its bit in the node's WriteMask (`BadNotWritable`) and in the writer's
 UserWriteMask (`BadUserAccessDenied`). Method calls need the writer's UserExecutable. What a
@@ -19,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace, NodeData
@@ -53,6 +55,16 @@ _CURRENT_WRITE = ua.AccessLevel.CurrentWrite.mask
 MethodInvoker = Callable[[list[ua.CallMethodRequest]], Awaitable[list[ua.CallMethodResult]]]
 
 
+class ValueHandler(Protocol):
+    """Takes the writes of one variable that a part of the gateway acts on, once the write path's checks passed."""
+
+    def check(self, value: ua.Variant, writer: Writer) -> ua.StatusCode | None:
+        """Why the value would be refused (without acting), or None."""
+
+    async def apply(self, value: ua.Variant, writer: Writer) -> ua.StatusCode:
+        """Act on the value and show it in the variable; Good when done."""
+
+
 def _bad(code: int) -> ua.StatusCode:
     return ua.StatusCode(code)
 
@@ -80,11 +92,12 @@ class WritePath:
         self.parameters = parameters
         self.types = TypeIndex(aspace, {})
         self.methods: MethodRegistry | None = None
+        self.handlers: dict[ua.NodeId, ValueHandler] = {}
 
     async def write(self, wv: ua.WriteValue, writer: Writer) -> ua.StatusCode:
         old = self._current(wv)
         try:
-            status = await self._write(wv, writer.role)
+            status = await self._write(wv, writer)
         except Exception:
             log.exception("write to %s by %s failed inside the gateway", wv.NodeId.to_string(), writer.name)
             status = _bad(ua.StatusCodes.BadInternalError)
@@ -137,7 +150,8 @@ class WritePath:
         dv = av.value if av is not None else None
         return dv.Value.Value if dv is not None and dv.Value is not None else None
 
-    async def _write(self, wv: ua.WriteValue, role: Role) -> ua.StatusCode:
+    async def _write(self, wv: ua.WriteValue, writer: Writer) -> ua.StatusCode:
+        role = writer.role
         nd = self.aspace.get(wv.NodeId)
         if nd is None:
             return _bad(ua.StatusCodes.BadNodeIdUnknown)
@@ -163,6 +177,9 @@ class WritePath:
         status = self._check_range(nd, dv.Value.Value)
         if status is not None:
             return status
+        handler = self.handlers.get(wv.NodeId)
+        if handler is not None:
+            return handler.check(dv.Value, writer) or await handler.apply(dv.Value, writer)
 
         tag = self.tags.tags.get(wv.NodeId)
         if tag is not None:
