@@ -282,3 +282,20 @@ def test_backup_keeps_its_state_on_a_meter_it_cannot_read_and_runs_a_test() -> N
     run_rows("Backup", {"reconnect_s": 5.0, "test": 1.0}, [
         (1, {"frequency": 50.0, "soc": 100.0}, ISLAND),  # a backup test islands a healthy grid
     ], roles=("frequency", "soc"))
+
+
+def test_every_mode_has_its_fixed_code_and_modecode_names_them() -> None:
+    from gateway.control.modes import Mode, mode_codes, mode_names, register
+
+    # The codes a SCADA is configured with: never renumbered.
+    assert mode_codes() == {"Passive": 0, "Manual": 1, "MaxSelfConsumption": 2, "PeakShaving": 3, "ChargeOnly": 4,
+                            "ExternalControl": 5, "LoadMatching": 6, "CostSaving": 7, "LocalControl": 8, "Backup": 9}
+    assert mode_names() == ["Passive", "Manual", "MaxSelfConsumption", "PeakShaving", "ChargeOnly", "ExternalControl",
+                            "LoadMatching", "CostSaving", "LocalControl", "Backup"]
+
+    class Clash(Mode):
+        name, code = "Clash", 2
+
+    with pytest.raises(ValueError, match="needs a code of its own"):
+        register(Clash)
+    assert "Clash" not in MODES
