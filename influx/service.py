@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from asyncua import ua
-from asyncua.server.address_space import AddressSpace
 
 from gateway.clock import SYSTEM_CLOCK, Clock
+from gateway.health.publish import node_table, refresh_every, store_changed
 from gateway.influx.config import InfluxConfig
 from gateway.influx.diskqueue import DiskQueue
 from gateway.influx.series import SeriesCatalog
 from gateway.influx.writer import SeriesWriter
-from gateway.values.aspace_io import StoredDataValue, read_value
 from gateway.values.feed import ChangeFeed
 from gateway.values.tags import TagTable
 
@@ -48,7 +47,7 @@ class InfluxService:
         self.catalog = SeriesCatalog(config, config.site or site, feed.aspace, tags, {gw_ns})
         self.queue = DiskQueue(queue_path(data_dir), config.queue_max_bytes, int(config.queue_max_age_s * 1e9))
         self.writer = SeriesWriter(config, self.catalog, self.queue)
-        self.nodes = {name: (ua.NodeId(ident, gw_ns), vt) for name, (ident, vt) in NODES.items()}
+        self.nodes = node_table(NODES, gw_ns)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -71,22 +70,7 @@ class InfluxService:
                 "PointsDropped": w.dropped, "PointsRejected": w.stats.rejected, "LastError": w.last_error}
 
     async def refresh(self) -> None:
-        now = self.clock.now()
-        aspace: AddressSpace = self.feed.aspace
-        for name, value in self.snapshot().items():
-            nodeid, vt = self.nodes[name]
-            if aspace.get(nodeid) is None:
-                continue
-            old = read_value(aspace, nodeid)
-            if old is not None and old.Value is not None and old.Value.Value == value:
-                continue
-            await self.feed.store(nodeid, StoredDataValue(ua.Variant(value, vt), SourceTimestamp=now,
-                                                          ServerTimestamp=now))
+        await store_changed(self.feed, self.nodes, self.snapshot(), self.clock)
 
     async def _refresh_loop(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except Exception:  # the display must never take the writer or the gateway down
-                log.exception("refreshing Gateway/Diagnostics/Influx failed")
-            await self.clock.sleep(REFRESH_S)
+        await refresh_every(self.refresh, self.clock, "Gateway/Diagnostics/Influx", REFRESH_S)

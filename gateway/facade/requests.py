@@ -11,6 +11,11 @@ role the site grants the facade, and are audited like a client's. A multi-regist
 only when all its registers are in the same request. Every value of a request is decoded and checked
 (access, type, range, watchdog) before any is written, so a refused request changes nothing.
 
+Read Device Identification (FC43, MEI type 0x0E) answers the gateway's identity: basic objects
+(VendorName, ProductCode, MajorMinorRevision from the installed version) and regular ones (VendorUrl,
+ProductName, ModelName, UserApplicationName: the site), by stream (read codes 1-3) or one object
+(read code 4); conformity level 0x82.
+
 The PDUs are decoded and encoded by pymodbus' own request and response classes.
 """
 
@@ -35,6 +40,7 @@ from pymodbus.pdu.bit_message import (
     WriteSingleCoilRequest,
     WriteSingleCoilResponse,
 )
+from pymodbus.pdu.mei_message import ReadDeviceInformationResponse
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersRequest,
     ReadHoldingRegistersResponse,
@@ -76,6 +82,12 @@ _REQUESTS: dict[int, type[ModbusPDU]] = {
     16: WriteMultipleRegistersRequest,
 }
 _READ_TABLE = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}
+ENCAPSULATED_INTERFACE, MEI_DEVICE_IDENTIFICATION = 0x2B, 0x0E
+DEVICE_ID_CONFORMITY = 0x82  # regular identification, stream and individual access
+_LAST_OBJECT = {1: 0x02, 2: 0x06, 3: 0x06}  # stream read code -> last object it reaches (no extended objects)
+# Object id -> the identity key it shows (Modbus Application Protocol v1.1b3, 6.21).
+DEVICE_ID_OBJECTS = {0x00: "manufacturer", 0x01: "product_code", 0x02: "version", 0x03: "vendor_url",
+                     0x04: "model", 0x05: "model_name", 0x06: "application"}
 _WRITE_TABLE = {5: "coil", 15: "coil", 6: "holding", 16: "holding"}
 _READ_LIMIT = {1: MAX_READ_BITS, 2: MAX_READ_BITS, 3: MAX_READ_REGISTERS, 4: MAX_READ_REGISTERS}
 _CURRENT_WRITE = ua.AccessLevel.CurrentWrite.mask
@@ -121,7 +133,11 @@ class RequestHandler:
         self.rmap: RegisterMap = build_register_map(config)
         self.status_of: dict[Register, list[tuple[int, Mapping]]] = status_bits(config.mappings)
         self.heartbeat = 0
+        self.writes_accepted = 0
+        self.writes_refused = 0  # answered with an exception
         self.sunspec = common_model(identity or {}) if config.sunspec_common else []
+        self.device_id = {oid: (identity or {}).get(key, "").encode("latin-1", "replace")[:200]
+                          for oid, key in DEVICE_ID_OBJECTS.items()}
 
     def handle(self, pdu: bytes, client: Client) -> Any:
         """The response PDU for a request PDU: bytes for a read (at once), an awaitable for a write."""
@@ -131,6 +147,8 @@ class RequestHandler:
                 return bytes([fc]) + self._read(fc, pdu)
             if fc in _WRITE_TABLE:
                 return self._write(fc, pdu, client)
+            if fc == ENCAPSULATED_INTERFACE:
+                return bytes([fc]) + self._device_identification(pdu)
             raise ModbusException(ILLEGAL_FUNCTION)
         except ModbusException as exc:
             return bytes([fc | 0x80, exc.code])
@@ -210,12 +228,36 @@ class RequestHandler:
                 word |= 1 << bit
         return word
 
+    def _device_identification(self, pdu: bytes) -> bytes:
+        if len(pdu) < 2 or pdu[1] != MEI_DEVICE_IDENTIFICATION:
+            raise ModbusException(ILLEGAL_FUNCTION)  # the other MEI type (CANopen) is not served
+        if len(pdu) != 4:
+            raise ModbusException(ILLEGAL_VALUE)
+        read_code, first = pdu[2], pdu[3]
+        if read_code == 4:
+            if first not in self.device_id:
+                raise ModbusException(ILLEGAL_ADDRESS)
+            objects = {first: self.device_id[first]}
+        elif read_code in _LAST_OBJECT:
+            last = _LAST_OBJECT[read_code]
+            if first > last:
+                first = 0  # an object the stream does not reach: from the first one (as the protocol says)
+            objects = {oid: value for oid, value in self.device_id.items() if first <= oid <= last}
+        else:
+            raise ModbusException(ILLEGAL_VALUE)
+        response = ReadDeviceInformationResponse(read_code=read_code, information=objects)
+        response.conformity = DEVICE_ID_CONFORMITY
+        return response.encode()
+
     # -- writes -------------------------------------------------------------------------------
     async def _write(self, fc: int, pdu: bytes, client: Client) -> bytes:
         try:
-            return bytes([fc]) + await self._write_items(fc, pdu, client)
+            response = bytes([fc]) + await self._write_items(fc, pdu, client)
         except ModbusException as exc:
+            self.writes_refused += 1
             return bytes([fc | 0x80, exc.code])
+        self.writes_accepted += 1
+        return response
 
     def _write_request(self, fc: int, pdu: bytes) -> tuple[Any, list[int]]:
         body = pdu[1:]

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import struct
 import time
+from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ LOG_EVERY_S = 60.0  # bad traffic is logged once per client address and minute
 class FacadeStats:
     requests: int = 0
     exceptions: int = 0
+    exception_codes: Counter[int] = field(default_factory=Counter)  # exception code -> responses
     connections: int = 0  # open now
     accepted: int = 0
     refused: int = 0  # over the limit or not allowed
@@ -133,6 +135,7 @@ class FacadeServer:
                 response = await answer if isinstance(answer, Awaitable) else answer
             if response[0] & 0x80:
                 self.stats.exceptions += 1
+                self.stats.exception_codes[response[1]] += 1
             writer.write(MBAP.pack(tid, 0, len(response) + 1, unit) + response)
             async with asyncio.timeout(idle):
                 await writer.drain()

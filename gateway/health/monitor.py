@@ -16,8 +16,8 @@ from typing import Any, Protocol
 from asyncua import ua
 
 from gateway.clock import SYSTEM_CLOCK, Clock
+from gateway.health.publish import node_table, refresh_every, store_changed
 from gateway.history.store import HistoryStore
-from gateway.values.aspace_io import StoredDataValue, read_value
 from gateway.values.feed import ChangeFeed
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class GatewayHealth:
         self.aspace = feed.aspace
         self.sources = sources
         self.clock = clock
-        self.nodes = {name: (ua.NodeId(ident, gw_ns), vt) for name, (ident, vt) in _NODES.items()}
+        self.nodes = node_table(_NODES, gw_ns)
         self._task: asyncio.Task[None] | None = None
         self._last_reminder = float("-inf")
         self._last_state = ""
@@ -83,16 +83,7 @@ class GatewayHealth:
     async def refresh(self) -> dict[str, Any]:
         """Write what changed into the address space; log the state of history while it is not writing."""
         values = self.snapshot()
-        now = self.clock.now()
-        for name, value in values.items():
-            nodeid, vt = self.nodes[name]
-            if self.aspace.get(nodeid) is None:
-                continue
-            old = read_value(self.aspace, nodeid)
-            if old is not None and old.Value is not None and old.Value.Value == value:
-                continue
-            await self.feed.store(nodeid, StoredDataValue(ua.Variant(value, vt), SourceTimestamp=now,
-                                                                   ServerTimestamp=now))
+        await store_changed(self.feed, self.nodes, values, self.clock)
         self._remind(values)
         return values
 
@@ -117,9 +108,4 @@ class GatewayHealth:
             self._task = None
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except Exception:  # the health display must never take the gateway down
-                log.exception("refreshing Gateway/Diagnostics failed")
-            await self.clock.sleep(REFRESH_S)
+        await refresh_every(self.refresh, self.clock, "Gateway/Diagnostics", REFRESH_S)

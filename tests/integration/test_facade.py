@@ -244,8 +244,8 @@ async def test_a_request_over_the_protocol_limits_answers_0x03(facade) -> None:
     _, port = facade
     too_many = struct.pack(">HHHBBHH", 1, 0, 6, 1, 3, 0, 126)  # FC03 of 126 registers
     assert await _raw(port, too_many) == struct.pack(">HHHBBB", 1, 0, 3, 1, 0x83, 0x03)
-    unknown_function = struct.pack(">HHHBB", 2, 0, 2, 1, 0x2B)
-    assert await _raw(port, unknown_function) == struct.pack(">HHHBBB", 2, 0, 3, 1, 0xAB, 0x01)
+    unknown_function = struct.pack(">HHHBB", 2, 0, 2, 1, 0x11)  # Report Server ID: not served
+    assert await _raw(port, unknown_function) == struct.pack(">HHHBBB", 2, 0, 3, 1, 0x91, 0x01)
     other_unit = struct.pack(">HHHBBHH", 3, 0, 6, 9, 3, 0, 1)
     assert await _raw(port, other_unit) == struct.pack(">HHHBBB", 3, 0, 3, 9, 0x83, 0x0A)
 
@@ -467,3 +467,29 @@ async def test_mbpoll_reads_floats_and_sees_a_range_refusal_as_0x03(facade) -> N
     code, out = await _mbpoll_run("-m", "tcp", "-p", str(port), "-a", "1", "-0", "-1", "-t", "4", "-r", "40",
                                   "-c", "1", "127.0.0.1")
     assert code == 0 and "(-500)" in out, out
+
+
+async def test_read_device_identification_answers_the_gateways_identity(facade, master: AsyncModbusTcpClient) -> None:
+    from gateway import product
+
+    _, port = facade
+    version = product.version().encode()
+    basic = await master.read_device_information(read_code=1, object_id=0, device_id=1)
+    assert not basic.isError(), basic
+    assert basic.information == {0: b"opcua-gateway project", 1: b"opcua-gateway", 2: version}
+    assert basic.conformity == 0x82 and basic.more_follows == 0
+    regular = await master.read_device_information(read_code=2, object_id=0, device_id=1)
+    assert regular.information == {0: b"opcua-gateway project", 1: b"opcua-gateway", 2: version,
+                                   3: b"urn:opcua-gateway", 4: b"OPC UA Gateway", 5: b"Modbus TCP facade",
+                                   6: b"FacadeSite"}
+    one = await master.read_device_information(read_code=4, object_id=6, device_id=1)
+    assert one.information == {6: b"FacadeSite"}
+    # A stream from an object it does not reach starts at the first one; an unknown object alone is 0x02.
+    restarted = await master.read_device_information(read_code=1, object_id=5, device_id=1)
+    assert sorted(restarted.information) == [0, 1, 2]
+    unknown = await master.read_device_information(read_code=4, object_id=0x80, device_id=1)
+    assert unknown.isError() and unknown.exception_code == 0x02
+    bad_code = struct.pack(">HHHBBBBB", 4, 0, 5, 1, 0x2B, 0x0E, 7, 0)
+    assert await _raw(port, bad_code) == struct.pack(">HHHBBB", 4, 0, 3, 1, 0xAB, 0x03)
+    canopen = struct.pack(">HHHBBBBB", 5, 0, 5, 1, 0x2B, 0x0D, 1, 0)
+    assert await _raw(port, canopen) == struct.pack(">HHHBBB", 5, 0, 3, 1, 0xAB, 0x01)
