@@ -279,6 +279,11 @@ async def test_a_bad_value_answers_0x04_and_sets_its_status_bit(facade, master: 
     assert rr.exception_code == 0x04
     status = await master.read_input_registers(100, count=1, device_id=1)
     assert status.registers == [0b11]
+    # A setpoint for the device that no longer answers: the write path's BadCommunicationError is 0x0B.
+    feeder = Feeder(master)
+    await feeder.feed()
+    lost = await master.write_register(0, 100, device_id=1)
+    assert lost.isError() and lost.exception_code == 0x0B
 
 
 async def test_a_site_sentinel_answers_bad_values(simulated_gateway, tmp_path: Path) -> None:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import shutil
 import socket
 import struct
+import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -61,6 +64,16 @@ async def _until(condition: Callable[[], Awaitable[bool] | bool], within: float)
             if await result if isinstance(result, Awaitable) else result:
                 return
             await asyncio.sleep(0.1)
+
+
+async def _mbpoll(*args: str) -> tuple[int, str]:
+    path = shutil.which("mbpoll")
+    if path is None:
+        pytest.skip("mbpoll is not installed (tests/run.sh installs it: apt-get install mbpoll)")
+    proc = await asyncio.create_subprocess_exec(path, *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    async with asyncio.timeout(20):
+        out = (await proc.communicate())[0].decode()
+    return proc.returncode or 0, out
 
 
 class Scada:
@@ -142,6 +155,15 @@ async def test_the_demo_map_shows_q_and_the_mode_and_takes_setpoints_until_the_w
             return _signed((await scada.inputs(BATTERY_Q, 1))[0]) == -250
 
         await _until(battery_q_shown, 5)
+        # mbpoll (Debian) as the SCADA's tool: a reactive power setpoint that reaches the battery, then reads.
+        code, out = await _mbpoll("-m", "tcp", "-p", str(port), "-a", "1", "-0", "-t", "4", "-r", str(Q_SETPOINT),
+                                  "127.0.0.1", "150")
+        assert code == 0, out
+        await _until(lambda: battery.get("ReactivePower") == pytest.approx(15.0), 5)
+        code, out = await _mbpoll("-m", "tcp", "-p", str(port), "-a", "1", "-0", "-1", "-t", "4", "-r", str(MODE),
+                                  "-c", "2", "127.0.0.1")
+        assert code == 0 and re.search(rf"\[{MODE}\]:\s+{EXTERNAL_CONTROL}\b", out), out
+        assert re.search(rf"\[{Q_SETPOINT}\]:\s+150\b", out), out
 
         async with Client(gw.config.endpoint) as ua_client:
             ns, gw_ns = await ua_client.get_namespace_index(NS), await ua_client.get_namespace_index(GW_NS)
