@@ -373,6 +373,10 @@ class RequestHandler:
         if m.eurange is not None and isinstance(value, int | float) and not isinstance(value, bool) and \
                 not m.eurange[0] <= value <= m.eurange[1]:
             return _S.BadOutOfRange
+        handler = self.write_path.handlers.get(m.nodeid)  # a variable a part of the gateway acts on (ModeCode)
+        handled = handler.check(variant(m, value), writer) if handler is not None else None
+        if handled is not None:
+            return handled.value
         if m.guarded and self.watchdog is not None and self.watchdog.expired:
             return _S.BadInvalidState  # the SCADA must show it is alive before its setpoints are taken again
         return None

@@ -144,6 +144,11 @@ async def test_the_demo_map_shows_q_and_the_mode_and_takes_setpoints_until_the_w
         no_such_mode = await scada.client.write_register(MODE, 9, device_id=1)
         assert no_such_mode.isError() and no_such_mode.exception_code == 0x03
         assert gw.control.mode == "ExternalControl"
+        # In one FC16 with good setpoints, the unknown mode refuses the whole request: none is written.
+        before = (await scada.client.read_holding_registers(EXTERNAL_P, count=5, device_id=1)).registers
+        mixed = await scada.client.write_registers(EXTERNAL_P, [200, 500, 50, 9, 100], device_id=1)
+        assert mixed.isError() and mixed.exception_code == 0x03
+        assert (await scada.client.read_holding_registers(EXTERNAL_P, count=5, device_id=1)).registers == before
 
         # Setpoints: the battery power ExternalControl follows, and the battery's reactive power.
         assert not (await scada.client.write_register(EXTERNAL_P, 300, device_id=1)).isError()  # 30 kW
