@@ -209,3 +209,29 @@ async def test_every_write_and_call_is_audited(site, caplog: pytest.LogCaptureFi
     assert [(c.writer.name, c.status.value) for c in calls] == [
         ("viewer1", ua.StatusCodes.BadUserAccessDenied), ("operator1", answered.StatusCode.value)]
     assert calls[0].method == request.MethodId and calls[0].inputs == [4242]
+
+
+async def test_a_value_handler_acts_after_the_write_paths_checks_with_the_writer(site) -> None:
+    _server, path, _runner = site
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.applied: list[tuple[object, str]] = []
+
+        def check(self, value: ua.Variant, writer: Writer) -> ua.StatusCode | None:
+            return ua.StatusCode(ua.StatusCodes.BadOutOfRange) if value.Value < 0 else None
+
+        async def apply(self, value: ua.Variant, writer: Writer) -> ua.StatusCode:
+            self.applied.append((value.Value, writer.name))
+            return ua.StatusCode()
+
+    recorder = Recorder()
+    path.handlers[_node("Dev1.Tenths")] = recorder
+    assert await _write(path, VIEWER, _node("Dev1.Tenths"), _double(5.0)) == ua.StatusCodes.BadUserAccessDenied
+    assert await _write(path, OPERATOR, _node("Dev1.Tenths"), ua.Variant(5, ua.VariantType.Int32)) == \
+        ua.StatusCodes.BadTypeMismatch
+    assert await _write(path, OPERATOR, _node("Dev1.Tenths"), _double(-1.0)) == ua.StatusCodes.BadOutOfRange
+    assert recorder.applied == []
+    assert await _write(path, OPERATOR, _node("Dev1.Tenths"), _double(5.0)) == ua.StatusCodes.Good
+    assert recorder.applied == [(5.0, "operator1")]
+    assert _held("Tenths") == 0  # the handler took it, not the device
