@@ -25,7 +25,8 @@ def modicon(reg: Register) -> str:
 def rows(config: FacadeConfig) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     for m in config.mappings:
-        rng = f"{m.eurange[0]:g}..{m.eurange[1]:g}" if m.eurange else ""
+        rng = f"{m.eurange[0]:g}..{m.eurange[1]:g}" if m.eurange else \
+            ", ".join(f"{i} {name}" for i, name in enumerate(m.names) if name)
         status = f"{m.status[0]} bit {m.status[1]}" if m.status else ""
         multi = m.count > 1 and m.table not in ("coil", "discrete")
         out.append((m.table, str(m.offset), modicon(m.register), str(m.count), m.name, m.field_type,

@@ -59,6 +59,7 @@ class Mapping:
     status: tuple[Register, int] | None = None  # the status register and bit showing this value's quality
     unit: str = ""
     eurange: tuple[float, float] | None = None
+    names: tuple[str, ...] = ()  # a MultiStateDiscrete's EnumStrings: the name of each value from 0
 
     @property
     def register(self) -> Register:

@@ -296,10 +296,12 @@ def _mapping(aspace: AddressSpace, types: TypeIndex, nid: ua.NodeId, gw_ns: int,
         eurange = (rng.Low, rng.High)
     eu = std.get(_EU.Name, (None, None))[1]
     unit = eu.DisplayName.Text if isinstance(eu, ua.EUInformation) and eu.DisplayName is not None else ""
+    enum = std.get("EnumStrings", (None, None))[1]
+    names = tuple(t.Text or "" for t in enum if isinstance(t, ua.LocalizedText)) if isinstance(enum, list) else ()
     if before[0]:
         return None
     m = Mapping(nid, name, address.table, address.offset, count, field_type, vtype, byte_order, word_order, length,
-                float(scale), float(offset), writable, None, status, unit or "", eurange)
+                float(scale), float(offset), writable, None, status, unit or "", eurange, names)
     fallback = _get(props, "FacadeFallback", None)
     if fallback is not None:
         if not writable:

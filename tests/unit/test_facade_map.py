@@ -163,3 +163,21 @@ def test_facade_map_command_prints_markdown_and_csv(tmp_path: Path) -> None:
     assert rows[("input", "1")]["type"] == "xsd:float" and rows[("input", "1")]["unit"] == "kW"
     assert rows[("holding", "1")]["word order"] == "little" and rows[("holding", "1")]["access"] == "read/write"
     assert rows[("holding", "40000")]["registers"] == "72"
+
+
+def test_the_demo_map_is_current_and_shows_q_the_mode_and_its_codes(tmp_path: Path) -> None:
+    demo = ROOT / "nodesets" / "demo"
+    out = tmp_path / "demo-site.xml"
+    build_file(demo / "demo-site.yaml", out)
+    assert out.read_bytes() == (demo / "demo-site.xml").read_bytes(), "rebuild nodesets/demo/demo-site.xml"
+    plain = subprocess.run([sys.executable, "-m", "gateway.cli", "facade", "map", str(out), "--format", "csv"],
+                           capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 0, plain.stderr
+    rows = {(r["table"], r["offset"]): r for r in csv.DictReader(io.StringIO(plain.stdout))}
+    assert rows[("input", "7")]["node"] == "DemoSite/GridMeter/ReactivePower" and rows[("input", "7")]["unit"] == "kvar"
+    assert rows[("input", "8")]["node"] == "DemoSite/Battery1/ReactivePower"
+    mode = rows[("holding", "3")]
+    assert mode["node"] == "DemoSite/Control/ModeCode" and mode["access"] == "read/write"
+    assert mode["range"] == "0 Passive, 1 Manual, 2 MaxSelfConsumption, 3 PeakShaving, 4 ChargeOnly, 5 ExternalControl"
+    q = rows[("holding", "4")]
+    assert q["node"] == "DemoSite/Battery1/ReactivePowerSetpoint" and q["watchdog fallback"] == "0.0"
