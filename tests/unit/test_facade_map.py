@@ -178,6 +178,7 @@ def test_the_demo_map_is_current_and_shows_q_the_mode_and_its_codes(tmp_path: Pa
     assert rows[("input", "8")]["node"] == "DemoSite/Battery1/ReactivePower"
     mode = rows[("holding", "3")]
     assert mode["node"] == "DemoSite/Control/ModeCode" and mode["access"] == "read/write"
-    assert mode["range"] == "0 Passive, 1 Manual, 2 MaxSelfConsumption, 3 PeakShaving, 4 ChargeOnly, 5 ExternalControl"
+    assert mode["range"] == ("0 Passive, 1 Manual, 2 MaxSelfConsumption, 3 PeakShaving, 4 ChargeOnly, "
+                             "5 ExternalControl, 6 LoadMatching, 7 CostSaving, 8 LocalControl, 9 Backup")
     q = rows[("holding", "4")]
     assert q["node"] == "DemoSite/Battery1/ReactivePowerSetpoint" and q["watchdog fallback"] == "0.0"
