@@ -141,12 +141,12 @@ async def test_the_demo_map_shows_q_and_the_mode_and_takes_setpoints_until_the_w
         assert gw.control is not None and gw.control.mode == "ExternalControl"
         assert await scada.holding(MODE) == EXTERNAL_CONTROL
         assert "accepted GoToMode ExternalControl by facade:127.0.0.1" in caplog.text
-        no_such_mode = await scada.client.write_register(MODE, 9, device_id=1)
+        no_such_mode = await scada.client.write_register(MODE, 99, device_id=1)
         assert no_such_mode.isError() and no_such_mode.exception_code == 0x03
         assert gw.control.mode == "ExternalControl"
         # In one FC16 with good setpoints, the unknown mode refuses the whole request: none is written.
         before = (await scada.client.read_holding_registers(EXTERNAL_P, count=5, device_id=1)).registers
-        mixed = await scada.client.write_registers(EXTERNAL_P, [200, 500, 50, 9, 100], device_id=1)
+        mixed = await scada.client.write_registers(EXTERNAL_P, [200, 500, 50, 99, 100], device_id=1)
         assert mixed.isError() and mixed.exception_code == 0x03
         assert (await scada.client.read_holding_registers(EXTERNAL_P, count=5, device_id=1)).registers == before
 
@@ -189,7 +189,7 @@ async def test_the_demo_map_shows_q_and_the_mode_and_takes_setpoints_until_the_w
             await _until(counted, 5)
             assert await counter(6150).read_value() == "Listening"
             assert await counter(6151).read_value() > 10  # Requests
-            assert await counter(6160).read_value() >= 1  # WritesRefused: mode 9
+            assert await counter(6160).read_value() >= 1  # WritesRefused: mode 99
             assert await counter(6155).read_value() >= 1  # ExceptionCodes.IllegalDataValue
             assert await counter(6161).read_value() >= 1  # Connections open now
             assert await counter(6166).read_value() == 0  # WatchdogExpiries
