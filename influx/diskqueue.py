@@ -148,6 +148,11 @@ class DiskQueue:
         self.dropped += removed
         return removed
 
+    def oldest_queued_ns(self) -> int | None:
+        """When the oldest point still queued was queued (to a minute), or None for an empty queue."""
+        return self._conn().execute(
+            "SELECT max(queued_ns) FROM marks WHERE first_id <= (SELECT min(id) FROM points)").fetchone()[0]
+
     # -- sender thread -----------------------------------------------------------------------------
     def head(self, limit: int) -> list[QueuedPoint]:
         """The oldest `limit` points as (id, target, line), oldest first. SQLite joins each line itself:

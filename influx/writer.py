@@ -2,7 +2,8 @@
 
 Three stages, so the event loop never waits for a disk or a network:
 - a change feed listener (event loop) appends (series, value) to an in-memory list: a dict lookup
-  and an append;
+  and an append; an event service listener does the same with each condition's event (alarm states,
+  see alarms.py);
 - the spooler thread takes that list every `SPOOL_EVERY_S`, renders the points and commits them to
   the on-disk queue in one transaction, and applies the queue's size and age bounds;
 - the sender thread sends the head of the queue in batches and deletes a batch only once the
@@ -28,6 +29,9 @@ from datetime import UTC, datetime
 
 from asyncua import ua
 
+from gateway.events.event import GatewayEvent
+from gateway.events.service import EventService
+from gateway.influx.alarms import AlarmSeries, alarm_fields
 from gateway.influx.config import InfluxConfig
 from gateway.influx.diskqueue import DiskQueue, QueuedPoint
 from gateway.influx.endpoint import Endpoint, WriteFailed
@@ -40,6 +44,9 @@ log = logging.getLogger(__name__)
 SPOOL_EVERY_S = 0.1
 MAX_IN_MEMORY = 2_000_000  # points waiting for the spooler (a failing disk); beyond, the oldest go, counted
 LOG_EVERY_S = 60.0
+# "Queue full" ends when the queue is back under this share of its size and age bounds: a bound trims a
+# tenth at once, so clearing at the bound itself would flap while the server stays away.
+FULL_CLEARS_BELOW = 0.8
 _RETRY_STATUSES_SPLIT = (400, 422)
 _RETRY_AFTER_STATUSES = (429, 503)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -67,7 +74,11 @@ class SeriesWriter:
         self.now_ns = now_ns
         self.stats = WriterStats()
         self._buffer: list[tuple[Series, ua.DataValue]] = []
+        self._alarm_buffer: list[tuple[str, GatewayEvent]] = []
+        self.alarms = AlarmSeries(config, catalog.site, catalog.aspace)
+        self.queue_full = False  # points were dropped by a bound and the queue has not come back under it
         self._subscription: Subscription | None = None
+        self._stop_events: Callable[[], None] | None = None
         self._stopping = threading.Event()
         self._flush_by = float("inf")  # monotonic deadline for the sender at stop
         self._spool_wake = threading.Event()
@@ -85,7 +96,7 @@ class SeriesWriter:
 
     @property
     def depth(self) -> int:
-        return self.queue.depth + len(self._buffer)
+        return self.queue.depth + len(self._buffer) + len(self._alarm_buffer)
 
     @property
     def state(self) -> str:
@@ -98,10 +109,13 @@ class SeriesWriter:
         return self._spooler_error or self.stats.last_error
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self, feed: ChangeFeed) -> None:
-        """Open the queue (blocking: call from a thread or before serving), listen, start both threads."""
+    def start(self, feed: ChangeFeed, events: EventService | None = None) -> None:
+        """Open the queue (blocking: call from a thread or before serving), listen to the values (and the
+        alarm states of `events`), start both threads."""
         self.queue.open()
         self._subscription = feed.listen(self._on_change, name="influx series writer")
+        if events is not None:
+            self._stop_events = events.listen(self._on_event)
         self.stats.state = "Connecting"
         self._spooler = threading.Thread(target=self._spool_loop, name="influx-spooler", daemon=True)
         self._sender = threading.Thread(target=self._send_loop, name="influx-sender", daemon=True)
@@ -116,6 +130,9 @@ class SeriesWriter:
         if self._subscription is not None:
             self._subscription.close()
             self._subscription = None
+        if self._stop_events is not None:
+            self._stop_events()
+            self._stop_events = None
         deadline = time.monotonic() + within_s
         self._flush_by = deadline - 0.1
         self._stopping.set()
@@ -139,6 +156,11 @@ class SeriesWriter:
         if series is not None:
             self._buffer.append((series, change.dv))
 
+    def _on_event(self, event: GatewayEvent) -> None:
+        key = self.alarms.key(event)
+        if key is not None:
+            self._alarm_buffer.append((key, event))
+
     # -- spooler thread ------------------------------------------------------------------------------
     def _spool_loop(self) -> None:
         while True:
@@ -150,7 +172,8 @@ class SeriesWriter:
 
     def _spool_once(self) -> None:
         batch, self._buffer = self._buffer, []  # one atomic swap: the listener appends to the new list
-        if batch:
+        alarm_batch, self._alarm_buffer = self._alarm_buffer, []
+        if batch or alarm_batch:
             rows = []
             for series, dv in batch:
                 sc = dv.StatusCode
@@ -158,19 +181,30 @@ class SeriesWriter:
                 value = dv.Value.Value if dv.Value is not None else None
                 rows.append((series.target, series.key, timestamp_ns(dv.SourceTimestamp or dv.ServerTimestamp),
                              fields(value, status)))
+            target = self.alarms.target
+            rows += [(target, key, timestamp_ns(event.time), alarm_fields(event)) for key, event in alarm_batch]
             try:
                 self.queue.append(rows)
                 self._spooler_error = ""
             except Exception as exc:  # a full or failing disk: keep the points in memory and retry
                 self._spooler_error = f"queue on disk: {exc}"
+                self._alarm_buffer[:0] = alarm_batch
                 self._keep_in_memory(batch)
                 self._log_failure(self._spooler_error)
                 return
             if self.queue.depth >= self.config.batch_size:
                 self._send_wake.set()
         try:
-            removed = self.queue.enforce_bounds(self.now_ns())
+            now_ns = self.now_ns()
+            removed = self.queue.enforce_bounds(now_ns)
             self.queue_bytes = self.queue.bytes_used()
+            if removed:
+                self.queue_full = True
+            elif self.queue_full:
+                oldest = self.queue.oldest_queued_ns()
+                age_ns = now_ns - oldest if oldest is not None else 0
+                self.queue_full = not (self.queue_bytes < FULL_CLEARS_BELOW * self.config.queue_max_bytes
+                                       and age_ns < FULL_CLEARS_BELOW * self.queue.max_age_ns)
         except Exception as exc:
             self._log_failure(f"queue bounds: {exc}")
             return

@@ -60,3 +60,16 @@ def test_size_bound_drops_the_oldest(tmp_path: Path) -> None:
     assert removed > 0 and q.bytes_used() <= 1_000_000
     assert q.dropped == removed and q.depth == 50_000 - removed
     assert int(q.head(1)[0][2].split()[-1]) == removed  # the oldest went, in order
+
+
+def test_oldest_queued_follows_the_head(tmp_path: Path) -> None:
+    q = DiskQueue(tmp_path / "q.sqlite3")
+    q.open()
+    assert q.oldest_queued_ns() is None
+    q.append(rows(0, 3), now_ns=DAY)
+    q.append(rows(3, 3), now_ns=DAY + 2 * MARK_EVERY_NS)
+    assert q.oldest_queued_ns() == DAY
+    q.ack([p[0] for p in q.head(3)])  # the first minute's points are gone: the head was queued later
+    assert q.oldest_queued_ns() == DAY + 2 * MARK_EVERY_NS
+    q.ack([p[0] for p in q.head(3)])
+    assert q.oldest_queued_ns() is None
