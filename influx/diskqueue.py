@@ -87,22 +87,41 @@ class DiskQueue:
         return conn
 
     # -- spooler thread ----------------------------------------------------------------------------
+    def series_id(self, target: str, key: str) -> int:
+        """The series' id in the queue (added on first use; a series row is never removed)."""
+        return self.series_ids([(target, key)])[0]
+
+    def series_ids(self, series: Sequence[tuple[str, str]]) -> list[int]:
+        """The ids of (target, key) series; the new ones are added in one transaction."""
+        ids = self._series_ids
+        new = [s for s in series if s not in ids]
+        if new:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for target, key in new:
+                    conn.execute("INSERT OR IGNORE INTO series (target, key) VALUES (?, ?)", (target, key))
+                    ids[(target, key)] = conn.execute("SELECT id FROM series WHERE target = ? AND key = ?",
+                                                      (target, key)).fetchone()[0]
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                self._series_ids = {(t, k): i for i, t, k in conn.execute("SELECT id, target, key FROM series")}
+                raise
+        return [ids[s] for s in series]
+
     def append(self, rows: Iterable[tuple[str, str, int, str]], now_ns: int | None = None) -> int:
         """Queue points (target, series key, timestamp ns, fields) in one transaction; returns how many."""
+        rows = list(rows)
+        ids = self.series_ids([(target, key) for target, key, _, _ in rows])
+        return self.append_ids([(sid, ts, fields) for sid, (_, _, ts, fields) in zip(ids, rows, strict=True)], now_ns)
+
+    def append_ids(self, out: list[tuple[int, int, str]], now_ns: int | None = None) -> int:
+        """Queue points (series id, timestamp ns, fields) in one transaction; returns how many."""
         conn = self._conn()
         now_ns = time.time_ns() if now_ns is None else now_ns
-        ids = self._series_ids
-        out: list[tuple[int, int, str]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for target, key, ts, fields in rows:
-                sid = ids.get((target, key))
-                if sid is None:
-                    conn.execute("INSERT OR IGNORE INTO series (target, key) VALUES (?, ?)", (target, key))
-                    sid = conn.execute("SELECT id FROM series WHERE target = ? AND key = ?",
-                                       (target, key)).fetchone()[0]
-                    ids[(target, key)] = sid
-                out.append((sid, ts, fields))
             if now_ns - self._last_mark_ns >= MARK_EVERY_NS:
                 first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM points").fetchone()[0]
                 conn.execute("INSERT OR REPLACE INTO marks VALUES (?, ?)", (first, now_ns))
@@ -111,7 +130,6 @@ class DiskQueue:
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
-            self._series_ids = {(t, k): i for i, t, k in conn.execute("SELECT id, target, key FROM series")}
             raise
         self.appended += len(out)
         return len(out)

@@ -1,11 +1,14 @@
 """The series writer: every value change of the site becomes a point, on disk first, then on the server.
 
 Three stages, so the event loop never waits for a disk or a network:
-- a change feed listener (event loop) appends (series, value) to an in-memory list: a dict lookup
-  and an append; an event service listener does the same with each condition's event (alarm states,
-  see alarms.py);
-- the spooler thread takes that list every `SPOOL_EVERY_S`, renders the points and commits them to
-  the on-disk queue in one transaction, and applies the queue's size and age bounds;
+- a change feed listener (event loop) appends (series number, value, status, time) to an in-memory
+  list: a dict lookup and an append. Only numbers, strings and datetimes are kept, never the
+  DataValue: a tuple of those leaves the garbage collector's view at its first pass, where DataValues
+  held until the spooler takes them made every collection longer. An event service listener does the
+  same with each condition's event (alarm states, see alarms.py);
+- the spooler thread takes that list every `SPOOL_EVERY_S`, renders the points (a float, the usual
+  value, in one f-string) and commits them to the on-disk queue in one transaction (executemany, the
+  series as the queue's integer id), and applies the queue's size and age bounds;
 - the sender thread sends the head of the queue in batches and deletes a batch only once the
   server acknowledged it. A failure keeps the batch on disk: no answer, 5xx, 401/403/404 and 413
   are retried with exponential backoff and jitter; 429 and 503 wait for Retry-After; a 400 or 422
@@ -20,12 +23,14 @@ and timestamp. Points in memory when the process is killed (at most `SPOOL_EVERY
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from asyncua import ua
 
@@ -50,6 +55,8 @@ FULL_CLEARS_BELOW = 0.8
 _RETRY_STATUSES_SPLIT = (400, 422)
 _RETRY_AFTER_STATUSES = (429, 503)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INF = math.inf
+BufferedValue = tuple[int, Any, int, datetime | None]  # series number, value, status code, source time
 
 
 @dataclass
@@ -73,7 +80,10 @@ class SeriesWriter:
         self.endpoint = endpoint or Endpoint(config)
         self.now_ns = now_ns
         self.stats = WriterStats()
-        self._buffer: list[tuple[Series, ua.DataValue]] = []
+        self._buffer: list[BufferedValue] = []
+        self._numbers: dict[ua.NodeId, int] = {}  # node -> index into _series, -1: not a series (event loop)
+        self._series: list[Series] = []
+        self._series_ids: dict[int, int] = {}  # series number -> the queue's series id (spooler thread)
         self._alarm_buffer: list[tuple[str, GatewayEvent]] = []
         self.alarms = AlarmSeries(config, catalog.site, catalog.aspace)
         self.queue_full = False  # points were dropped by a bound and the queue has not come back under it
@@ -152,9 +162,23 @@ class SeriesWriter:
 
     # -- event loop ----------------------------------------------------------------------------------
     def _on_change(self, change: Change) -> None:
-        series = self.catalog.get(change.node)
+        number = self._numbers.get(change.node)
+        if number is None:
+            number = self._number(change.node)
+        if number >= 0:
+            dv = change.dv
+            sc = dv.StatusCode
+            self._buffer.append((number, dv.Value.Value, sc.value if sc is not None else 0,
+                                 dv.SourceTimestamp or dv.ServerTimestamp))
+
+    def _number(self, node: ua.NodeId) -> int:
+        series = self.catalog.get(node)
+        number = -1
         if series is not None:
-            self._buffer.append((series, change.dv))
+            number = len(self._series)
+            self._series.append(series)  # before the number is used: the spooler reads it
+        self._numbers[node] = number
+        return number
 
     def _on_event(self, event: GatewayEvent) -> None:
         key = self.alarms.key(event)
@@ -174,17 +198,12 @@ class SeriesWriter:
         batch, self._buffer = self._buffer, []  # one atomic swap: the listener appends to the new list
         alarm_batch, self._alarm_buffer = self._alarm_buffer, []
         if batch or alarm_batch:
-            rows = []
-            for series, dv in batch:
-                sc = dv.StatusCode
-                status = sc.value if sc is not None else 0
-                value = dv.Value.Value if dv.Value is not None else None
-                rows.append((series.target, series.key, timestamp_ns(dv.SourceTimestamp or dv.ServerTimestamp),
-                             fields(value, status)))
-            target = self.alarms.target
-            rows += [(target, key, timestamp_ns(event.time), alarm_fields(event)) for key, event in alarm_batch]
             try:
-                self.queue.append(rows)
+                rows = self._rows(batch)
+                target = self.alarms.target
+                rows += [(self.queue.series_id(target, key), timestamp_ns(event.time), alarm_fields(event))
+                         for key, event in alarm_batch]
+                self.queue.append_ids(rows)
                 self._spooler_error = ""
             except Exception as exc:  # a full or failing disk: keep the points in memory and retry
                 self._spooler_error = f"queue on disk: {exc}"
@@ -216,7 +235,24 @@ class SeriesWriter:
                           "(%d since start)", self.config.queue_max_bytes, self.config.queue_max_age_s / 86400,
                           removed, self.queue.dropped)
 
-    def _keep_in_memory(self, batch: list[tuple[Series, ua.DataValue]]) -> None:
+    def _rows(self, batch: list[BufferedValue]) -> list[tuple[int, int, str]]:
+        """(queue series id, timestamp ns, fields) of each value: this loop is the spooler's cost per point."""
+        ids, series = self._series_ids, self._series
+        known = len(series)  # the batch was taken before: its numbers are all below this
+        if len(ids) < known:  # series new since the last spool: added to the queue in one transaction
+            new = [n for n in range(known) if n not in ids]
+            ids.update(zip(new, self.queue.series_ids([(series[n].target, series[n].key) for n in new]), strict=True))
+        rows = []
+        append = rows.append
+        for number, value, status, t in batch:
+            sid = ids[number]
+            if type(value) is float and -_INF < value < _INF:  # not NaN, not infinite
+                append((sid, timestamp_ns(t), f"value={value!r},quality={status}i"))
+            else:
+                append((sid, timestamp_ns(t), fields(value, status)))
+        return rows
+
+    def _keep_in_memory(self, batch: list[BufferedValue]) -> None:
         buffer = self._buffer
         buffer[:0] = batch  # one bytecode, atomic under the GIL: the listener keeps appending behind it
         excess = len(buffer) - MAX_IN_MEMORY
