@@ -12,6 +12,7 @@ is the head in arrival order, and each series' points leave in the order they ca
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -33,6 +34,7 @@ _BOUND_STEP = 10_000  # rows removed per statement when a bound is passed
 
 
 QueuedPoint = tuple[int, str, str]  # id, target, line
+Batch = tuple[str, list[int], str]  # target, ids in order, lines joined by newlines
 
 
 class DiskQueue:
@@ -179,6 +181,39 @@ class DiskQueue:
             "SELECT p.id, s.target, s.key || ' ' || p.fields || ' ' || p.ts FROM points AS p "
             "JOIN series AS s ON s.id = p.series ORDER BY p.id LIMIT ?", (limit,)).fetchall()
 
+    def head_batches(self, limit: int) -> list[Batch] | None:
+        """The oldest `limit` points as one batch per target: (target, ids, lines joined by newlines), each
+        in the points' order. SQLite joins the lines of a batch itself, so a batch is read in a few
+        statements, not a row at a time: each row fetched lets the GIL go, and with the event loop's
+        thread busy the sender waited a switch interval (5 ms) to get it back, for every row (measured:
+        3,830 points/s acknowledged while 58,000 changes/s were offered). None if SQLite did not
+        aggregate in order (the ids tell; then the caller reads row by row with `head`)."""
+        conn = self._conn()
+        last = conn.execute("SELECT max(id) FROM (SELECT id FROM points ORDER BY id LIMIT ?)", (limit,)).fetchone()[0]
+        if last is None:
+            return []
+        out: list[Batch] = []
+        targets = conn.execute("SELECT DISTINCT s.target FROM points AS p CROSS JOIN series AS s ON s.id = p.series "
+                               "WHERE p.id <= ?", (last,)).fetchall()
+        for (target,) in targets:
+            # CROSS JOIN: points first, in id order (SQLite keeps a CROSS JOIN's order of tables).
+            ids_text, body = conn.execute(
+                "SELECT group_concat(id), group_concat(line, char(10)) FROM (SELECT p.id AS id, s.key || ' ' || "
+                "p.fields || ' ' || p.ts AS line FROM points AS p CROSS JOIN series AS s ON s.id = p.series "
+                "WHERE p.id <= ? AND s.target = ? ORDER BY p.id)", (last, target)).fetchone()
+            ids = list(map(int, ids_text.split(",")))
+            if ids != sorted(ids):
+                return None
+            out.append((target, ids, body))
+        return out
+
+    def points(self, ids: Sequence[int]) -> list[QueuedPoint]:
+        """These points as (id, target, line), in id order (a batch read row by row to find a refused point)."""
+        return self._conn().execute(
+            "SELECT p.id, s.target, s.key || ' ' || p.fields || ' ' || p.ts FROM points AS p "
+            "JOIN series AS s ON s.id = p.series WHERE p.id IN (SELECT value FROM json_each(?)) ORDER BY p.id",
+            (json.dumps(list(ids)),)).fetchall()
+
     def ack(self, ids: Sequence[int]) -> None:
         """The server has these points: remove them."""
         if not ids:
@@ -189,12 +224,9 @@ class DiskQueue:
         try:
             if hi - lo + 1 == len(ids):  # one contiguous run: the usual case
                 n = conn.execute("DELETE FROM points WHERE id BETWEEN ? AND ?", (lo, hi)).rowcount
-            else:
-                n = 0
-                for i in range(0, len(ids), 500):
-                    chunk = ids[i:i + 500]
-                    n += conn.execute(f"DELETE FROM points WHERE id IN ({','.join('?' * len(chunk))})",
-                                      tuple(chunk)).rowcount
+            else:  # one statement, not one per id (see head_batches)
+                n = conn.execute("DELETE FROM points WHERE id IN (SELECT value FROM json_each(?))",
+                                 (json.dumps(list(ids)),)).rowcount
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

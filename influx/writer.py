@@ -9,8 +9,9 @@ Three stages, so the event loop never waits for a disk or a network:
 - the spooler thread takes that list every `SPOOL_EVERY_S`, renders the points (a float, the usual
   value, in one f-string) and commits them to the on-disk queue in one transaction (executemany, the
   series as the queue's integer id), and applies the queue's size and age bounds;
-- the sender thread sends the head of the queue in batches and deletes a batch only once the
-  server acknowledged it. A failure keeps the batch on disk: no answer, 5xx, 401/403/404 and 413
+- the sender thread sends the head of the queue in batches (read as one text per target, see
+  DiskQueue.head_batches) and deletes a batch only once the server acknowledged it. A failure keeps
+  the batch on disk: no answer, 5xx, 401/403/404 and 413
   are retried with exponential backoff and jitter; 429 and 503 wait for Retry-After; a 400 or 422
   (a point the server refuses) splits the batch in halves until the refused point is alone, which
   is then dropped, counted and logged, and the rest is written.
@@ -38,7 +39,7 @@ from gateway.events.event import GatewayEvent
 from gateway.events.service import EventService
 from gateway.influx.alarms import AlarmSeries, alarm_fields
 from gateway.influx.config import InfluxConfig
-from gateway.influx.diskqueue import DiskQueue, QueuedPoint
+from gateway.influx.diskqueue import Batch, DiskQueue, QueuedPoint
 from gateway.influx.endpoint import Endpoint, WriteFailed
 from gateway.influx.lineproto import fields, timestamp_ns
 from gateway.influx.series import Series, SeriesCatalog
@@ -268,18 +269,23 @@ class SeriesWriter:
             if stopping and time.monotonic() >= self._flush_by:
                 return
             try:
-                head = self.queue.head(self.config.batch_size)
+                batches = self.queue.head_batches(self.config.batch_size)
+                head = self.queue.head(self.config.batch_size) if batches is None else []
             except Exception as exc:
                 self._log_failure(f"reading the queue: {exc}")
-                head = []
-            if not head:
+                batches, head = [], []
+            count = len(head) if batches is None else sum(len(ids) for _, ids, _ in batches)
+            if not count:
                 if stopping and (self._spooler is None or not self._spooler.is_alive()):
                     return
                 self._send_wake.clear()
                 self._send_wake.wait(0.05 if stopping else self.config.flush_interval_s)
                 continue
             try:
-                self._send(head)
+                if batches is None:
+                    self._send(head)
+                else:
+                    self._send_batches(batches)
             except WriteFailed as exc:
                 failures += 1
                 wait = self._on_failure(exc, failures)
@@ -288,7 +294,7 @@ class SeriesWriter:
                 self._stopping.wait(wait)
                 continue
             failures = 0
-            if len(head) < self.config.batch_size and not stopping:
+            if count < self.config.batch_size and not stopping:
                 # A partial batch: wait for more (or the flush interval) instead of a request per spool.
                 self._send_wake.clear()
                 self._send_wake.wait(self.config.flush_interval_s)
@@ -303,6 +309,18 @@ class SeriesWriter:
             by_target.setdefault(p[1], []).append(p)
         for target, points in by_target.items():
             self._send_points(target, points)
+
+    def _send_batches(self, batches: list[Batch]) -> None:
+        """Send each target's batch as one body; a refused point is looked for row by row."""
+        for target, ids, body in batches:
+            try:
+                self._post_body(target, body.encode("utf-8"))
+            except WriteFailed as exc:
+                if exc.status not in _RETRY_STATUSES_SPLIT:
+                    raise
+                self._send_points(target, self.queue.points(ids))
+                continue
+            self._acked(ids)
 
     def _send_points(self, target: str, points: list[QueuedPoint]) -> None:
         try:
@@ -321,15 +339,20 @@ class SeriesWriter:
             self._send_points(target, points[:half])
             self._send_points(target, points[half:])
             return
-        self.queue.ack([p[0] for p in points])
-        self.stats.sent += len(points)
+        self._acked([p[0] for p in points])
+
+    def _acked(self, ids: list[int]) -> None:
+        self.queue.ack(ids)
+        self.stats.sent += len(ids)
         if self.stats.state != "Writing":
             if self.stats.state not in ("Connecting", "Stopped"):
                 log.info("influx: writing again (%d points queued)", self.queue.depth)
             self.stats.state = "Writing"
 
     def _post(self, target: str, points: list[QueuedPoint]) -> None:
-        body = "\n".join([p[2] for p in points]).encode("utf-8")
+        self._post_body(target, "\n".join([p[2] for p in points]).encode("utf-8"))
+
+    def _post_body(self, target: str, body: bytes) -> None:
         timeout = None
         if self._stopping.is_set():
             timeout = max(self._flush_by - time.monotonic(), 0.05)

@@ -73,3 +73,24 @@ def test_oldest_queued_follows_the_head(tmp_path: Path) -> None:
     assert q.oldest_queued_ns() == DAY + 2 * MARK_EVERY_NS
     q.ack([p[0] for p in q.head(3)])
     assert q.oldest_queued_ns() is None
+
+
+def test_head_batches_are_the_head_per_target_in_order(tmp_path: Path) -> None:
+    q = DiskQueue(tmp_path / "q.sqlite3")
+    q.open()
+    q.append([(("hs", "ls", "ms")[k % 3 // 2], f"Pump1,variable=V{k % 5}", k, f"value={float(k)},quality=0i")
+              for k in range(3000)])
+    q.ack([p[0] for p in q.head(10)][::3])  # gaps in the ids
+    head = q.head(1000)
+    batches = q.head_batches(1000)
+    assert batches is not None and sorted(t for t, _, _ in batches) == ["hs", "ls"]
+    for target, ids, body in batches:
+        rows = [p for p in head if p[1] == target]
+        assert ids == [p[0] for p in rows]
+        assert body == "\n".join(p[2] for p in rows)
+        assert q.points(ids[:3][::-1]) == rows[:3]
+    q.ack(batches[0][1])  # not contiguous: one statement
+    assert q.depth == 3000 - 4 - len(batches[0][1])
+    empty = DiskQueue(tmp_path / "empty.sqlite3")
+    empty.open()
+    assert empty.head_batches(10) == []
