@@ -219,19 +219,19 @@ async def stage_costs(tmp: Path, url: str, n_vars: int, batch: int) -> dict[str,
     read = post = 0.0
     while True:
         t = time.thread_time()
-        head = writer.queue.head(batch)
-        if not head:
+        batches = writer.queue.head_batches(batch)
+        if not batches:
             break
-        body = "\n".join([p[2] for p in head]).encode()
         read += time.thread_time() - t
-        t = time.thread_time()
-        writer.endpoint.write(head[0][1], body)
-        post += time.thread_time() - t
-        t = time.thread_time()
-        writer.queue.ack([p[0] for p in head])
-        read += time.thread_time() - t
-        sent += len(head)
-        posted += 1
+        for target, ids, text in batches:
+            t = time.thread_time()
+            writer.endpoint.write(target, text.encode())
+            post += time.thread_time() - t
+            t = time.thread_time()
+            writer.queue.ack(ids)
+            read += time.thread_time() - t
+            sent += len(ids)
+            posted += 1
     out["influx: sender queue read + ack (per point)"] = read / sent * 1e6
     out["influx: sender HTTP request, influxdb-client (per point)"] = post / sent * 1e6
     writer.queue.close()
