@@ -201,6 +201,8 @@ class DiskQueue:
                 "SELECT group_concat(id), group_concat(line, char(10)) FROM (SELECT p.id AS id, s.key || ' ' || "
                 "p.fields || ' ' || p.ts AS line FROM points AS p CROSS JOIN series AS s ON s.id = p.series "
                 "WHERE p.id <= ? AND s.target = ? ORDER BY p.id)", (last, target)).fetchone()
+            if ids_text is None:  # a bound removed them meanwhile (the spooler's thread)
+                continue
             ids = list(map(int, ids_text.split(",")))
             if ids != sorted(ids):
                 return None

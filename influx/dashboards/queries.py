@@ -139,6 +139,6 @@ def alarm_query(version: int, target: str, site: str, source: str | None = None)
                   '  |> keep(columns: ["_time", "text", "source", "condition", "severity_class"])']
         return InfluxQuery("\n".join(lines), "Alarms", datasource=DATASOURCE)
     where = f'"site" = {_iql_str(site)}' + (f' AND "source" = {_iql_str(source)}' if source is not None else "")
-    query = (f'SELECT "message" FROM {_iql_ident(target)}.{_iql_ident(ALARM_MEASUREMENT)} WHERE {where} '
+    query = (f'SELECT "message" AS "text" FROM {_iql_ident(target)}.{_iql_ident(ALARM_MEASUREMENT)} WHERE {where} '
              'AND $timeFilter GROUP BY "source", "condition"')
     return InfluxQuery(query, "Alarms", raw_query=True, datasource=DATASOURCE)

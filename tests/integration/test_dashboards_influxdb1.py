@@ -81,7 +81,7 @@ async def test_every_panel_query_returns_what_the_gateway_wrote(tmp_path: Path, 
                     if '."alarms" WHERE' in q:  # the alarm annotation: the demo raises no alarm in 3 s
                         alarm_annotations += 1
                         for series in result.get("series", []):
-                            assert series["columns"] == ["time", "message"], q
+                            assert series["columns"] == ["time", "text"], q  # Grafana's annotation text
                         continue
                     if "Disconnected" in q:
                         annotations += 1

@@ -60,7 +60,7 @@ AlarmKey = tuple[str, str, str, str, str]  # target, measurement, site, source (
 _FLUX_ALARMS = re.compile(r'from\(bucket: "(?P<target>[^"]*)"\).*?r\._measurement == "(?P<measurement>alarms)" and '
                           r'r\.site == "(?P<site>[^"]*)" and r\._field == "(?P<field>[^"]*)"\)'
                           r'(?:\n  \|> filter\(fn: \(r\) => r\.source == "(?P<source>[^"]*)"\))?', re.S)
-_IQL_ALARMS = re.compile(r'SELECT "(?P<field>\w+)" FROM "(?P<target>[^"]*)"\."(?P<measurement>alarms)" WHERE '
+_IQL_ALARMS = re.compile(r'SELECT "(?P<field>\w+)" AS "text" FROM "(?P<target>[^"]*)"\."(?P<measurement>alarms)" WHERE '
                          r'"site" = \'(?P<site>[^\']*)\'(?: AND "source" = \'(?P<source>[^\']*)\')? AND \$timeFilter')
 # One value of each type the site's variables hold, to ask the writer's line protocol which field it fills.
 _SAMPLES = {ua.VariantType.Boolean: True, ua.VariantType.String: "x", ua.VariantType.DateTime: datetime.now(UTC),
