@@ -135,6 +135,18 @@ def _diagnostics_table(version: int, devices: Sequence[Device], device: str | No
     return panel.with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
 
 
+def _machines_table(version: int, dev: Device, device: str | None = None) -> table.Panel:
+    refs = _RefIds()
+    panel = (table.Panel().title("State machines").datasource(DATASOURCE).span(24).height(6).show_header(True)
+             .description("The latest of each state machine's CurrentState and LastTransition."))
+    for field in ("value", "text"):
+        chosen = [v for v in dev.machines if v.field == field]
+        if chosen:
+            for target in _targets(version, chosen, field, refs, device, last=True):
+                panel.with_target(target)
+    return panel.with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
+
+
 def _communication_annotations(version: int, devices: Sequence[Device], device: str | None = None) -> list[Any]:
     """Connection losses (each device's CommunicationAlarm watches its Diagnostics.ConnectionState)."""
     annotations = []
@@ -214,6 +226,8 @@ def device_type_dashboard(site: SiteModel, dtype: DeviceType) -> db.Dashboard:
     for panel in _device_rows(version, dtype.variables, device):
         dash.with_panel(panel)
     dash.with_panel(_diagnostics_table(version, dtype.devices[:1], device))
+    if dtype.devices[0].machines:
+        dash.with_panel(_machines_table(version, dtype.devices[0], device))
     for annotation in _communication_annotations(version, dtype.devices, device):
         dash.annotation(annotation)
     dash.annotation(_alarm_annotation(site, device))

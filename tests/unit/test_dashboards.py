@@ -30,6 +30,7 @@ from gateway.influx.alarms import AlarmSeries, alarm_fields
 from gateway.influx.config import config_from_dict
 from gateway.influx.dashboards import queries
 from gateway.influx.dashboards.cli import generate
+from gateway.influx.dashboards.site import variant_type
 from gateway.influx.lineproto import fields
 from gateway.influx.series import SeriesCatalog
 from gateway.methods import MethodRegistry
@@ -64,7 +65,8 @@ _IQL_ALARMS = re.compile(r'SELECT "(?P<field>\w+)" AS "text" FROM "(?P<target>[^
                          r'"site" = \'(?P<site>[^\']*)\'(?: AND "source" = \'(?P<source>[^\']*)\')? AND \$timeFilter')
 # One value of each type the site's variables hold, to ask the writer's line protocol which field it fills.
 _SAMPLES = {ua.VariantType.Boolean: True, ua.VariantType.String: "x", ua.VariantType.DateTime: datetime.now(UTC),
-            ua.VariantType.UInt16: 1, ua.VariantType.UInt64: 1, ua.VariantType.Double: 1.5}
+            ua.VariantType.UInt16: 1, ua.VariantType.UInt32: 1, ua.VariantType.UInt64: 1, ua.VariantType.Double: 1.5,
+            ua.VariantType.LocalizedText: ua.LocalizedText("x"), ua.VariantType.NodeId: ua.NodeId(1)}
 
 
 def alarm_series_of(query: str) -> AlarmKey | None:
@@ -108,6 +110,9 @@ async def written_series(config_text: str, site_tag: str) -> tuple[set[Key], set
         nodes += [(node, FIELDS[name]) for name, node in diag.nodes.items()]
         conditions.append(Condition(alarm_service.add_communication_alarm(
             dev.nodeid, dev.name, diag.nodes["ConnectionState"], gw_ns), (), system=True))
+    for machine in bindings.state_machines:  # what the state machine service stores, under its device
+        for node in machine.nodes.values():
+            nodes.append((node, variant_type(aspace, node)))
     catalog = SeriesCatalog(config, config.site or site_tag, aspace, tags, {gw_ns})
     out: set[Key] = set()
     for node, vtype in nodes:
