@@ -37,7 +37,7 @@ from gateway.health.monitor import GatewayHealth, HealthSources
 from gateway.history.service import install_history
 from gateway.history.store import HistoryStore, namespace_key
 from gateway.influx.config import InfluxConfig, load_config
-from gateway.influx.service import InfluxService
+from gateway.influx.service import InfluxService, queue_full_alarm
 from gateway.methods import MethodRegistry
 from gateway.nodeset.loader import LoadedSite
 from gateway.nodesets import GATEWAY_NAMESPACE
@@ -176,13 +176,15 @@ class Gateway:
                     self.bindings.facade.nodeid, name, "WatchdogAlarm", self.facade.expired_node, True,
                     (f"{name}: the SCADA stopped changing the watchdog register; its setpoints are withdrawn",
                      f"{name}: the SCADA's watchdog is alive again"), gw_ns, 800))
+        if influx_config is not None:
+            system_alarms.append(queue_full_alarm(self.alarms, gw_ns))
         self.alarms.start(self.bindings.alarms, system_alarms)
         self.state_machines = StateMachineService(self.server.iserver, self.feed, self.events, self.methods, self.clock)
         await self.state_machines.start(self.bindings.state_machines)
         self.events.start()
         if influx_config is not None:  # before polling starts, so the first values are written too
             self.influx = InfluxService(influx_config, cfg.nodesets[-1].stem, cfg.data_dir, self.feed, self.tags,
-                                        gw_ns, self.clock)
+                                        gw_ns, self.clock, self.events)
             await self.influx.start()
         await self.server.start()
         self._started = True

@@ -12,6 +12,7 @@ is the head in arrival order, and each series' points leave in the order they ca
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -33,6 +34,7 @@ _BOUND_STEP = 10_000  # rows removed per statement when a bound is passed
 
 
 QueuedPoint = tuple[int, str, str]  # id, target, line
+Batch = tuple[str, list[int], str]  # target, ids in order, lines joined by newlines
 
 
 class DiskQueue:
@@ -87,22 +89,41 @@ class DiskQueue:
         return conn
 
     # -- spooler thread ----------------------------------------------------------------------------
+    def series_id(self, target: str, key: str) -> int:
+        """The series' id in the queue (added on first use; a series row is never removed)."""
+        return self.series_ids([(target, key)])[0]
+
+    def series_ids(self, series: Sequence[tuple[str, str]]) -> list[int]:
+        """The ids of (target, key) series; the new ones are added in one transaction."""
+        ids = self._series_ids
+        new = [s for s in series if s not in ids]
+        if new:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for target, key in new:
+                    conn.execute("INSERT OR IGNORE INTO series (target, key) VALUES (?, ?)", (target, key))
+                    ids[(target, key)] = conn.execute("SELECT id FROM series WHERE target = ? AND key = ?",
+                                                      (target, key)).fetchone()[0]
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                self._series_ids = {(t, k): i for i, t, k in conn.execute("SELECT id, target, key FROM series")}
+                raise
+        return [ids[s] for s in series]
+
     def append(self, rows: Iterable[tuple[str, str, int, str]], now_ns: int | None = None) -> int:
         """Queue points (target, series key, timestamp ns, fields) in one transaction; returns how many."""
+        rows = list(rows)
+        ids = self.series_ids([(target, key) for target, key, _, _ in rows])
+        return self.append_ids([(sid, ts, fields) for sid, (_, _, ts, fields) in zip(ids, rows, strict=True)], now_ns)
+
+    def append_ids(self, out: list[tuple[int, int, str]], now_ns: int | None = None) -> int:
+        """Queue points (series id, timestamp ns, fields) in one transaction; returns how many."""
         conn = self._conn()
         now_ns = time.time_ns() if now_ns is None else now_ns
-        ids = self._series_ids
-        out: list[tuple[int, int, str]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for target, key, ts, fields in rows:
-                sid = ids.get((target, key))
-                if sid is None:
-                    conn.execute("INSERT OR IGNORE INTO series (target, key) VALUES (?, ?)", (target, key))
-                    sid = conn.execute("SELECT id FROM series WHERE target = ? AND key = ?",
-                                       (target, key)).fetchone()[0]
-                    ids[(target, key)] = sid
-                out.append((sid, ts, fields))
             if now_ns - self._last_mark_ns >= MARK_EVERY_NS:
                 first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM points").fetchone()[0]
                 conn.execute("INSERT OR REPLACE INTO marks VALUES (?, ?)", (first, now_ns))
@@ -111,7 +132,6 @@ class DiskQueue:
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
-            self._series_ids = {(t, k): i for i, t, k in conn.execute("SELECT id, target, key FROM series")}
             raise
         self.appended += len(out)
         return len(out)
@@ -148,6 +168,11 @@ class DiskQueue:
         self.dropped += removed
         return removed
 
+    def oldest_queued_ns(self) -> int | None:
+        """When the oldest point still queued was queued (to a minute), or None for an empty queue."""
+        return self._conn().execute(
+            "SELECT max(queued_ns) FROM marks WHERE first_id <= (SELECT min(id) FROM points)").fetchone()[0]
+
     # -- sender thread -----------------------------------------------------------------------------
     def head(self, limit: int) -> list[QueuedPoint]:
         """The oldest `limit` points as (id, target, line), oldest first. SQLite joins each line itself:
@@ -155,6 +180,41 @@ class DiskQueue:
         return self._conn().execute(
             "SELECT p.id, s.target, s.key || ' ' || p.fields || ' ' || p.ts FROM points AS p "
             "JOIN series AS s ON s.id = p.series ORDER BY p.id LIMIT ?", (limit,)).fetchall()
+
+    def head_batches(self, limit: int) -> list[Batch] | None:
+        """The oldest `limit` points as one batch per target: (target, ids, lines joined by newlines), each
+        in the points' order. SQLite joins the lines of a batch itself, so a batch is read in a few
+        statements, not a row at a time: each row fetched lets the GIL go, and with the event loop's
+        thread busy the sender waited a switch interval (5 ms) to get it back, for every row (measured:
+        3,830 points/s acknowledged while 58,000 changes/s were offered). None if SQLite did not
+        aggregate in order (the ids tell; then the caller reads row by row with `head`)."""
+        conn = self._conn()
+        last = conn.execute("SELECT max(id) FROM (SELECT id FROM points ORDER BY id LIMIT ?)", (limit,)).fetchone()[0]
+        if last is None:
+            return []
+        out: list[Batch] = []
+        targets = conn.execute("SELECT DISTINCT s.target FROM points AS p CROSS JOIN series AS s ON s.id = p.series "
+                               "WHERE p.id <= ?", (last,)).fetchall()
+        for (target,) in targets:
+            # CROSS JOIN: points first, in id order (SQLite keeps a CROSS JOIN's order of tables).
+            ids_text, body = conn.execute(
+                "SELECT group_concat(id), group_concat(line, char(10)) FROM (SELECT p.id AS id, s.key || ' ' || "
+                "p.fields || ' ' || p.ts AS line FROM points AS p CROSS JOIN series AS s ON s.id = p.series "
+                "WHERE p.id <= ? AND s.target = ? ORDER BY p.id)", (last, target)).fetchone()
+            if ids_text is None:  # a bound removed them meanwhile (the spooler's thread)
+                continue
+            ids = list(map(int, ids_text.split(",")))
+            if ids != sorted(ids):
+                return None
+            out.append((target, ids, body))
+        return out
+
+    def points(self, ids: Sequence[int]) -> list[QueuedPoint]:
+        """These points as (id, target, line), in id order (a batch read row by row to find a refused point)."""
+        return self._conn().execute(
+            "SELECT p.id, s.target, s.key || ' ' || p.fields || ' ' || p.ts FROM points AS p "
+            "JOIN series AS s ON s.id = p.series WHERE p.id IN (SELECT value FROM json_each(?)) ORDER BY p.id",
+            (json.dumps(list(ids)),)).fetchall()
 
     def ack(self, ids: Sequence[int]) -> None:
         """The server has these points: remove them."""
@@ -166,12 +226,9 @@ class DiskQueue:
         try:
             if hi - lo + 1 == len(ids):  # one contiguous run: the usual case
                 n = conn.execute("DELETE FROM points WHERE id BETWEEN ? AND ?", (lo, hi)).rowcount
-            else:
-                n = 0
-                for i in range(0, len(ids), 500):
-                    chunk = ids[i:i + 500]
-                    n += conn.execute(f"DELETE FROM points WHERE id IN ({','.join('?' * len(chunk))})",
-                                      tuple(chunk)).rowcount
+            else:  # one statement, not one per id (see head_batches)
+                n = conn.execute("DELETE FROM points WHERE id IN (SELECT value FROM json_each(?))",
+                                 (json.dumps(list(ids)),)).rowcount
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -57,6 +57,11 @@ def fields(value: Any, status: int) -> str:
     return f'text="{_text(str(value))}",quality={status}i'
 
 
+def text_field(value: str) -> str:
+    """A string field value, quoted and escaped."""
+    return f'"{_text(value)}"'
+
+
 def _text(value: str) -> str:
     # Lone surrogates cannot be sent as UTF-8; a string longer than InfluxDB takes is cut, not refused.
     data = value.encode("utf-8", "backslashreplace")

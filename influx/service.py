@@ -1,5 +1,7 @@
 """The series writer inside the gateway: started after the tag table exists, stopped with a deadline,
-and shown under `Gateway/Diagnostics/Influx` (refreshed every second)."""
+and shown under `Gateway/Diagnostics/Influx` (refreshed every second), with its QueueFullAlarm: a system
+alarm (through the alarm service, like every other) active while points are being dropped by the
+queue's bounds."""
 
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ from typing import Any
 
 from asyncua import ua
 
+from gateway.alarms.config import AlarmConfig
+from gateway.alarms.service import AlarmService
 from gateway.clock import SYSTEM_CLOCK, Clock
+from gateway.events.service import EventService
 from gateway.health.publish import node_table, refresh_every, store_changed
 from gateway.influx.config import InfluxConfig
 from gateway.influx.diskqueue import DiskQueue
@@ -31,7 +36,9 @@ NODES: dict[str, tuple[int, ua.VariantType]] = {
     "PointsDropped": (6144, ua.VariantType.UInt64),
     "PointsRejected": (6145, ua.VariantType.UInt64),
     "LastError": (6146, ua.VariantType.String),
+    "QueueFull": (6147, ua.VariantType.Boolean),
 }
+INFLUX_OBJECT = 5140
 
 
 def queue_path(data_dir: Path) -> Path:
@@ -40,9 +47,10 @@ def queue_path(data_dir: Path) -> Path:
 
 class InfluxService:
     def __init__(self, config: InfluxConfig, site: str, data_dir: Path, feed: ChangeFeed, tags: TagTable | None,
-                 gw_ns: int, clock: Clock = SYSTEM_CLOCK) -> None:
+                 gw_ns: int, clock: Clock = SYSTEM_CLOCK, events: EventService | None = None) -> None:
         self.config = config
         self.feed = feed
+        self.events = events
         self.clock = clock
         self.catalog = SeriesCatalog(config, config.site or site, feed.aspace, tags, {gw_ns})
         self.queue = DiskQueue(queue_path(data_dir), config.queue_max_bytes, int(config.queue_max_age_s * 1e9))
@@ -51,7 +59,7 @@ class InfluxService:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.writer.start, self.feed)
+        await asyncio.to_thread(self.writer.start, self.feed, self.events)
         log.info("influx: writing %d series to %s (v%d) through %s", len(self.catalog.all()), self.config.url,
                  self.config.version, self.queue.path)
         self._task = asyncio.create_task(self._refresh_loop(), name="influx diagnostics")
@@ -67,10 +75,19 @@ class InfluxService:
     def snapshot(self) -> dict[str, Any]:
         w = self.writer
         return {"State": w.state, "QueueDepth": w.depth, "QueueBytes": w.queue_bytes, "PointsSent": w.stats.sent,
-                "PointsDropped": w.dropped, "PointsRejected": w.stats.rejected, "LastError": w.last_error}
+                "PointsDropped": w.dropped, "PointsRejected": w.stats.rejected, "LastError": w.last_error,
+                "QueueFull": w.queue_full}
 
     async def refresh(self) -> None:
         await store_changed(self.feed, self.nodes, self.snapshot(), self.clock)
 
     async def _refresh_loop(self) -> None:
         await refresh_every(self.refresh, self.clock, "Gateway/Diagnostics/Influx", REFRESH_S)
+
+
+def queue_full_alarm(alarms: AlarmService, gw_ns: int, severity: int = 700) -> AlarmConfig:
+    """Gateway/Diagnostics/Influx/QueueFullAlarm, active while Influx/QueueFull is true."""
+    return alarms.add_system_alarm(
+        ua.NodeId(INFLUX_OBJECT, gw_ns), "Influx", "QueueFullAlarm", ua.NodeId(NODES["QueueFull"][0], gw_ns), True,
+        ("Influx: the series queue is full: the oldest points are being dropped",
+         "Influx: the series queue is under its bounds again"), gw_ns, severity)

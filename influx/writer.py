@@ -1,12 +1,17 @@
 """The series writer: every value change of the site becomes a point, on disk first, then on the server.
 
 Three stages, so the event loop never waits for a disk or a network:
-- a change feed listener (event loop) appends (series, value) to an in-memory list: a dict lookup
-  and an append;
-- the spooler thread takes that list every `SPOOL_EVERY_S`, renders the points and commits them to
-  the on-disk queue in one transaction, and applies the queue's size and age bounds;
-- the sender thread sends the head of the queue in batches and deletes a batch only once the
-  server acknowledged it. A failure keeps the batch on disk: no answer, 5xx, 401/403/404 and 413
+- a change feed listener (event loop) appends (series number, value, status, time) to an in-memory
+  list: a dict lookup and an append. Only numbers, strings and datetimes are kept, never the
+  DataValue: a tuple of those leaves the garbage collector's view at its first pass, where DataValues
+  held until the spooler takes them made every collection longer. An event service listener does the
+  same with each condition's event (alarm states, see alarms.py);
+- the spooler thread takes that list every `SPOOL_EVERY_S`, renders the points (a float, the usual
+  value, in one f-string) and commits them to the on-disk queue in one transaction (executemany, the
+  series as the queue's integer id), and applies the queue's size and age bounds;
+- the sender thread sends the head of the queue in batches (read as one text per target, see
+  DiskQueue.head_batches) and deletes a batch only once the server acknowledged it. A failure keeps
+  the batch on disk: no answer, 5xx, 401/403/404 and 413
   are retried with exponential backoff and jitter; 429 and 503 wait for Retry-After; a 400 or 422
   (a point the server refuses) splits the batch in halves until the refused point is alone, which
   is then dropped, counted and logged, and the rest is written.
@@ -19,17 +24,22 @@ and timestamp. Points in memory when the process is killed (at most `SPOOL_EVERY
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from asyncua import ua
 
+from gateway.events.event import GatewayEvent
+from gateway.events.service import EventService
+from gateway.influx.alarms import AlarmSeries, alarm_fields
 from gateway.influx.config import InfluxConfig
-from gateway.influx.diskqueue import DiskQueue, QueuedPoint
+from gateway.influx.diskqueue import Batch, DiskQueue, QueuedPoint
 from gateway.influx.endpoint import Endpoint, WriteFailed
 from gateway.influx.lineproto import fields, timestamp_ns
 from gateway.influx.series import Series, SeriesCatalog
@@ -40,9 +50,14 @@ log = logging.getLogger(__name__)
 SPOOL_EVERY_S = 0.1
 MAX_IN_MEMORY = 2_000_000  # points waiting for the spooler (a failing disk); beyond, the oldest go, counted
 LOG_EVERY_S = 60.0
+# "Queue full" ends when the queue is back under this share of its size and age bounds: a bound trims a
+# tenth at once, so clearing at the bound itself would flap while the server stays away.
+FULL_CLEARS_BELOW = 0.8
 _RETRY_STATUSES_SPLIT = (400, 422)
 _RETRY_AFTER_STATUSES = (429, 503)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INF = math.inf
+BufferedValue = tuple[int, Any, int, datetime | None]  # series number, value, status code, source time
 
 
 @dataclass
@@ -66,8 +81,15 @@ class SeriesWriter:
         self.endpoint = endpoint or Endpoint(config)
         self.now_ns = now_ns
         self.stats = WriterStats()
-        self._buffer: list[tuple[Series, ua.DataValue]] = []
+        self._buffer: list[BufferedValue] = []
+        self._numbers: dict[ua.NodeId, int] = {}  # node -> index into _series, -1: not a series (event loop)
+        self._series: list[Series] = []
+        self._series_ids: dict[int, int] = {}  # series number -> the queue's series id (spooler thread)
+        self._alarm_buffer: list[tuple[str, GatewayEvent]] = []
+        self.alarms = AlarmSeries(config, catalog.site, catalog.aspace)
+        self.queue_full = False  # points were dropped by a bound and the queue has not come back under it
         self._subscription: Subscription | None = None
+        self._stop_events: Callable[[], None] | None = None
         self._stopping = threading.Event()
         self._flush_by = float("inf")  # monotonic deadline for the sender at stop
         self._spool_wake = threading.Event()
@@ -85,7 +107,7 @@ class SeriesWriter:
 
     @property
     def depth(self) -> int:
-        return self.queue.depth + len(self._buffer)
+        return self.queue.depth + len(self._buffer) + len(self._alarm_buffer)
 
     @property
     def state(self) -> str:
@@ -98,10 +120,13 @@ class SeriesWriter:
         return self._spooler_error or self.stats.last_error
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self, feed: ChangeFeed) -> None:
-        """Open the queue (blocking: call from a thread or before serving), listen, start both threads."""
+    def start(self, feed: ChangeFeed, events: EventService | None = None) -> None:
+        """Open the queue (blocking: call from a thread or before serving), listen to the values (and the
+        alarm states of `events`), start both threads."""
         self.queue.open()
         self._subscription = feed.listen(self._on_change, name="influx series writer")
+        if events is not None:
+            self._stop_events = events.listen(self._on_event)
         self.stats.state = "Connecting"
         self._spooler = threading.Thread(target=self._spool_loop, name="influx-spooler", daemon=True)
         self._sender = threading.Thread(target=self._send_loop, name="influx-sender", daemon=True)
@@ -116,6 +141,9 @@ class SeriesWriter:
         if self._subscription is not None:
             self._subscription.close()
             self._subscription = None
+        if self._stop_events is not None:
+            self._stop_events()
+            self._stop_events = None
         deadline = time.monotonic() + within_s
         self._flush_by = deadline - 0.1
         self._stopping.set()
@@ -135,9 +163,28 @@ class SeriesWriter:
 
     # -- event loop ----------------------------------------------------------------------------------
     def _on_change(self, change: Change) -> None:
-        series = self.catalog.get(change.node)
+        number = self._numbers.get(change.node)
+        if number is None:
+            number = self._number(change.node)
+        if number >= 0:
+            dv = change.dv
+            sc = dv.StatusCode
+            self._buffer.append((number, dv.Value.Value, sc.value if sc is not None else 0,
+                                 dv.SourceTimestamp or dv.ServerTimestamp))
+
+    def _number(self, node: ua.NodeId) -> int:
+        series = self.catalog.get(node)
+        number = -1
         if series is not None:
-            self._buffer.append((series, change.dv))
+            number = len(self._series)
+            self._series.append(series)  # before the number is used: the spooler reads it
+        self._numbers[node] = number
+        return number
+
+    def _on_event(self, event: GatewayEvent) -> None:
+        key = self.alarms.key(event)
+        if key is not None:
+            self._alarm_buffer.append((key, event))
 
     # -- spooler thread ------------------------------------------------------------------------------
     def _spool_loop(self) -> None:
@@ -150,27 +197,34 @@ class SeriesWriter:
 
     def _spool_once(self) -> None:
         batch, self._buffer = self._buffer, []  # one atomic swap: the listener appends to the new list
-        if batch:
-            rows = []
-            for series, dv in batch:
-                sc = dv.StatusCode
-                status = sc.value if sc is not None else 0
-                value = dv.Value.Value if dv.Value is not None else None
-                rows.append((series.target, series.key, timestamp_ns(dv.SourceTimestamp or dv.ServerTimestamp),
-                             fields(value, status)))
+        alarm_batch, self._alarm_buffer = self._alarm_buffer, []
+        if batch or alarm_batch:
             try:
-                self.queue.append(rows)
+                rows = self._rows(batch)
+                target = self.alarms.target
+                rows += [(self.queue.series_id(target, key), timestamp_ns(event.time), alarm_fields(event))
+                         for key, event in alarm_batch]
+                self.queue.append_ids(rows)
                 self._spooler_error = ""
             except Exception as exc:  # a full or failing disk: keep the points in memory and retry
                 self._spooler_error = f"queue on disk: {exc}"
+                self._alarm_buffer[:0] = alarm_batch
                 self._keep_in_memory(batch)
                 self._log_failure(self._spooler_error)
                 return
             if self.queue.depth >= self.config.batch_size:
                 self._send_wake.set()
         try:
-            removed = self.queue.enforce_bounds(self.now_ns())
+            now_ns = self.now_ns()
+            removed = self.queue.enforce_bounds(now_ns)
             self.queue_bytes = self.queue.bytes_used()
+            if removed:
+                self.queue_full = True
+            elif self.queue_full:
+                oldest = self.queue.oldest_queued_ns()
+                age_ns = now_ns - oldest if oldest is not None else 0
+                self.queue_full = not (self.queue_bytes < FULL_CLEARS_BELOW * self.config.queue_max_bytes
+                                       and age_ns < FULL_CLEARS_BELOW * self.queue.max_age_ns)
         except Exception as exc:
             self._log_failure(f"queue bounds: {exc}")
             return
@@ -182,7 +236,24 @@ class SeriesWriter:
                           "(%d since start)", self.config.queue_max_bytes, self.config.queue_max_age_s / 86400,
                           removed, self.queue.dropped)
 
-    def _keep_in_memory(self, batch: list[tuple[Series, ua.DataValue]]) -> None:
+    def _rows(self, batch: list[BufferedValue]) -> list[tuple[int, int, str]]:
+        """(queue series id, timestamp ns, fields) of each value: this loop is the spooler's cost per point."""
+        ids, series = self._series_ids, self._series
+        known = len(series)  # the batch was taken before: its numbers are all below this
+        if len(ids) < known:  # series new since the last spool: added to the queue in one transaction
+            new = [n for n in range(known) if n not in ids]
+            ids.update(zip(new, self.queue.series_ids([(series[n].target, series[n].key) for n in new]), strict=True))
+        rows = []
+        append = rows.append
+        for number, value, status, t in batch:
+            sid = ids[number]
+            if type(value) is float and -_INF < value < _INF:  # not NaN, not infinite
+                append((sid, timestamp_ns(t), f"value={value!r},quality={status}i"))
+            else:
+                append((sid, timestamp_ns(t), fields(value, status)))
+        return rows
+
+    def _keep_in_memory(self, batch: list[BufferedValue]) -> None:
         buffer = self._buffer
         buffer[:0] = batch  # one bytecode, atomic under the GIL: the listener keeps appending behind it
         excess = len(buffer) - MAX_IN_MEMORY
@@ -198,18 +269,23 @@ class SeriesWriter:
             if stopping and time.monotonic() >= self._flush_by:
                 return
             try:
-                head = self.queue.head(self.config.batch_size)
+                batches = self.queue.head_batches(self.config.batch_size)
+                head = self.queue.head(self.config.batch_size) if batches is None else []
             except Exception as exc:
                 self._log_failure(f"reading the queue: {exc}")
-                head = []
-            if not head:
+                batches, head = [], []
+            count = len(head) if batches is None else sum(len(ids) for _, ids, _ in batches)
+            if not count:
                 if stopping and (self._spooler is None or not self._spooler.is_alive()):
                     return
                 self._send_wake.clear()
                 self._send_wake.wait(0.05 if stopping else self.config.flush_interval_s)
                 continue
             try:
-                self._send(head)
+                if batches is None:
+                    self._send(head)
+                else:
+                    self._send_batches(batches)
             except WriteFailed as exc:
                 failures += 1
                 wait = self._on_failure(exc, failures)
@@ -218,7 +294,7 @@ class SeriesWriter:
                 self._stopping.wait(wait)
                 continue
             failures = 0
-            if len(head) < self.config.batch_size and not stopping:
+            if count < self.config.batch_size and not stopping:
                 # A partial batch: wait for more (or the flush interval) instead of a request per spool.
                 self._send_wake.clear()
                 self._send_wake.wait(self.config.flush_interval_s)
@@ -233,6 +309,18 @@ class SeriesWriter:
             by_target.setdefault(p[1], []).append(p)
         for target, points in by_target.items():
             self._send_points(target, points)
+
+    def _send_batches(self, batches: list[Batch]) -> None:
+        """Send each target's batch as one body; a refused point is looked for row by row."""
+        for target, ids, body in batches:
+            try:
+                self._post_body(target, body.encode("utf-8"))
+            except WriteFailed as exc:
+                if exc.status not in _RETRY_STATUSES_SPLIT:
+                    raise
+                self._send_points(target, self.queue.points(ids))
+                continue
+            self._acked(ids)
 
     def _send_points(self, target: str, points: list[QueuedPoint]) -> None:
         try:
@@ -251,15 +339,20 @@ class SeriesWriter:
             self._send_points(target, points[:half])
             self._send_points(target, points[half:])
             return
-        self.queue.ack([p[0] for p in points])
-        self.stats.sent += len(points)
+        self._acked([p[0] for p in points])
+
+    def _acked(self, ids: list[int]) -> None:
+        self.queue.ack(ids)
+        self.stats.sent += len(ids)
         if self.stats.state != "Writing":
             if self.stats.state not in ("Connecting", "Stopped"):
                 log.info("influx: writing again (%d points queued)", self.queue.depth)
             self.stats.state = "Writing"
 
     def _post(self, target: str, points: list[QueuedPoint]) -> None:
-        body = "\n".join([p[2] for p in points]).encode("utf-8")
+        self._post_body(target, "\n".join([p[2] for p in points]).encode("utf-8"))
+
+    def _post_body(self, target: str, body: bytes) -> None:
         timeout = None
         if self._stopping.is_set():
             timeout = max(self._flush_by - time.monotonic(), 0.05)

@@ -5,13 +5,15 @@ in one task, in order. An event goes to every event monitored item on any node o
 (the source's ancestors up to the Server object) in every subscription, filtered by that item's where
 clause and answered with its select clauses. A refresh goes to one subscription only (or one item):
 RefreshStart, the retained conditions, RefreshEnd, where RefreshStart/End pass whatever the where
-clause says so a client always sees the bracket. Stored events (history) are handed to `sink`.
+clause says so a client always sees the bracket. Stored events (history) are handed to `sink`, and
+every emitted event to each listener (`listen`: the series writer records alarm states through it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -31,6 +33,9 @@ SERVER = ua.NodeId(ua.ObjectIds.Server)
 _REFRESH_START = ua.NodeId(ua.ObjectIds.RefreshStartEventType)
 _REFRESH_END = ua.NodeId(ua.ObjectIds.RefreshEndEventType)
 DELIVERY_SLICE_S = 0.01  # longest the delivery task runs before it lets the event loop's other work in
+_LOG_EVERY_S = 60.0
+
+EventListener = Callable[[GatewayEvent], None]
 
 
 class EventSink(Protocol):
@@ -51,6 +56,8 @@ class EventService:
         self._task: asyncio.Task[None] | None = None
         self._slice_end = 0.0
         self._filters: weakref.WeakKeyDictionary[Any, tuple[Any, Predicate | None]] = weakref.WeakKeyDictionary()
+        self._listeners: list[EventListener] = []
+        self._listener_logged: dict[EventListener, float] = {}
 
     # -- emitting ---------------------------------------------------------------------------------------
 
@@ -58,7 +65,25 @@ class EventService:
         self.emitted += 1
         if self.sink is not None:
             self.sink.append_event(event)
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener's bug must not cost clients or history their event
+                now = time.monotonic()
+                if now - self._listener_logged.get(listener, float("-inf")) >= _LOG_EVERY_S:
+                    self._listener_logged[listener] = now
+                    log.exception("event listener %s failed", getattr(listener, "__qualname__", listener))
         self._submit(lambda: self._deliver(event))
+
+    def listen(self, listener: EventListener) -> Callable[[], None]:
+        """Call `listener` with every emitted event, on the event loop as it is emitted (it must be cheap and
+        never block); returns the function that ends it."""
+        self._listeners.append(listener)
+
+        def close() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+        return close
 
     def audit(self, record: AuditRecord) -> None:
         """An audit record (a write, a call) as an audit event on the Server object."""

@@ -14,7 +14,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from gateway.influx.dashboards.queries import DATASOURCE, InfluxQueryBuilder, series_query
+from gateway.influx.dashboards.queries import DATASOURCE, InfluxQueryBuilder, alarm_query, series_query
 from gateway.influx.dashboards.site import Device, DeviceType, SiteModel, Variable
 
 # EngineeringUnits display names (UNECE symbols as the nodesets give them) -> Grafana unit ids;
@@ -135,6 +135,18 @@ def _diagnostics_table(version: int, devices: Sequence[Device], device: str | No
     return panel.with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
 
 
+def _machines_table(version: int, dev: Device, device: str | None = None) -> table.Panel:
+    refs = _RefIds()
+    panel = (table.Panel().title("State machines").datasource(DATASOURCE).span(24).height(6).show_header(True)
+             .description("The latest of each state machine's CurrentState and LastTransition."))
+    for field in ("value", "text"):
+        chosen = [v for v in dev.machines if v.field == field]
+        if chosen:
+            for target in _targets(version, chosen, field, refs, device, last=True):
+                panel.with_target(target)
+    return panel.with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
+
+
 def _communication_annotations(version: int, devices: Sequence[Device], device: str | None = None) -> list[Any]:
     """Connection losses (each device's CommunicationAlarm watches its Diagnostics.ConnectionState)."""
     annotations = []
@@ -152,6 +164,15 @@ def _communication_annotations(version: int, devices: Sequence[Device], device: 
                            .target(_AnnotationTargetBuilder(InfluxAnnotationTarget(query.query,
                                                                                    query.raw_query))))
     return annotations
+
+
+def _alarm_annotation(site: SiteModel, device: str | None = None) -> Any:
+    """Alarm state changes (raised, cleared, acknowledged, ...) from the writer's `alarms` measurement."""
+    config = site.config
+    query = alarm_query(config.version, config.target_for(config.default_scan_class).name, site.name, device)
+    return (db.AnnotationQuery().name(f"{device} alarms" if device else "Alarms").datasource(DATASOURCE).enable(True)
+            .icon_color("orange").target(_AnnotationTargetBuilder(InfluxAnnotationTarget(query.query,
+                                                                                         query.raw_query))))
 
 
 class InfluxAnnotationTarget(model.AnnotationTarget):
@@ -198,15 +219,18 @@ def device_type_dashboard(site: SiteModel, dtype: DeviceType) -> db.Dashboard:
     dash = (db.Dashboard(f"{site.name} · {dtype.label}").uid(uid(site.name, "type", dtype.label))
             .tags(["gateway", site.name, "device-type"]).time("now-6h", "now").refresh("30s").readonly()
             .description(f"Devices of one type at {site.name}: their variables grouped by unit, states, "
-                         "diagnostics and connection losses.")
+                         "diagnostics, connection losses and alarms.")
             .with_variable(db.CustomVariable("device").label("Device").values(",".join(names)).current(
                 model.VariableOption(text=names[0], value=names[0], selected=True))))
     device = "${device}"
     for panel in _device_rows(version, dtype.variables, device):
         dash.with_panel(panel)
     dash.with_panel(_diagnostics_table(version, dtype.devices[:1], device))
+    if dtype.devices[0].machines:
+        dash.with_panel(_machines_table(version, dtype.devices[0], device))
     for annotation in _communication_annotations(version, dtype.devices, device):
         dash.annotation(annotation)
+    dash.annotation(_alarm_annotation(site, device))
     return dash
 
 
@@ -214,8 +238,8 @@ def site_dashboard(site: SiteModel) -> db.Dashboard:
     version = site.config.version
     dash = (db.Dashboard(f"{site.name} · site").uid(uid(site.name, "site")).tags(["gateway", site.name, "site"])
             .time("now-6h", "now").refresh("30s").readonly()
-            .description(f"{site.name}: power flow, device diagnostics and connection losses; one dashboard per "
-                         "device type has the details."))
+            .description(f"{site.name}: power flow, device diagnostics, connection losses and alarms; one dashboard "
+                         "per device type has the details."))
     flow = site.power_flow()
     if flow:
         refs = _RefIds()
@@ -240,6 +264,7 @@ def site_dashboard(site: SiteModel) -> db.Dashboard:
     dash.with_row(db.Row("Devices")).with_panel(_diagnostics_table(version, site.devices))
     for annotation in _communication_annotations(version, site.devices):
         dash.annotation(annotation)
+    dash.annotation(_alarm_annotation(site))
     return dash
 
 

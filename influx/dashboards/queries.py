@@ -5,7 +5,8 @@ extension point (to_json/from_json) and is registered for the `influxdb` datasou
 builds and parses InfluxDB targets like its own. Each query selects one measurement, one device and a
 list of variables of one target (bucket or retention policy), always in the form
 `r.variable == "A" or r.variable == "B"` (Flux) / `"variable" = 'A' OR "variable" = 'B'` (InfluxQL),
-which the tests read back to check that a dashboard only asks for series the writer produces.
+which the tests read back to check that a dashboard only asks for series the writer produces. Alarm
+annotations read the writer's `alarms` measurement (see alarm_query).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from grafana_foundation_sdk.cog import runtime as cogruntime
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.models import dashboard
 
+from gateway.influx.alarms import MEASUREMENT as ALARM_MEASUREMENT
 from gateway.influx.dashboards.site import Variable
 
 DATASOURCE_TYPE = "influxdb"
@@ -119,3 +121,24 @@ def series_query(version: int, variables: Sequence[Variable], field: str, ref_id
     return InfluxQueryBuilder(InfluxQuery(query, ref_id, raw_query=True, result_format="time_series",
                                           datasource=DATASOURCE))
 
+
+
+def alarm_query(version: int, target: str, site: str, source: str | None = None) -> InfluxQuery:
+    """The alarm states of a site (or of one source) as annotations: the time of each state change, its
+    message as the text, the condition and its source as tags; the query names measurement, site tag,
+    source tag (when given) and field always in this form, which the tests read back."""
+    if version == 2:
+        lines = [f"from(bucket: {_flux_str(target)})",
+                 "  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)",
+                 f"  |> filter(fn: (r) => r._measurement == {_flux_str(ALARM_MEASUREMENT)} and "
+                 f"r.site == {_flux_str(site)} and r._field == \"message\")"]
+        if source is not None:
+            lines.append(f"  |> filter(fn: (r) => r.source == {_flux_str(source)})")
+        lines += ["  |> group()",
+                  '  |> rename(columns: {_value: "text"})',
+                  '  |> keep(columns: ["_time", "text", "source", "condition", "severity_class"])']
+        return InfluxQuery("\n".join(lines), "Alarms", datasource=DATASOURCE)
+    where = f'"site" = {_iql_str(site)}' + (f' AND "source" = {_iql_str(source)}' if source is not None else "")
+    query = (f'SELECT "message" AS "text" FROM {_iql_ident(target)}.{_iql_ident(ALARM_MEASUREMENT)} WHERE {where} '
+             'AND $timeFilter GROUP BY "source", "condition"')
+    return InfluxQuery(query, "Alarms", raw_query=True, datasource=DATASOURCE)

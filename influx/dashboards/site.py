@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asyncua import Server, ua
+from asyncua.server.address_space import AddressSpace
 
 from gateway.bindings import SiteBindings
 from gateway.diagnostics import FIELDS as DIAGNOSTIC_FIELDS
@@ -19,6 +20,7 @@ from gateway.diagnostics import ensure_diagnostics
 from gateway.influx.config import InfluxConfig
 from gateway.influx.series import Series, SeriesCatalog
 from gateway.nodesets import GATEWAY_NAMESPACE
+from gateway.values.aspace_io import read_value
 from gateway.values.feed import ChangeFeed
 from gateway.values.tags import TagTable
 
@@ -51,6 +53,7 @@ class Device:
     simulator: str
     variables: list[Variable]
     diagnostics: list[Variable]
+    machines: list[Variable] = field(default_factory=list)  # the variables of its state machines (Part 16)
 
     @property
     def signature(self) -> tuple[tuple[str, str, str], ...]:
@@ -122,6 +125,21 @@ def _kind(vtype: ua.VariantType) -> str:
     return "number"
 
 
+def variant_type(aspace: AddressSpace, node: ua.NodeId) -> ua.VariantType:
+    """The VariantType a variable holds: from its DataType when that is a built-in type (a variable may
+    have no value yet), else from its value."""
+    nd = aspace.get(node)
+    av = nd.attributes.get(ua.AttributeIds.DataType) if nd is not None else None
+    dt = av.value.Value.Value if av is not None and av.value is not None and av.value.Value is not None else None
+    if isinstance(dt, ua.NodeId) and dt.NamespaceIndex == 0 and isinstance(dt.Identifier, int):
+        if 0 < dt.Identifier <= 25:
+            return ua.VariantType(dt.Identifier)
+        if dt.Identifier == ua.ObjectIds.UtcTime:
+            return ua.VariantType.DateTime
+    dv = read_value(aspace, node)
+    return dv.Value.VariantType if dv is not None and dv.Value is not None else ua.VariantType.Null
+
+
 def _type_name(server: Server, device: ua.NodeId) -> str:
     nd = server.iserver.aspace.get(device)
     for ref in nd.references if nd else []:
@@ -165,6 +183,13 @@ async def _model(server: Server, gw_ns: int, bindings: SiteBindings, config: Inf
     for alarm in bindings.alarms:
         if alarm.limits and alarm.setpoint is None:  # a deviation alarm's limits are relative: no line to draw
             limits.setdefault(alarm.input, {}).update(alarm.limits)
+    machine_vars: dict[str, list[Variable]] = {}  # device name -> its state machines' variables
+    for machine in bindings.state_machines:
+        for node in machine.nodes.values():
+            series = catalog.get(node)
+            if series is not None:
+                machine_vars.setdefault(series.device, []).append(
+                    Variable(series, _kind(variant_type(aspace, node)), _description(server, node)))
     devices: list[Device] = []
     for dev in bindings.devices:
         variables = []
@@ -178,5 +203,6 @@ async def _model(server: Server, gw_ns: int, bindings: SiteBindings, config: Inf
             series = catalog.get(node)
             if series is not None:
                 diag.append(Variable(series, _kind(DIAGNOSTIC_FIELDS[name]), _description(server, node)))
-        devices.append(Device(dev.name, _type_name(server, dev.nodeid), dev.simulator, variables, diag))
+        devices.append(Device(dev.name, _type_name(server, dev.nodeid), dev.simulator, variables, diag,
+                              machine_vars.get(dev.name, [])))
     return SiteModel(site_tag, devices, config)

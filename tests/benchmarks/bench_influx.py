@@ -6,9 +6,15 @@
 (a) Sustained: N bound variables in a real asyncua address space, each change published through the tag
     table (`TagTable.publish`: engineering value, DataValue, address space, change feed) as the drivers
     do, at --rate changes/s for --seconds; the series writer spools them to its SQLite queue and sends
-    them to a VictoriaMetrics started here on loopback. A 10 ms ticker on the same event loop measures
-    its lateness. Reported: points offered and acknowledged by the server per second, the queue depth
-    at the end and its maximum, CPU of this process (user+system over wall time, 2 cores = 200 %).
+    them to a VictoriaMetrics started here on loopback. As in the gateway, what was built before is
+    frozen out of the garbage collector's view (gc.freeze) before the values flow. A 10 ms ticker on the
+    same event loop measures its lateness. Reported: points offered and acknowledged by the server per
+    second, the queue depth at the end and its maximum, CPU of this process (user+system over wall time,
+    2 cores = 200 %), garbage collections and their longest pause, and the machine's load average (the
+    machine is shared: a load over 2 means this process waited for a core).
+(s) Stages: CPU time (of the measuring thread, so waiting for a core is not counted) per change of each
+    step of the value path and of the series writer, each measured alone over 100,000 changes: where
+    the time of one point goes from a driver's value to the server.
 (b) Backlog: VictoriaMetrics is stopped, a 10-minute backlog at --backlog-rate points/s is queued (so
     10 min x rate points), the queue's bytes per point are measured, the server is started again and
     the time to replay the backlog is measured.
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -28,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+import timeit
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +48,8 @@ from gateway.influx.config import config_from_dict
 from gateway.influx.diskqueue import DiskQueue
 from gateway.influx.series import SeriesCatalog
 from gateway.influx.writer import SeriesWriter
+from gateway.values.aspace_io import StoredDataValue, store_value
+from gateway.values.feed import Change
 from gateway.values.tags import TagTable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
@@ -98,6 +108,17 @@ async def drive(tags: TagTable, plant: list[Any], rate: float, seconds: float, w
             await asyncio.sleep(SLOT_S)
             lateness.append(max(time.monotonic() - asked, 0.0))
 
+    pauses: list[float] = []
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            pauses.append(time.perf_counter() - gc_started[0])
+
+    gc.callbacks.append(on_gc)
+    load0 = os.getloadavg()[0]
     tick = asyncio.create_task(ticker())
     began = time.monotonic()
     cpu0, sent0 = cpu_s(), writer.stats.sent
@@ -119,12 +140,104 @@ async def drive(tags: TagTable, plant: list[Any], rate: float, seconds: float, w
     sent = writer.stats.sent - sent0
     done.set()
     await tick
+    gc.callbacks.remove(on_gc)
     ms = sorted(x * 1000 for x in lateness)
     return {"seconds": round(wall, 1), "offered": produced, "offered_per_s": round(produced / wall),
             "acknowledged_per_s": round(sent / wall), "depth_end": writer.depth, "depth_max": max_depth,
             "cpu_percent": round(100 * cpu / wall, 1), "lateness_ms_max": round(ms[-1], 1),
             "lateness_ms_p99": round(ms[int(len(ms) * 0.99)], 1), "ticks_over_50ms": sum(1 for x in ms if x > 50),
-            "ticks": len(ms), "lateness_ms_median": round(statistics.median(ms), 2)}
+            "ticks": len(ms), "lateness_ms_median": round(statistics.median(ms), 2),
+            "gc_collections": len(pauses), "gc_pause_ms_max": round(max(pauses, default=0.0) * 1000, 1),
+            "gc_ms_total": round(sum(pauses) * 1000), "load_average_1min": [load0, os.getloadavg()[0]]}
+
+
+def thread_us(run: Any, n: int) -> float:
+    """Best of 5 of `run()` (which does n changes), in microseconds of this thread's CPU per change."""
+    return min(timeit.repeat(run, number=1, repeat=5, timer=time.thread_time)) / n * 1e6
+
+
+async def stage_costs(tmp: Path, url: str, n_vars: int, batch: int) -> dict[str, float]:
+    """CPU per change of each step from a driver's value to the server, each step measured alone."""
+    n = 100_000
+    server, tags, plant = await build_plant(n_vars)
+    gc.freeze()
+    tag, aspace = plant[0], server.iserver.aspace
+    now = datetime.now(UTC)
+    variant, status = ua.Variant(1.5, ua.VariantType.Double), ua.StatusCode(0)
+    dv = StoredDataValue(variant, StatusCode=status, SourceTimestamp=now, ServerTimestamp=now)
+
+    def each(fn: Any) -> Any:
+        return lambda: [fn() for _ in range(n)]
+
+    async def timed(coro_fn: Any) -> float:
+        best = float("inf")
+        for _ in range(5):
+            t = time.thread_time()
+            for k in range(n):
+                await coro_fn(k)
+            best = min(best, time.thread_time() - t)
+        return best / n * 1e6
+
+    out: dict[str, float] = {}
+    out["values: datetime.now(UTC) (a driver's source time)"] = thread_us(each(lambda: datetime.now(UTC)), n)
+    out["values: Tag.changed"] = thread_us(each(lambda: tag.changed(1.5, 0)), n)
+    out["values: clock.now() (server time)"] = thread_us(each(tags.clock.now), n)
+    out["values: ua.Variant(value, Double)"] = thread_us(each(lambda: ua.Variant(1.5, ua.VariantType.Double)), n)
+    out["values: ua.StatusCode(status)"] = thread_us(each(lambda: ua.StatusCode(0)), n)
+    out["values: StoredDataValue(...)"] = thread_us(each(lambda: StoredDataValue(
+        variant, StatusCode=status, SourceTimestamp=now, ServerTimestamp=now)), n)
+    out["values: Change(node, dv)"] = thread_us(each(lambda: Change(tag.nodeid, dv)), n)
+    out["values: await store_value (address space, no monitored items)"] = await timed(
+        lambda k: store_value(aspace, tag.nodeid, dv))
+    out["values: await ChangeFeed.store (no subscribers)"] = await timed(lambda k: tags.feed.store(tag.nodeid, dv))
+    out["values: await TagTable.publish (no subscribers), total"] = await timed(
+        lambda k: tags.publish(plant[k % len(plant)], float(k) + 0.5, source_time=datetime.now(UTC)))
+    writer = make_writer(tmp, url, tags, server, batch)
+    writer.queue.open()
+    tags.feed.listen(writer._on_change)
+
+    async def with_listener(k: int) -> None:
+        await tags.publish(plant[k % len(plant)], float(k) + 0.25, source_time=datetime.now(UTC))
+        if len(writer._buffer) >= 10_000:  # as the spooler takes it
+            writer._buffer.clear()
+    out["influx: TagTable.publish with the writer's listener, total"] = await timed(with_listener)
+    out["influx: the listener's share"] = (out["influx: TagTable.publish with the writer's listener, total"]
+                                           - out["values: await TagTable.publish (no subscribers), total"])
+    writer._buffer.clear()
+    for k in range(n):
+        await tags.publish(plant[k % len(plant)], float(k) + 0.75, source_time=datetime.now(UTC))
+    buffered = writer._buffer
+    writer._buffer = []
+    writer.queue.append_ids(writer._rows(buffered[:len(plant)]))  # the series, once
+    buffered = buffered[len(plant):]
+    rows: list[Any] = []
+    out["influx: spooler render (per point)"] = thread_us(lambda: rows.append(writer._rows(buffered)), len(buffered))
+    t = time.thread_time()
+    writer.queue.append_ids(rows[0])
+    out["influx: spooler SQLite insert, executemany (per point)"] = (time.thread_time() - t) / len(buffered) * 1e6
+    sent = posted = 0
+    read = post = 0.0
+    while True:
+        t = time.thread_time()
+        batches = writer.queue.head_batches(batch)
+        if not batches:
+            break
+        read += time.thread_time() - t
+        for target, ids, text in batches:
+            t = time.thread_time()
+            writer.endpoint.write(target, text.encode())
+            post += time.thread_time() - t
+            t = time.thread_time()
+            writer.queue.ack(ids)
+            read += time.thread_time() - t
+            sent += len(ids)
+            posted += 1
+    out["influx: sender queue read + ack (per point)"] = read / sent * 1e6
+    out["influx: sender HTTP request, influxdb-client (per point)"] = post / sent * 1e6
+    writer.queue.close()
+    writer.endpoint.close()
+    gc.unfreeze()
+    return {k: round(v, 2) for k, v in out.items()}
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -134,9 +247,18 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     server, tags, plant = await build_plant(args.vars)
     writer = make_writer(tmp, vm.url, tags, server, args.batch)
     await asyncio.to_thread(writer.start, tags.feed)
+    gc.freeze()  # as Gateway.start does once the site is loaded
     result: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
                               "python": platform.python_version(), "cpus": os.cpu_count(), "vars": args.vars,
                               "batch": args.batch}
+    if args.stages:
+        result["stages_us_per_change"] = await stage_costs(tmp / "stages", vm.url, args.vars, args.batch)
+        print("stages", json.dumps(result["stages_us_per_change"], indent=1), flush=True)
+        gc.freeze()
+        if args.stages_only:
+            await asyncio.to_thread(writer.stop, 2.0)
+            vm.stop()
+            return result
     sustained = await drive(tags, plant, args.rate, args.seconds, writer)
     t = time.monotonic()
     await until(lambda: not writer.depth, 120)
@@ -183,6 +305,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 def write_results(result: dict[str, Any], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
+    stages = "".join(f"| {name} | {us} |\n" for name, us in result.get("stages_us_per_change", {}).items())
+    if "sustained" not in result:
+        out.with_suffix(".md").write_text(f"# Series writer: CPU per change\n\n| step | us |\n|---|---|\n{stages}")
+        return
     s, b = result["sustained"], result["backlog"]
     md = f"""# Series writer benchmark
 
@@ -195,6 +321,10 @@ def write_results(result: dict[str, Any], out: Path) -> None:
 | points acknowledged by VictoriaMetrics | {s['acknowledged_per_s']:,}/s |
 | queue depth max / at the end / drained after | {s['depth_max']:,} / {s['depth_end']:,} / {s['drain_after_s']} s |
 | CPU of the gateway process (2 cores = 200 %) | {s['cpu_percent']} % |
+| machine load average (1 min) at start / end (2 cores; shared) | {s['load_average_1min'][0]:.1f} / \
+{s['load_average_1min'][1]:.1f} |
+| garbage collections / longest pause / total | {s['gc_collections']} / {s['gc_pause_ms_max']} ms / \
+{s['gc_ms_total']} ms |
 | event-loop lateness max / p99 / median | {s['lateness_ms_max']} / {s['lateness_ms_p99']} / \
 {s['lateness_ms_median']} ms |
 | 10 ms ticks later than 50 ms | {s['ticks_over_50ms']} of {s['ticks']} |
@@ -203,6 +333,13 @@ def write_results(result: dict[str, Any], out: Path) -> None:
 | backlog replay (from the first send; that came {b['first_send_after_restart_s']} s after the restart) | \
 {b['replay_s']} s, {b['replay_points_per_s']:,} points/s |
 """
+    if stages:
+        md += f"""
+CPU per change (microseconds of the measuring thread, each step alone, best of 5 x 100,000):
+
+| step | us |
+|---|---|
+{stages}"""
     out.with_suffix(".md").write_text(md)
 
 
@@ -213,6 +350,8 @@ if __name__ == "__main__":
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--backlog-rate", type=float, default=10_000)
     ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--no-stages", dest="stages", action="store_false", help="skip the CPU-per-step measurement")
+    ap.add_argument("--stages-only", action="store_true", help="only the CPU-per-step measurement")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "influx.json")
     a = ap.parse_args()
     res = asyncio.run(main(a))

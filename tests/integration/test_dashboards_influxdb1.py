@@ -65,7 +65,7 @@ async def test_every_panel_query_returns_what_the_gateway_wrote(tmp_path: Path, 
         written = await asyncio.to_thread(_written, db)
         assert len(written) > 30
         answered: set[tuple[str, str, str, str, str]] = set()
-        annotations = 0
+        annotations = alarm_annotations = 0
         started = time.monotonic()
         for path in sorted((tmp_path / "grafana" / "dashboards").glob("*.json")):
             board = json.loads(path.read_text())
@@ -78,6 +78,11 @@ async def test_every_panel_query_returns_what_the_gateway_wrote(tmp_path: Path, 
                          .replace("$__interval", "1s"))
                     result = (await asyncio.to_thread(db.query, q, "plant"))["results"][0]
                     assert "error" not in result, (path.name, q, result)
+                    if '."alarms" WHERE' in q:  # the alarm annotation: the demo raises no alarm in 3 s
+                        alarm_annotations += 1
+                        for series in result.get("series", []):
+                            assert series["columns"] == ["time", "text"], q  # Grafana's annotation text
+                        continue
                     if "Disconnected" in q:
                         annotations += 1
                         assert "series" not in result  # no device lost its connection
@@ -88,6 +93,7 @@ async def test_every_panel_query_returns_what_the_gateway_wrote(tmp_path: Path, 
                         assert series["values"], q
                         answered.add((m[2], m[3], m[4], series["tags"]["variable"], m[1]))
         assert annotations >= 8  # one per device on the site dashboard and one per device-type dashboard
+        assert alarm_annotations == 1 + 4  # the site's, and each device's on its device type's dashboard
         # Every series of every device the gateway wrote is shown by some panel, and no panel shows anything
         # else. The site object's own series (control engine, facade) have no panel yet.
         assert answered <= written

@@ -20,15 +20,22 @@ import pytest
 from asyncua import Server, ua
 from influx_servers import FaultProxy, InfluxDB1, VictoriaMetrics
 
+from gateway.alarms.service import AlarmService
+from gateway.events.service import EventService
 from gateway.influx.config import config_from_dict
+from gateway.influx.dashboards.queries import alarm_query
 from gateway.influx.diskqueue import DiskQueue
 from gateway.influx.series import SeriesCatalog
 from gateway.influx.writer import SeriesWriter
+from gateway.methods import MethodRegistry
+from gateway.nodeset.yaml_build import compile_text
+from gateway.site import load_site
 from gateway.values.aspace_io import StoredDataValue
 from gateway.values.feed import ChangeFeed
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+ALARM_SITE = Path(__file__).resolve().parents[1] / "fixtures" / "alarm_site.yaml"
 
 
 def recent() -> datetime:
@@ -67,7 +74,8 @@ class Plant:
                                                              SourceTimestamp=t, ServerTimestamp=t))
 
 
-def make_writer(tmp_path: Path, feed: ChangeFeed, server: dict, version: int = 2, **extra: object) -> SeriesWriter:
+def make_writer(tmp_path: Path, feed: ChangeFeed, server: dict, version: int = 2, events: EventService | None = None,
+                **extra: object) -> SeriesWriter:
     raw = {"server": server, "site": "TestSite", "batch": {"size": 1000, "flush_interval": "100ms"},
            "backoff": {"initial": "200ms", "max": "2s"}, **extra}
     if version == 2:
@@ -81,7 +89,7 @@ def make_writer(tmp_path: Path, feed: ChangeFeed, server: dict, version: int = 2
     catalog = SeriesCatalog(config, config.site, feed.aspace, None, set())
     queue = DiskQueue(tmp_path / "queue.sqlite3", config.queue_max_bytes, int(config.queue_max_age_s * 1e9))
     writer = SeriesWriter(config, catalog, queue)
-    writer.start(feed)
+    writer.start(feed, events)
     return writer
 
 
@@ -356,3 +364,52 @@ async def test_kill_9_mid_batch_and_restart_loses_and_duplicates_nothing(tmp_pat
         await proxy.stop()
     assert db_values() == [float(k) for k in range(last + 2001)]
     assert _queued_values(queue_file) == []
+
+
+async def test_an_alarm_raised_by_a_limit_crossing_arrives_on_influxdb1(tmp_path: Path, influxdb1: InfluxDB1) -> None:
+    """The site's limit alarm, evaluated by the alarm service on a value stored through the change feed,
+    reaches InfluxDB 1.x through the event service as points of `alarms`: raised, then cleared."""
+    site_xml = tmp_path / "alarm-site.xml"
+    site_xml.write_bytes(compile_text(ALARM_SITE.read_text(encoding="utf-8"), str(ALARM_SITE)))
+    server = Server()
+    await server.init()
+    site, bindings = await load_site(server, [site_xml])
+    ns = site.namespaces["urn:test:alarm-site"]
+    feed = ChangeFeed(server.iserver.aspace)
+    events = EventService(server.iserver)
+    alarms = AlarmService(server.iserver, feed, events, MethodRegistry(server.iserver.aspace))
+    alarms.start(bindings.alarms)
+    writer = make_writer(tmp_path, feed, {"url": influxdb1.url}, version=1, events=events)
+    temperature = ua.NodeId("Rack1.Temperature", ns)
+    condition = alarms.conditions[ua.NodeId("Rack1.TemperatureHigh", ns)]
+    try:
+        for value in (20.0, 57.5):
+            await feed.store(temperature, StoredDataValue(ua.Variant(value, ua.VariantType.Double),
+                                                          SourceTimestamp=datetime.now(UTC)))
+        await until(lambda: condition.active, 5)
+        assert condition.active
+        await feed.store(temperature, StoredDataValue(ua.Variant(40.0, ua.VariantType.Double),
+                                                      SourceTimestamp=datetime.now(UTC)))
+        await until(lambda: not condition.active, 5)
+        await drained(writer, 20)
+    finally:
+        alarms.stop()
+        await asyncio.to_thread(writer.stop, 2.0)
+    rows = influxdb1.rows("site", "ls", "alarms")
+    assert [(r["active"], r["acked"], r["confirmed"], r["retain"]) for r in rows] == [
+        (True, False, False, True), (False, False, False, True)]  # raised; cleared but still to be acknowledged
+    raised = rows[0]
+    assert raised["message"] == "Rack1 cell temperature 57.5 °C above high limit 55 °C"
+    assert raised["severity"] == 700
+    assert (raised["site"], raised["source"], raised["condition"], raised["severity_class"]) == (
+        "TestSite", "Rack1", "TemperatureHigh", "MediumHigh")
+    type_name = (await server.get_node(condition.cfg.type_id).read_browse_name()).Name
+    assert raised["type"] == type_name and type_name.endswith("LimitAlarmType")
+    assert rows[1]["message"] == "Rack1 cell temperature 40 °C back within limits"
+    assert writer.stats.sent == 3 + 2 and writer.dropped == 0  # the three values and the two alarm states
+    # The dashboards' alarm annotation (InfluxQL) finds both, with the source and condition as tags.
+    for source in (None, "Rack1"):
+        query = alarm_query(1, "ls", "TestSite", source).query.replace("$timeFilter", "time > now() - 1h")
+        series = influxdb1.query(query, "site")["results"][0]["series"]
+        assert [(x["tags"], [v[1] for v in x["values"]]) for x in series] == [
+            ({"source": "Rack1", "condition": "TemperatureHigh"}, [raised["message"], rows[1]["message"]])]

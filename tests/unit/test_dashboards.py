@@ -1,6 +1,8 @@
 """`gateway dashboards`: the generated dashboards parse as grafana-foundation-sdk's Dashboard model, and
 every query of every panel and annotation reads a series the series writer produces for the site
-(measurement, device tag, variable tag, field and bucket/retention policy as the writer names them)."""
+(measurement, device tag, variable tag, field and bucket/retention policy as the writer names them; for
+alarm annotations: the `alarms` measurement, site and source tags and field of the site's conditions'
+events as the writer renders them)."""
 
 from __future__ import annotations
 
@@ -18,13 +20,20 @@ from grafana_foundation_sdk.cog import plugins
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
+from gateway.alarms.condition import Condition
+from gateway.alarms.service import AlarmService
 from gateway.cli import main
 from gateway.diagnostics import FIELDS, ensure_diagnostics
+from gateway.events.service import EventService
+from gateway.influx.alarms import MEASUREMENT as ALARMS
+from gateway.influx.alarms import AlarmSeries, alarm_fields
 from gateway.influx.config import config_from_dict
 from gateway.influx.dashboards import queries
 from gateway.influx.dashboards.cli import generate
+from gateway.influx.dashboards.site import variant_type
 from gateway.influx.lineproto import fields
 from gateway.influx.series import SeriesCatalog
+from gateway.methods import MethodRegistry
 from gateway.nodesets import GATEWAY_NAMESPACE
 from gateway.site import load_site
 from gateway.values.feed import ChangeFeed
@@ -48,9 +57,23 @@ _FLUX = re.compile(r'from\(bucket: "(?P<target>[^"]*)"\).*?r\._measurement == "(
 _IQL = re.compile(r'FROM "(?P<target>[^"]*)"\."(?P<measurement>[^"]*)" WHERE "device" = \'(?P<device>[^\']*)\' '
                   r"AND \((?P<variables>.*?)\) AND \$timeFilter")
 _IQL_FIELD = re.compile(r'SELECT \w+\("(?P<field>\w+)"\)')
+AlarmKey = tuple[str, str, str, str, str]  # target, measurement, site, source ("" for any), field
+_FLUX_ALARMS = re.compile(r'from\(bucket: "(?P<target>[^"]*)"\).*?r\._measurement == "(?P<measurement>alarms)" and '
+                          r'r\.site == "(?P<site>[^"]*)" and r\._field == "(?P<field>[^"]*)"\)'
+                          r'(?:\n  \|> filter\(fn: \(r\) => r\.source == "(?P<source>[^"]*)"\))?', re.S)
+_IQL_ALARMS = re.compile(r'SELECT "(?P<field>\w+)" AS "text" FROM "(?P<target>[^"]*)"\."(?P<measurement>alarms)" WHERE '
+                         r'"site" = \'(?P<site>[^\']*)\'(?: AND "source" = \'(?P<source>[^\']*)\')? AND \$timeFilter')
 # One value of each type the site's variables hold, to ask the writer's line protocol which field it fills.
 _SAMPLES = {ua.VariantType.Boolean: True, ua.VariantType.String: "x", ua.VariantType.DateTime: datetime.now(UTC),
-            ua.VariantType.UInt16: 1, ua.VariantType.UInt64: 1, ua.VariantType.Double: 1.5}
+            ua.VariantType.UInt16: 1, ua.VariantType.UInt32: 1, ua.VariantType.UInt64: 1, ua.VariantType.Double: 1.5,
+            ua.VariantType.LocalizedText: ua.LocalizedText("x"), ua.VariantType.NodeId: ua.NodeId(1)}
+
+
+def alarm_series_of(query: str) -> AlarmKey | None:
+    m = _FLUX_ALARMS.search(query) or _IQL_ALARMS.search(query)
+    if m is None:
+        return None
+    return (m["target"], m["measurement"], m["site"], m["source"] or "", m["field"])
 
 
 def series_of(query: str) -> list[Key]:
@@ -64,9 +87,10 @@ def series_of(query: str) -> list[Key]:
             for v in re.findall(r'"variable" = \'([^\']*)\'', m["variables"])]
 
 
-async def written_series(config_text: str, site_tag: str) -> set[Key]:
+async def written_series(config_text: str, site_tag: str) -> tuple[set[Key], set[AlarmKey]]:
     """What the writer produces for the demo site: its SeriesCatalog over the loaded site, and the field
-    its line protocol fills for each variable's data type."""
+    its line protocol fills for each variable's data type; and the alarm series of the site's conditions
+    and of the devices' communication alarms, from an event of each as the writer renders it."""
     config = config_from_dict(yaml.safe_load(config_text), "test", {"INFLUX_PW": "p"}, read_secrets=False)
     server = Server()
     await server.init()
@@ -76,12 +100,19 @@ async def written_series(config_text: str, site_tag: str) -> set[Key]:
     feed = ChangeFeed(aspace)
     tags = TagTable(aspace, None, feed=feed)
     nodes: list[tuple[ua.NodeId, ua.VariantType]] = []
+    alarm_service = AlarmService(server.iserver, feed, EventService(server.iserver), MethodRegistry(aspace))
+    conditions = [Condition(cfg, ()) for cfg in bindings.alarms]
     for dev in bindings.devices:
         for var in dev.variables:
             tags.add(var, dev.nodeid)
             nodes.append((var.nodeid, var.vtype))
         diag = await ensure_diagnostics(server, dev.nodeid, gw_ns, feed)
         nodes += [(node, FIELDS[name]) for name, node in diag.nodes.items()]
+        conditions.append(Condition(alarm_service.add_communication_alarm(
+            dev.nodeid, dev.name, diag.nodes["ConnectionState"], gw_ns), (), system=True))
+    for machine in bindings.state_machines:  # what the state machine service stores, under its device
+        for node in machine.nodes.values():
+            nodes.append((node, variant_type(aspace, node)))
     catalog = SeriesCatalog(config, config.site or site_tag, aspace, tags, {gw_ns})
     out: set[Key] = set()
     for node, vtype in nodes:
@@ -89,7 +120,17 @@ async def written_series(config_text: str, site_tag: str) -> set[Key]:
         assert s is not None
         field = fields(_SAMPLES[vtype], 0).split("=", 1)[0]
         out.add((s.target, s.measurement, s.device, s.variable, field))
-    return out
+    alarm_series = AlarmSeries(config, config.site or site_tag, aspace)
+    alarms: set[AlarmKey] = set()
+    for cond in conditions:
+        event = cond.event("a message", datetime.now(UTC))
+        key = alarm_series.key(event)
+        assert key is not None and key.startswith(f"{ALARMS},")
+        tags = alarm_series.tags(event)
+        for part in alarm_fields(event).split(","):
+            alarms.add((alarm_series.target, ALARMS, tags["site"], tags["source"], part.split("=", 1)[0]))
+    assert {a[3] for a in alarms} >= {d.name for d in bindings.devices}
+    return out, alarms
 
 
 def queries_of(board: dict[str, Any]) -> list[str]:
@@ -140,10 +181,17 @@ def test_dashboards_parse_as_the_sdk_model_and_round_trip(generated: dict[int, P
 @pytest.mark.parametrize("version", [2, 1])
 def test_every_query_reads_a_series_the_writer_produces(generated: dict[int, Path], version: int) -> None:
     config = DEPLOY_INFLUX.read_text() if version == 2 else V1
-    produced = asyncio.run(written_series(config, "demo-site"))
+    produced, alarms = asyncio.run(written_series(config, "demo-site"))
     read: set[Key] = set()
+    alarm_queries = 0
     for path in (generated[version] / "dashboards").glob("*.json"):
         for query in queries_of(json.loads(path.read_text())):
+            alarm = alarm_series_of(query)
+            if alarm is not None:  # a site's alarms (source "") or one source's
+                matching = [a for a in alarms if a[:3] == alarm[:3] and a[4] == alarm[4] and alarm[3] in ("", a[3])]
+                assert matching, f"{path.name}: {alarm} is not written by the series writer"
+                alarm_queries += 1
+                continue
             keys = series_of(query)
             assert keys, query
             missing = [k for k in keys if k not in produced]
@@ -153,6 +201,7 @@ def test_every_query_reads_a_series_the_writer_produces(generated: dict[int, Pat
             assert query.startswith(lang), query
     # The dashboards show every bound variable and every diagnostic of every device.
     assert read == produced
+    assert alarm_queries == 1 + 4  # the site's, and one per device on its device type's dashboard
     # The check can fail: a variable the writer does not produce is caught.
     wrong = ("site_high", "Battery1", "Battery1", "ActivePowr", "value")
     assert wrong not in produced
@@ -166,7 +215,8 @@ def test_demo_dashboards_have_power_flow_units_ranges_limits_and_annotations(gen
     assert labels == ["Grid (GridMeter)", "PV (PvInverter1)", "Battery (Battery1)", "Load (SiteLoad)"]
     assert any(p.get("title") == "Device diagnostics" and len(p["targets"]) == 8 for p in site["panels"])
     assert [a["name"] for a in site["annotations"]["list"]] == [
-        "Battery1 disconnected", "PvInverter1 disconnected", "GridMeter disconnected", "SiteLoad disconnected"]
+        "Battery1 disconnected", "PvInverter1 disconnected", "GridMeter disconnected", "SiteLoad disconnected",
+        "Alarms"]
     battery = boards["demosite-type-battery1"]
     by_title = {p["title"]: p for p in battery["panels"]}
     soc = by_title["StateOfCharge (%)"]

@@ -7,7 +7,7 @@ import asyncio
 from asyncua import Server, ua
 
 from gateway.clock import SteppableClock
-from gateway.events.event import GatewayEvent, base_fields
+from gateway.events.event import MESSAGE, GatewayEvent, base_fields
 from gateway.events.service import SERVER, EventService
 
 FLOOD = 3000
@@ -83,3 +83,25 @@ async def test_a_refresh_of_many_conditions_arrives_bracketed_while_other_tasks_
         await sub.delete()
         await events.stop()
         await server.stop()
+
+
+async def test_listeners_get_every_event_and_a_failing_one_costs_nobody_theirs() -> None:
+    server = Server()
+    await server.init()
+    clock = SteppableClock()
+    events = EventService(server.iserver, clock)
+    got: list[str] = []
+
+    def broken(event: GatewayEvent) -> None:
+        raise RuntimeError("a listener's bug")
+
+    events.listen(broken)
+    close = events.listen(lambda e: got.append(e.value(MESSAGE).Text))
+    event_type = ua.NodeId(ua.ObjectIds.BaseEventType)
+    for i in range(3):
+        events.emit(GatewayEvent(event_type, base_fields(event_type, SERVER, "Server", f"event {i}", 100, clock.now()),
+                                 (SERVER,)))
+        if i == 1:
+            close()
+    assert got == ["event 0", "event 1"] and events.emitted == 3
+    await events.drain()  # and delivery to clients still has all three queued

@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+from asyncua import ua
 from hypothesis import given
 from hypothesis import strategies as st
 from influxdb_client import Point, WritePrecision
 
+from gateway.events.event import GatewayEvent, base_fields, path
+from gateway.influx.alarms import alarm_fields, severity_class
 from gateway.influx.lineproto import MAX_TEXT_BYTES, fields, series_key, timestamp_ns
 
 names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=20)
@@ -64,3 +67,48 @@ def test_timestamps_are_nanoseconds_utc() -> None:
     assert timestamp_ns(t.replace(tzinfo=None)) == timestamp_ns(t)
     assert timestamp_ns(t.astimezone(UTC) + timedelta(hours=1)) - timestamp_ns(t) == 3600 * 10**9
     assert series_key("Pump 1", {"site": "A,B", "unit": "", "variable": "x=y"}) == r"Pump\ 1,site=A\,B,variable=x\=y"
+
+
+@given(message=st.text(max_size=100), severity=st.integers(1, 1000), active=st.booleans(), acked=st.booleans())
+def test_alarm_points_match_influxdb_client(message: str, severity: int, active: bool, acked: bool) -> None:
+    """An alarm state's fields (alarms.py) read as influxdb-client's Point writes them."""
+    event_type = ua.NodeId(ua.ObjectIds.ExclusiveLevelAlarmType)
+    f = base_fields(event_type, ua.NodeId(1), "Rack1", message, severity, datetime.now(UTC))
+    f.update({path("ActiveState", "Id"): ua.Variant(active), path("AckedState", "Id"): ua.Variant(acked),
+              path("Retain"): ua.Variant(active or not acked)})
+    event = GatewayEvent(event_type, f, (), condition=ua.NodeId(2))
+    ours = alarm_fields(event)
+    point = (Point("alarms").field("active", active).field("acked", acked).field("retain", active or not acked)
+             .field("severity", severity).field("message", message.encode("utf-8", "backslashreplace")
+                                                .decode("utf-8")))
+    assert _typed(ours) == _typed(point.to_line_protocol().split(" ", 1)[1])
+    assert _typed(ours)["message"] == message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _typed(field_set: str) -> dict[str, object]:
+    """A field set as the server reads it: quoted strings unescaped, t/true/f/false, 1i, floats."""
+    out: dict[str, object] = {}
+    i = 0
+    while i < len(field_set):
+        eq = field_set.index("=", i)
+        key, i = field_set[i:eq], eq + 1
+        if field_set[i] == '"':
+            chars, i = [], i + 1
+            while field_set[i] != '"':
+                if field_set[i] == "\\" and field_set[i + 1] in '"\\':
+                    i += 1
+                chars.append(field_set[i])
+                i += 1
+            out[key], i = "".join(chars), i + 2
+            continue
+        end = field_set.find(",", i)
+        end = len(field_set) if end < 0 else end
+        raw, i = field_set[i:end], end + 1
+        out[key] = (raw in ("t", "true", "T", "True") if raw.lower() in ("t", "true", "f", "false")
+                    else int(raw[:-1]) if raw.endswith("i") else float(raw))
+    return out
+
+
+def test_severity_classes_are_part_9_ranges() -> None:
+    assert [severity_class(s) for s in (1, 200, 201, 400, 401, 600, 601, 800, 801, 1000)] == [
+        "Low", "Low", "MediumLow", "MediumLow", "Medium", "Medium", "MediumHigh", "MediumHigh", "High", "High"]

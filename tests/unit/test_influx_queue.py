@@ -60,3 +60,37 @@ def test_size_bound_drops_the_oldest(tmp_path: Path) -> None:
     assert removed > 0 and q.bytes_used() <= 1_000_000
     assert q.dropped == removed and q.depth == 50_000 - removed
     assert int(q.head(1)[0][2].split()[-1]) == removed  # the oldest went, in order
+
+
+def test_oldest_queued_follows_the_head(tmp_path: Path) -> None:
+    q = DiskQueue(tmp_path / "q.sqlite3")
+    q.open()
+    assert q.oldest_queued_ns() is None
+    q.append(rows(0, 3), now_ns=DAY)
+    q.append(rows(3, 3), now_ns=DAY + 2 * MARK_EVERY_NS)
+    assert q.oldest_queued_ns() == DAY
+    q.ack([p[0] for p in q.head(3)])  # the first minute's points are gone: the head was queued later
+    assert q.oldest_queued_ns() == DAY + 2 * MARK_EVERY_NS
+    q.ack([p[0] for p in q.head(3)])
+    assert q.oldest_queued_ns() is None
+
+
+def test_head_batches_are_the_head_per_target_in_order(tmp_path: Path) -> None:
+    q = DiskQueue(tmp_path / "q.sqlite3")
+    q.open()
+    q.append([(("hs", "ls", "ms")[k % 3 // 2], f"Pump1,variable=V{k % 5}", k, f"value={float(k)},quality=0i")
+              for k in range(3000)])
+    q.ack([p[0] for p in q.head(10)][::3])  # gaps in the ids
+    head = q.head(1000)
+    batches = q.head_batches(1000)
+    assert batches is not None and sorted(t for t, _, _ in batches) == ["hs", "ls"]
+    for target, ids, body in batches:
+        rows = [p for p in head if p[1] == target]
+        assert ids == [p[0] for p in rows]
+        assert body == "\n".join(p[2] for p in rows)
+        assert q.points(ids[:3][::-1]) == rows[:3]
+    q.ack(batches[0][1])  # not contiguous: one statement
+    assert q.depth == 3000 - 4 - len(batches[0][1])
+    empty = DiskQueue(tmp_path / "empty.sqlite3")
+    empty.open()
+    assert empty.head_batches(10) == []
