@@ -3,9 +3,9 @@
 //          PORT VARIABLES PER_DEVICE INTERVAL_MS
 // Serves VARIABLES Double variables D<d>.V<v> (nodeId s=D<d>.V<v>, d = i / PER_DEVICE) under objects D<d>
 // in urn:bench:fanout:reference, and every INTERVAL_MS rewrites all of them (a sine per variable, source
-// timestamp now), so every rewrite is a change. Prints "serving" when ready, then once a second
-// "@@{rewrites, rewriteMsMax}" (rewrite passes done and the longest pass since the last line); stops on
-// stdin's end.
+// timestamp now), so every rewrite is a change. Prints "serving" when ready; answers each line on stdin
+// with "@@{rewrites, rewriteMsMax}" (rewrite passes done, the longest pass since the last answer); stops
+// on stdin's end.
 import { createRequire } from "node:module";
 import path from "node:path";
 
@@ -46,13 +46,15 @@ setInterval(() => {
   rewrites += 1;
   rewriteMsMax = Math.max(rewriteMsMax, performance.now() - t);
 }, intervalMs);
-setInterval(() => {
-  process.stdout.write(`@@${JSON.stringify({ rewrites, rewriteMsMax })}\n`);
-  rewriteMsMax = 0;
-}, 1000);
 await server.start();
 console.log("serving");
-process.stdin.resume();
+process.stdin.setEncoding("utf8");
+process.stdin.on("data", (chunk) => {
+  for (let k = chunk.split("\n").length - 1; k > 0; k--) {
+    process.stdout.write(`@@${JSON.stringify({ rewrites, rewriteMsMax })}\n`);
+    rewriteMsMax = 0;
+  }
+});
 process.stdin.on("end", async () => {
   await server.shutdown(100);
   process.exit(0);
