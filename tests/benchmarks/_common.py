@@ -104,11 +104,18 @@ class Proc:
                     self.proc.send_signal(sig)
                 elif self.proc.stdin is not None:
                     self.proc.stdin.close()
-                async with asyncio.timeout(within_s):
-                    await self.proc.wait()
-            except (TimeoutError, BrokenPipeError, ConnectionResetError, ProcessLookupError):
-                self.kill()
-                await self.proc.wait()
+            except (BrokenPipeError, ConnectionResetError, ProcessLookupError):
+                pass
+            await self.wait(within_s)
+
+    async def wait(self, within_s: float) -> int:
+        """Its exit code; killed when it has not ended within `within_s`."""
+        try:
+            async with asyncio.timeout(within_s):
+                return await self.proc.wait()
+        except TimeoutError:
+            self.kill()
+            return await self.proc.wait()
 
     def kill(self) -> None:
         if self.proc.returncode is None:

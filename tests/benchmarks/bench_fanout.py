@@ -254,6 +254,48 @@ class Server:
         return _proc_rss_mb(self.proc.pid)
 
 
+# -- py-spy (--profile) ----------------------------------------------------------------------------------------
+
+
+async def start_profile(server: Server, seconds: float, out: Path) -> Proc | None:
+    """py-spy sampling the gateway (non-blocking, 100 Hz, idle frames left out) for `seconds`; None when
+    there is no py-spy."""
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if py_spy is None:
+        return None
+    return await Proc.start("py-spy", py_spy, "record", "--pid", str(server.proc.pid), "--duration",
+                            str(max(1, round(seconds))), "--rate", "100", "--nonblocking", "--function",
+                            "--format", "raw", "--output", str(out), log=out.with_suffix(".log"))
+
+
+# the entry point and the event loop, under every sample: left out of "total"
+_FRAMES_EVERYWHERE = ("<module> (gateway:", "main (gateway/cli.py", "run_from_args (gateway/app.py",
+                      "_run (gateway/app.py", "Thread.")
+
+
+def profile_summary(folded: Path, top: int = 15) -> dict[str, Any]:
+    """The functions the gateway spent its sampled time in: own (leaf) and total (anywhere on the stack)."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in folded.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        frames = stack.split(";")
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            if not frame.startswith(_FRAMES_EVERYWHERE) and " (asyncio/" not in frame:
+                total[frame] = total.get(frame, 0) + count
+
+    def ranked(d: dict[str, int]) -> list[tuple[str, float]]:
+        return [(k, round(100 * v / samples, 1)) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+
+    return {"samples": samples, "own_pct": ranked(own), "total_pct": ranked(total)}
+
+
 # -- the clients and a scenario ------------------------------------------------------------------------------
 
 
@@ -284,11 +326,12 @@ def latency_percentiles(histograms: list[dict[str, Any]]) -> dict[str, float | N
 async def run_scenario(server: Server, name: str, clients: int, items: int, args: argparse.Namespace,
                        work: Path, tag: str) -> dict[str, Any]:
     procs: list[Proc] = []
+    profiler: Proc | None = None
     out: dict[str, Any] = {"scenario": name, "clients": clients, "items_per_client": items}
     try:
         for k in range(clients):
             procs.append(await Proc.start(
-                f"client {k}", "node", str(HERE / "fanout_client.mjs"), server.url, str(work / "pki"),
+                f"client {k}", "node", str(HERE / "fanout_client.mjs"), server.url, str(work / f"pki-{k}"),
                 NAMESPACES[server.kind], str(items), str(PER_DEVICE), log=work / f"client-{tag}-{name}-{k}.log",
                 env={"INTEROP_DIR": str(INTEROP)}))
         ready_within = 120 + items / 50
@@ -301,6 +344,9 @@ async def run_scenario(server: Server, name: str, clients: int, items: int, args
         await asyncio.sleep(args.settle_s)
         await asyncio.gather(*(p.ask({"cmd": "reset"}, 30, lambda m: m.get("reset", False)) for p in procs))
         changes0, tc0 = await server.changes(), time.monotonic()
+        folded = work / f"profile-{tag}-{name}.txt"
+        profiler = await start_profile(server, args.measure_s, folded) if args.profile and server.kind == "gateway" \
+            else None
         cpu0, t0 = server.cpu_s(), time.monotonic()
         rss: list[float] = []
         while time.monotonic() - t0 < args.measure_s:
@@ -311,7 +357,15 @@ async def run_scenario(server: Server, name: str, clients: int, items: int, args
         cpu = server.cpu_s() - cpu0
         rss.append(server.rss_mb())
         changes1, tc1 = await server.changes(), time.monotonic()
+        if profiler is not None:
+            await profiler.wait(30)  # py-spy ends by itself after its duration
+            profiler = None
+            if folded.exists():
+                out["profile"] = profile_summary(folded)
     finally:
+        if profiler is not None:
+            profiler.kill()
+            await profiler.wait(10)
         for p in procs:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 await p.send({"cmd": "quit"})
@@ -422,6 +476,17 @@ def markdown(res: dict[str, Any]) -> str:
         rates = ", ".join(f"{n} {sc.get('changes_per_variable_per_s')}" for n, sc in r.get("scenarios", {}).items())
         lines.append(f"| {r['server']} | {r['round']} | {r.get('start_s', '-')} | {r.get('rss_after_start_mb', '-')} | "
                      f"{rates} |")
+    for r in res["runs"]:
+        for name, sc in r.get("scenarios", {}).items():
+            prof = sc.get("profile")
+            if not prof or not prof["samples"]:
+                continue
+            lines += ["", f"Where the gateway's time went in {name}, round {r['round']} (py-spy, {prof['samples']} "
+                      "samples of its threads while not idle; % of samples):", "",
+                      "| own time (the function itself) | % | total (the function and what it calls) | % |",
+                      "|---|---|---|---|"]
+            for (f_own, p_own), (f_tot, p_tot) in zip(prof["own_pct"], prof["total_pct"], strict=False):
+                lines.append(f"| `{f_own}` | {p_own} | `{f_tot}` | {p_tot} |")
     if res.get("errors"):
         lines += ["", "Errors:", *(f"- {e}" for e in res["errors"])]
     return "\n".join(lines) + "\n"
@@ -438,6 +503,8 @@ async def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--settle-s", type=float, default=10.0, help="after the clients monitor, before measuring")
     ap.add_argument("--measure-s", type=float, default=20.0, help="measured seconds per scenario")
+    ap.add_argument("--profile", action="store_true", help="sample the gateway with py-spy while measuring (top "
+                    "functions in the results; the stacks in --workdir)")
     ap.add_argument("--deadline-s", type=float, default=3600.0, help="the whole run ends (children killed) after this")
     ap.add_argument("--out", type=Path, default=RESULTS / "fanout.json")
     ap.add_argument("--workdir", type=Path, default=None, help="keep sites, logs and data here (default: a temp dir, "
