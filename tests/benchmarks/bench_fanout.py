@@ -439,7 +439,7 @@ def markdown(res: dict[str, Any]) -> str:
     labels = [SERVER_LABELS[s].format(asyncua=res["asyncua_version"]) for s in servers]
     la0, la1 = res["load_average_start"], res["load_average_end"]
     lines = ["# Subscription fan-out benchmark", "", f"`{res['command']}` on {res['when']} ({res['machine']}).", "",
-             f"{res['variables']} Double variables changing every {res['interval_ms']:g} ms; node-opcua clients, one "
+             f"{res['variables']:,} Double variables changing every {res['interval_ms']:g} ms; node-opcua clients, one "
              f"subscription each (publishing 100 ms, sampling 0, queue 1); {res['settle_s']:g} s settling, "
              f"{res['measure_s']:g} s measured per scenario. Each cell: round 1 / round 2 / ... (rounds interleaved, "
              f"servers in turn). Load average (1, 5, 15 min) at start {la0[0]:.2f}, {la0[1]:.2f}, {la0[2]:.2f}; "
@@ -481,8 +481,10 @@ def markdown(res: dict[str, Any]) -> str:
             prof = sc.get("profile")
             if not prof or not prof["samples"]:
                 continue
-            lines += ["", f"Where the gateway's time went in {name}, round {r['round']} (py-spy, {prof['samples']} "
-                      "samples of its threads while not idle; % of samples):", "",
+            lines += ["", f"Where the gateway's time went in {name}, round {r['round']} (py-spy at 100 Hz for "
+                      f"{sc['seconds']:g} s: {prof['samples']} samples of its threads running or waiting for a core, "
+                      f"{prof['samples'] / sc['seconds']:.0f} per second, while the process got "
+                      f"{sc['server_cpu_pct']:g} % of a core; % of samples):", "",
                       "| own time (the function itself) | % | total (the function and what it calls) | % |",
                       "|---|---|---|---|"]
             for (f_own, p_own), (f_tot, p_tot) in zip(prof["own_pct"], prof["total_pct"], strict=False):
