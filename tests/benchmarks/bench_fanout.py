@@ -450,6 +450,7 @@ def markdown(res: dict[str, Any]) -> str:
     measures = [("notifications/s", "notifications_per_s"), ("share of the nominal changes (%)", "pct_of_nominal"),
                 ("share of the changes the server made (%)", "pct_of_made"),
                 ("latency p50 (ms)", "p50_ms"), ("latency p99 (ms)", "p99_ms"), ("latency max (ms)", "max_ms"),
+                ("publish responses/s (10 per client at 100 ms)", "publish_responses_per_s"),
                 ("server CPU (% of one core)", "server_cpu_pct"), ("server RSS (MB)", "server_rss_mb"),
                 ("clients' CPU (% of one core, summed)", "client_cpu_sum")]
     for name in res["scenarios"]:
