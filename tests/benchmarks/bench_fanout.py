@@ -1,8 +1,10 @@
 """Subscription fan-out benchmark: data changes delivered to subscribed clients, the gateway beside node-opcua.
 
     python tests/benchmarks/bench_fanout.py                       # 10,000 variables, B C D, 2 rounds, ~15 min
-    python tests/benchmarks/bench_fanout.py --variables 1000 --rounds 1 --settle-s 3 --measure-s 5 \\
-        --servers gateway,node-opcua --out /tmp/fanout.json       # a quick look, under a minute
+    python tests/benchmarks/bench_fanout.py --variables 1000 --rounds 1 --scenarios C --settle-s 3 \\
+        --measure-s 5 --servers gateway,node-opcua --out /tmp/fanout.json     # a quick look, about a minute
+    python tests/benchmarks/bench_fanout.py --servers gateway --rounds 1 --profile \\
+        --out tests/benchmarks/results/fanout-profile.json       # where the gateway's time goes (py-spy)
 
 Servers, each in its own process, each serving --variables Double variables D<d>.V<v> (100 per object) that
 all change every --interval-ms (100 ms: at most 10 changes per variable per second):
@@ -508,8 +510,8 @@ async def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--settle-s", type=float, default=10.0, help="after the clients monitor, before measuring")
     ap.add_argument("--measure-s", type=float, default=20.0, help="measured seconds per scenario")
-    ap.add_argument("--profile", action="store_true", help="sample the gateway with py-spy while measuring (top "
-                    "functions in the results; the stacks in --workdir)")
+    ap.add_argument("--profile", action="store_true", help="sample the gateway with py-spy (pip install py-spy) "
+                    "while measuring (top functions in the results; the stacks in --workdir)")
     ap.add_argument("--deadline-s", type=float, default=3600.0, help="the whole run ends (children killed) after this")
     ap.add_argument("--out", type=Path, default=RESULTS / "fanout.json")
     ap.add_argument("--workdir", type=Path, default=None, help="keep sites, logs and data here (default: a temp dir, "
