@@ -38,46 +38,22 @@ import math
 import os
 import platform
 import shutil
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-INTEROP = ROOT / "tests" / "interop"
-NODE_OPCUA_VERSION = "2.182.0"  # the version of tests/interop's client
-NODE_OPCUA_CACHE = Path.home() / ".cache" / "gateway-bench" / f"node-opcua-server-{NODE_OPCUA_VERSION}"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import HERE, INTEROP, RESULTS, ROOT, Proc, ensure_node_opcua_server, free_port, med, percentile
+
 SITE_NS = "urn:bench:alarms"
 REF_NS = "urn:bench:alarms:reference"
 USER, PASSWORD = "operator1", "op-secret-1"
 SLOT_S = 0.010
 PER_DEVICE = 100
 WAIT_S = 120.0  # longest wait for a flood or a refresh to arrive
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    s = sorted(values)
-    return s[min(len(s) - 1, math.ceil(q * len(s)) - 1)]
-
-
-def med(values: list[float]) -> float | None:
-    return round(statistics.median(values), 3) if values else None
 
 
 # -- sites ---------------------------------------------------------------------------------------------------
@@ -271,58 +247,6 @@ async def host(site: Path, endpoint: str, data_dir: Path) -> None:
 # -- this side -------------------------------------------------------------------------------------------------
 
 
-class Proc:
-    """A child process answering "@@{json}" lines (the gateway host, node's server or client)."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, name: str) -> None:
-        self.proc = proc
-        self.name = name
-
-    @classmethod
-    async def start(cls, name: str, *argv: str, log: Path, env: dict[str, str] | None = None) -> Proc:
-        with log.open("w") as err:
-            proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE,
-                                                        stdout=asyncio.subprocess.PIPE, stderr=err,
-                                                        env={**os.environ, **(env or {})}, limit=2**24)
-        return cls(proc, name)
-
-    async def line(self, within_s: float, match: Callable[[dict[str, Any]], bool] = lambda m: True,
-                   prefix: str = "@@") -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(within_s):
-            while True:
-                raw = await self.proc.stdout.readline()
-                if not raw:
-                    raise RuntimeError(f"{self.name} ended (exit {await self.proc.wait()})")
-                text = raw.decode().strip()
-                if prefix == "" and text:
-                    return {"line": text}
-                if text.startswith(prefix):
-                    msg = json.loads(text[len(prefix):])
-                    if match(msg):
-                        return msg
-
-    async def send(self, msg: str | dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(((msg if isinstance(msg, str) else json.dumps(msg)) + "\n").encode())
-        await self.proc.stdin.drain()
-
-    async def ask(self, cmd: str, within_s: float = 30) -> dict[str, Any]:
-        await self.send(cmd)
-        return await self.line(within_s)
-
-    async def close(self, within_s: float = 30) -> None:
-        if self.proc.returncode is None:
-            try:
-                if self.proc.stdin is not None:
-                    self.proc.stdin.close()
-                async with asyncio.timeout(within_s):
-                    await self.proc.wait()
-            except (TimeoutError, BrokenPipeError, ConnectionResetError):
-                self.proc.kill()
-                await self.proc.wait()
-
-
 async def start_gateway(site: Path, work: Path, name: str) -> tuple[Proc, str, dict[str, Any]]:
     url = f"opc.tcp://127.0.0.1:{free_port()}"
     data = work / f"data-{name}"
@@ -461,24 +385,6 @@ async def load_scenario(n: int, seconds: float, work: Path, alarms: bool) -> dic
 
 
 # -- (B), (C), (D) -----------------------------------------------------------------------------------------------
-
-
-async def ensure_node_opcua_server(log: Path) -> Path | None:
-    """node-opcua-server in a cache folder (npm install once); None when npm or the registry is not there."""
-    if (NODE_OPCUA_CACHE / "node_modules" / "node-opcua-server").is_dir():
-        return NODE_OPCUA_CACHE
-    if shutil.which("npm") is None:
-        return None
-    NODE_OPCUA_CACHE.mkdir(parents=True, exist_ok=True)
-    (NODE_OPCUA_CACHE / "package.json").write_text('{"name": "bench-reference", "private": true}\n')
-    done = await asyncio.to_thread(
-        subprocess.run, ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
-                         *(f"{p}@{NODE_OPCUA_VERSION}" for p in ("node-opcua-server", "node-opcua-address-space",
-                                                                 "node-opcua-nodesets", "node-opcua-variant",
-                                                                 "node-opcua-data-model"))],
-        cwd=NODE_OPCUA_CACHE, capture_output=True, timeout=600)
-    log.write_bytes(done.stdout + done.stderr)
-    return NODE_OPCUA_CACHE if done.returncode == 0 else None
 
 
 async def flood_scenario(kind: str, n: int, rounds: int, refreshes: int, work: Path, node_dir: Path | None,
