@@ -252,7 +252,7 @@ async def start_gateway(site: Path, work: Path, name: str) -> tuple[Proc, str, d
     data = work / f"data-{name}"
     data.mkdir(parents=True, exist_ok=True)
     gw = await Proc.start(f"gateway ({name})", sys.executable, str(Path(__file__).resolve()), "--host", str(site), url,
-                          str(data), log=work / f"gateway-{name}.log", env={"PYTHONPATH": str(ROOT)})
+                          str(data), log=work / f"gateway-{name}.log", env={"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
     hello = await gw.line(900)
     return gw, url, hello
 
