@@ -251,8 +251,9 @@ async def start_gateway(site: Path, work: Path, name: str) -> tuple[Proc, str, d
     url = f"opc.tcp://127.0.0.1:{free_port()}"
     data = work / f"data-{name}"
     data.mkdir(parents=True, exist_ok=True)
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     gw = await Proc.start(f"gateway ({name})", sys.executable, str(Path(__file__).resolve()), "--host", str(site), url,
-                          str(data), log=work / f"gateway-{name}.log", env={"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+                          str(data), log=work / f"gateway-{name}.log", env={"PYTHONPATH": path})
     hello = await gw.line(900)
     return gw, url, hello
 
