@@ -24,11 +24,11 @@ from urllib.parse import SplitResult
 from asyncua import ua
 
 from gateway.drivers.optommp import memory, packets
+from gateway.drivers.simulators.tcp import DroppableListener
 
 if TYPE_CHECKING:
     from gateway.bindings import BoundVariable, DeviceConfig
 
-STOP_WITHIN_S = 2.0
 TICK_S = 0.5
 NAK = 7
 _AREAS = (  # (start, size) of what the controller holds
@@ -45,7 +45,7 @@ _MIRRORS = ((memory.DIGITAL_WRITE, memory.DIGITAL_READ), (memory.ANALOG_WRITE, m
 
 
 @dataclass
-class MmpController:
+class MmpController(DroppableListener):
     name: str = "Controller"
     silent: bool = False
     garbage: bool = False
@@ -113,21 +113,6 @@ class MmpController:
         return packets.write_response(label, NAK)
 
     # -- the wire ----------------------------------------------------------------------------
-    async def start(self, host: str = "127.0.0.1") -> None:
-        self._server = await asyncio.start_server(self._serve, host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def drop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for writer in list(self._writers):
-            writer.close()
-        if server is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STOP_WITHIN_S):
-                    await server.wait_closed()
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         try:

@@ -15,7 +15,6 @@ Tests reach `silent` (it reads but never answers), `garbage` (it answers every q
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections import deque
@@ -26,6 +25,8 @@ from urllib.parse import SplitResult, parse_qsl, urlencode
 
 from asyncua import ua
 
+from gateway.drivers.simulators.tcp import DroppableListener
+
 if TYPE_CHECKING:
     from gateway.bindings import DeviceConfig
 
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 
 IDN = "OPCUA-GATEWAY,SIM-DCS60-100,SN{serial:04d},1.0"
 ERROR_QUEUE = 20
-STOP_WITHIN_S = 2.0
 # Long and short forms of the nodes it knows (SCPI: either spelling, any case).
 _NODES = {
     "SOUR": "SOUR", "SOURCE": "SOUR", "VOLT": "VOLT", "VOLTAGE": "VOLT", "CURR": "CURR", "CURRENT": "CURR",
@@ -54,7 +54,7 @@ class _Error(Exception):
 
 
 @dataclass
-class ScpiInstrument:
+class ScpiInstrument(DroppableListener):
     """One simulated supply: its state, the wire it listens on, and the tests' switches."""
 
     name: str = "PSU"
@@ -176,23 +176,6 @@ class ScpiInstrument:
             self.current_set = value
 
     # -- the wire --------------------------------------------------------------------------------
-    async def start(self, host: str = "127.0.0.1") -> None:
-        """Listen (on `port`, or a free one the first time)."""
-        self._server = await asyncio.start_server(self._serve, host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def drop(self) -> None:
-        """Close every connection and stop listening: the instrument is gone until `start()`."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for writer in list(self._writers):
-            writer.close()
-        if server is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STOP_WITHIN_S):
-                    await server.wait_closed()
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         pending = b""

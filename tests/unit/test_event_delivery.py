@@ -24,6 +24,19 @@ class Received:
             self.all.set()
 
 
+async def _deliveries_seen_until_all_received(events: EventService, received: Received) -> list[int]:
+    """How many events another task on the loop saw delivered, each time it ran, until all FLOOD arrived:
+    with the loop held for the whole delivery it would only ever see none or all of it."""
+    seen: list[int] = []
+    async with asyncio.timeout(60):
+        while events.delivered < FLOOD:
+            seen.append(events.delivered)
+            await asyncio.sleep(0)
+    async with asyncio.timeout(30):
+        await received.all.wait()
+    return seen
+
+
 async def test_a_flood_of_events_arrives_in_order_while_other_tasks_keep_running() -> None:
     server = Server()
     await server.init()
@@ -38,16 +51,8 @@ async def test_a_flood_of_events_arrives_in_order_while_other_tasks_keep_running
             events.emit(GatewayEvent(ua.NodeId(ua.ObjectIds.BaseEventType),
                                      base_fields(ua.NodeId(ua.ObjectIds.BaseEventType), SERVER, "Server", f"event {i}",
                                                  100, clock.now()), (SERVER,)))
-        # What another task on the loop sees of the delivery while it goes on: with the loop held for the
-        # whole flood it would only ever see none or all of it delivered.
-        seen: list[int] = []
-        async with asyncio.timeout(60):
-            while events.delivered < FLOOD:
-                seen.append(events.delivered)
-                await asyncio.sleep(0)
+        seen = await _deliveries_seen_until_all_received(events, received)
         assert any(0 < n < FLOOD for n in seen), "the delivery of the flood never let another task run"
-        async with asyncio.timeout(30):
-            await received.all.wait()
         assert received.messages == [f"event {i}" for i in range(FLOOD)]
     finally:
         await sub.delete()
@@ -70,14 +75,8 @@ async def test_a_refresh_of_many_conditions_arrives_bracketed_while_other_tasks_
     events.start()
     try:
         events.refresh(sub.subscription_id, lambda: retained)
-        seen: list[int] = []
-        async with asyncio.timeout(60):
-            while events.delivered < FLOOD:
-                seen.append(events.delivered)
-                await asyncio.sleep(0)
+        seen = await _deliveries_seen_until_all_received(events, received)
         assert any(1 < n < FLOOD - 1 for n in seen), "the refresh never let another task run"
-        async with asyncio.timeout(30):
-            await received.all.wait()
         assert received.messages == ["", *(f"event {i}" for i in range(FLOOD - 2)), ""]  # RefreshStart ... End
     finally:
         await sub.delete()
