@@ -8,9 +8,12 @@ monitored items directly.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
+import inspect
 import logging
+from typing import Any
 
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace
@@ -55,15 +58,41 @@ def status_code(code: int) -> ua.StatusCode:
     return ua.StatusCode(code)
 
 
-async def store_value(aspace: AddressSpace, nodeid: ua.NodeId, dv: ua.DataValue) -> None:
+def store_value(aspace: AddressSpace, nodeid: ua.NodeId, dv: ua.DataValue) -> None:
+    """Store `dv` as the node's value and tell whoever watches the node's Value attribute, synchronously.
+
+    The gateway's monitored items are plain functions (called here as the value is stored, no task or
+    coroutine per change). A callback that returns an awaitable (asyncua's own monitored items, which
+    asyncua's `write_attribute_value` awaits) gets it scheduled as a task, so storing never waits.
+    """
     attval = aspace[nodeid].attributes[ua.AttributeIds.Value]
     attval.value = dv
     attval.value_callback = None
-    for handle, callback in list(attval.datachange_callbacks.items()):
+    callbacks = attval.datachange_callbacks
+    if not callbacks:
+        return
+    for handle, callback in list(callbacks.items()):
         try:
-            await callback(handle, dv)
+            result = callback(handle, dv)
+            if result is not None and inspect.isawaitable(result):
+                _schedule(result, nodeid)
         except Exception:
             log.exception("datachange callback for %s failed", nodeid.to_string())
+
+
+def _schedule(awaitable: Any, nodeid: ua.NodeId) -> None:
+    async def run() -> None:
+        try:
+            await awaitable
+        except Exception:
+            log.exception("datachange callback for %s failed", nodeid.to_string())
+
+    task = asyncio.ensure_future(run())
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+
+
+_pending: set[asyncio.Future[None]] = set()  # a task that nobody references can be collected mid-run
 
 
 def read_value(aspace: AddressSpace, nodeid: ua.NodeId) -> ua.DataValue | None:

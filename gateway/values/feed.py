@@ -155,7 +155,11 @@ class ChangeFeed:
 
     async def store(self, node: ua.NodeId, dv: ua.DataValue) -> None:
         """Put a value into the address space and hand it to every subscriber interested in the node."""
-        await store_value(self.aspace, node, dv)
+        self.put(node, dv)
+
+    def put(self, node: ua.NodeId, dv: ua.DataValue) -> None:
+        """`store` without the coroutine: for the value path, which stores thousands of values per scan."""
+        store_value(self.aspace, node, dv)
         self.stored += 1
         self.publish(Change(node, dv))
 
