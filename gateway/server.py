@@ -17,6 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from asyncua import ua
+
 from gateway import product
 from gateway.alarms.service import AlarmService
 from gateway.bindings import DeviceConfig, SiteBindings
@@ -149,6 +151,7 @@ class Gateway:
             diag = await ensure_diagnostics(self.server, dev.nodeid, gw_ns, self.feed, self.clock)
             self.runners[dev.nodeid] = DeviceRunner(dev, self.tags, self.bindings.scan_classes, diag, self.clock,
                                                     cfg.device_timeout_s)
+        self.server.iserver.subscription_service.sampling_of = self._scan_periods().get
         self.parameters = ParameterStore(cfg.data_dir / "parameters.json", namespaces)
         self.write_path = WritePath(aspace, self.tags, self.runners, self.history, self.clock, AuditTrail(self.clock),
                                     self.parameters)
@@ -219,6 +222,17 @@ class Gateway:
         # a core in the collector (bench_alarms (A), same machine and run set-up).
         gc.set_threshold(10_000, 10, 10)
         log.info("serving %s", cfg.endpoint)
+
+    def _scan_periods(self) -> dict[ua.NodeId, float]:
+        """The scan period (ms) of each polled variable: a monitored item samples it no faster."""
+        assert self.bindings is not None
+        periods: dict[ua.NodeId, float] = {}
+        for dev in self.bindings.devices:
+            if self.runners[dev.nodeid].driver.pushes:
+                continue  # pushed values change by exception
+            for var in dev.variables:
+                periods[var.nodeid] = self.bindings.scan_classes[var.binding.scan_class]
+        return periods
 
     async def _start_simulations(self) -> None:
         """Start each driver's simulators and point its devices at them (`gateway --simulate`)."""

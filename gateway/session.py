@@ -29,6 +29,7 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 
 from gateway.security.pki import ClientCertificateValidator
 from gateway.security.roles import Role, role_of
+from gateway.subscriptions.service import SubscriptionService
 from gateway.transport.diagnostics import SessionCounters
 from gateway.transport.ownership import SubscriptionOwner, identity_of, may_transfer
 from gateway.transport.refusal import Refused
@@ -52,6 +53,7 @@ def _identity_token(params: ua.ActivateSessionParameters) -> object:
 
 class GatewaySession(InternalSession):
     iserver: GatewayInternalServer
+    subscription_service: SubscriptionService
     _client_description: ua.ApplicationDescription | None = None
     # The secure channel's client certificate at CreateSession: a re-activation from another channel
     # must present the same one.
@@ -225,8 +227,7 @@ class GatewaySession(InternalSession):
         return await super().create_monitored_items(params)
 
     def _monitored_item_count(self) -> int:
-        return sum(len(sub.monitored_item_srv._monitored_items)
-                   for sub in self.subscription_service.subscriptions.values())
+        return sum(len(sub.items) for sub in self.subscription_service.subscriptions.values())
 
     async def modify_monitored_items(self, params: ua.ModifyMonitoredItemsParameters
                                      ) -> list[ua.MonitoredItemModifyResult]:
@@ -241,12 +242,10 @@ class GatewaySession(InternalSession):
         self._require_own(params.SubscriptionId)
         return await super().set_monitoring_mode(params)
 
-    def republish(self, params: ua.RepublishParameters) -> ua.NotificationMessage:
+    def republish_message(self, params: ua.RepublishParameters) -> bytes:
+        """The encoded NotificationMessage still held for a Republish (BadMessageNotAvailable when it is not)."""
         self._require_own(params.SubscriptionId)
-        message = super().republish(params)
-        if not message.SequenceNumber:  # asyncua answers an empty message for one it does not hold
-            raise ServiceError(ua.StatusCodes.BadMessageNotAvailable)
-        return message
+        return self.subscription_service.republish_message(params.SubscriptionId, params.RetransmitSequenceNumber)
 
     def publish(self, acks: Iterable[ua.SubscriptionAcknowledgement] | None = None) -> tuple[int, list[ua.StatusCode]]:
         acks = list(acks or [])
@@ -310,6 +309,10 @@ class GatewayInternalServer(InternalServer):
 
     def __init__(self) -> None:
         super().__init__(user_manager=_RefuseEveryone())
+        # The gateway's own subscriptions and monitored items (gateway.subscriptions) replace asyncua's,
+        # before any session (the internal one included) holds asyncua's service.
+        self.subscription_service = SubscriptionService(self.aspace, iserver=self)
+        self.isession.subscription_service = self.subscription_service
 
     def create_session(self, name: str, user: User = _ANONYMOUS, external: bool = False) -> InternalSession:
         return GatewaySession(self, self.aspace, self.subscription_service, name, user=user, external=external)

@@ -449,7 +449,7 @@ class AlarmService:
         sub_id = self._own_subscription(call)
         mid = call.arg(1)
         sub = self.iserver.subscription_service.subscriptions.get(sub_id)
-        if sub is None or mid not in sub.monitored_item_srv._monitored_items:
+        if sub is None or mid not in sub.items:
             raise MethodError(ua.StatusCodes.BadMonitoredItemIdInvalid)
         self.events.refresh(sub_id, self.retained, mid)
         return []

@@ -145,12 +145,11 @@ class EventService:
 
     def _items(self, notifiers: Iterable[ua.NodeId]) -> Iterable[tuple[Any, int, Any]]:
         for sub in list(self.iserver.subscription_service.subscriptions.values()):
-            misrv = sub.monitored_item_srv
             for node in notifiers:
-                for mid in misrv._monitored_events.get(node, ()):
-                    mdata = misrv._monitored_items.get(mid)
-                    if mdata is not None and mdata.mode != ua.MonitoringMode.Disabled:
-                        yield sub, mid, mdata
+                for mid in sub.event_items.get(node, ()):
+                    item = sub.items.get(mid)
+                    if item is not None and item.mode != ua.MonitoringMode.Disabled:
+                        yield sub, mid, item
 
     def _where(self, mdata: Any) -> Predicate | None:
         flt = mdata.filter
@@ -174,7 +173,7 @@ class EventService:
         fields = ua.EventFieldList()
         fields.ClientHandle = mdata.client_handle
         fields.EventFields = select(event, list(getattr(mdata.filter, "SelectClauses", None) or []), self.types)
-        await sub.enqueue_event(mid, fields, mdata.queue_size)
+        sub.queue_event(mdata, fields)
         self.delivered += 1
 
     async def _deliver(self, event: GatewayEvent) -> None:
@@ -187,15 +186,14 @@ class EventService:
         sub = subs.get(subscription_id)
         if sub is None:
             return
-        misrv = sub.monitored_item_srv
         mids = [monitored_item_id] if monitored_item_id is not None else [
-            mid for mids in misrv._monitored_events.values() for mid in mids]
+            mid for mids in sub.event_items.values() for mid in mids]
         conditions = list(retained())
         for mid in mids:
-            mdata = misrv._monitored_items.get(mid)
-            if mdata is None:
+            mdata = sub.items.get(mid)
+            if mdata is None or mid not in sub.event_items.get(getattr(mdata, "node", None), ()):
                 continue
-            watched = {node for node, ids in misrv._monitored_events.items() if mid in ids}
+            watched = {node for node, ids in sub.event_items.items() if mid in ids}
             await self._send(sub, mid, mdata, self._bracket(_REFRESH_START), filtered=False)
             for event in conditions:
                 if watched.intersection(event.notifiers):

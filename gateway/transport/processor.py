@@ -25,6 +25,8 @@ from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary
 from asyncua.ua.uaerrors import UaStatusCodeError
 
 from gateway.security.roles import Role, role_of
+from gateway.subscriptions.encoding import publish_response, republish_response
+from gateway.subscriptions.subscription import EncodedPublish
 from gateway.transport.channel_policy import DISCOVERY_REQUESTS, NONE_URI, check_identity_token
 from gateway.transport.context import TransportContext
 from gateway.transport.framing import FrameError, error_message
@@ -42,6 +44,7 @@ def _request(name: str) -> ua.NodeId:
 _CREATE_SESSION = _request("CreateSession")
 _ACTIVATE_SESSION = _request("ActivateSession")
 _TRANSFER = _request("TransferSubscriptions")
+_REPUBLISH = _request("Republish")
 _SET_TRIGGERING = _request("SetTriggering")
 _REGISTER_SERVER = frozenset({_request("RegisterServer"), _request("RegisterServer2")})
 _SESSION_REQUESTS = frozenset({_CREATE_SESSION, _ACTIVATE_SESSION})
@@ -198,6 +201,12 @@ class GatewayUaProcessor(UaProcessor):
             return await self._activate_session(requesthdr, seqhdr, body)
         if typeid == _TRANSFER:
             return await self._transfer_subscriptions(requesthdr, seqhdr, body)
+        if typeid == _REPUBLISH:
+            self._require_session()
+            params = struct_from_binary(ua.RepublishParameters, body)
+            message = self.session.republish_message(params)
+            self._send_encoded(republish_response(self._response_header(requesthdr), message), seqhdr)
+            return True
         if typeid == _SET_TRIGGERING:
             self._require_session()
             params = struct_from_binary(ua.SetTriggeringParameters, body)
@@ -205,6 +214,27 @@ class GatewayUaProcessor(UaProcessor):
                 raise ServiceError(ua.StatusCodes.BadSubscriptionIdInvalid)
             raise ServiceError(ua.StatusCodes.BadServiceUnsupported)
         return None
+
+    # -- responses encoded by the gateway ------------------------------------------------------------------
+
+    async def forward_publish_response(self, result: Any, requestdata: Any) -> None:
+        if not isinstance(result, EncodedPublish):
+            await super().forward_publish_response(result, requestdata)
+            return
+        body = publish_response(self._response_header(requestdata.requesthdr), result.subscription_id,
+                                result.available, result.more_notifications, result.message,
+                                requestdata.results or [])
+        self._send_encoded(body, requestdata.seqhdr)
+
+    @staticmethod
+    def _response_header(requesthdr: ua.RequestHeader) -> ua.ResponseHeader:
+        return ua.ResponseHeader(RequestHandle=requesthdr.RequestHandle)
+
+    def _send_encoded(self, body: bytes, seqhdr: Any) -> None:
+        """`send_response` for a response body the gateway encoded itself."""
+        data = self._connection.message_to_binary(body, message_type=ua.MessageType.SecureMessage,
+                                                  request_id=seqhdr.RequestId)
+        self._transport.write(data)
 
     def _require_session(self) -> None:
         if self.session is None:

@@ -31,7 +31,9 @@ class StoredDataValue(ua.DataValue):
     change, so sharing it is safe.
     """
 
-    __slots__ = ()
+    # The value's OPC UA encoding once a subscription reported it (gateway.subscriptions.encoding.encoded),
+    # shared by every subscription that reports the same change.
+    __slots__ = ("encoded",)
 
     def __deepcopy__(self, memo: dict[int, object]) -> StoredDataValue:
         return self

@@ -288,7 +288,7 @@ async def test_a_session_cannot_touch_another_sessions_subscription(start_server
         assert [s.value for s in published.Parameters.Results] == [ua.StatusCodes.BadSubscriptionIdInvalid]
         # The owner's subscription is untouched and still publishing.
         internal = server.iserver.subscription_service.subscriptions[sid]
-        assert len(internal.monitored_item_srv._monitored_items) == 1
+        assert len(internal.items) == 1
         changes.values.clear()
         await _until(lambda: len(changes.values) > 0)
         # The owner itself may do all of it.

@@ -9,6 +9,7 @@ from asyncua import Server, ua
 from gateway.clock import SteppableClock
 from gateway.events.event import MESSAGE, GatewayEvent, base_fields
 from gateway.events.service import SERVER, EventService
+from gateway.session import GatewayInternalServer
 
 FLOOD = 3000
 
@@ -38,7 +39,7 @@ async def _deliveries_seen_until_all_received(events: EventService, received: Re
 
 
 async def test_a_flood_of_events_arrives_in_order_while_other_tasks_keep_running() -> None:
-    server = Server()
+    server = Server(iserver=GatewayInternalServer())
     await server.init()
     clock = SteppableClock()
     events = EventService(server.iserver, clock)
@@ -61,7 +62,7 @@ async def test_a_flood_of_events_arrives_in_order_while_other_tasks_keep_running
 
 
 async def test_a_refresh_of_many_conditions_arrives_bracketed_while_other_tasks_keep_running() -> None:
-    server = Server()
+    server = Server(iserver=GatewayInternalServer())
     await server.init()
     clock = SteppableClock()
     events = EventService(server.iserver, clock)
@@ -85,7 +86,7 @@ async def test_a_refresh_of_many_conditions_arrives_bracketed_while_other_tasks_
 
 
 async def test_listeners_get_every_event_and_a_failing_one_costs_nobody_theirs() -> None:
-    server = Server()
+    server = Server(iserver=GatewayInternalServer())
     await server.init()
     clock = SteppableClock()
     events = EventService(server.iserver, clock)
