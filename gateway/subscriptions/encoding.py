@@ -165,7 +165,7 @@ def _extension_object(type_id: bytes, body: bytes) -> bytes:
 
 def data_change_notification(items: Sequence[bytes]) -> bytes:
     """A DataChangeNotification (as ExtensionObject) of pre-encoded MonitoredItemNotifications."""
-    return _extension_object(_DATA_CHANGE_ID, _I32(len(items)) + b"".join(items) + _NONE_ARRAY)
+    return _extension_object(_DATA_CHANGE_ID, _I32(len(items)) + b"".join(items) + _EMPTY_ARRAY)
 
 
 def event_notification_list(events: Sequence[bytes]) -> bytes:

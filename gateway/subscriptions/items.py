@@ -16,12 +16,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from asyncua import ua
+from asyncua.ua import uaprotocol_auto
 
 from gateway.subscriptions.encoding import client_handle
 
 if TYPE_CHECKING:
     from gateway.subscriptions.subscription import Subscription
 
+# asyncua decodes a filter into its generated class; `ua.DataChangeFilter` is a hand-written one.
+_DATA_CHANGE_FILTERS = (ua.DataChangeFilter, uaprotocol_auto.DataChangeFilter)
 OVERFLOW = 0x480  # InfoType DataValue (0x400) | Overflow (0x80)
 _REPORTING = ua.MonitoringMode.Reporting
 _DISABLED = ua.MonitoringMode.Disabled
@@ -113,7 +116,7 @@ class DataItem:
     def _filter(self, flt: Any) -> tuple[int, float]:
         if no_filter(flt):
             return ua.DataChangeTrigger.StatusValue, 0.0
-        if not isinstance(flt, ua.DataChangeFilter):
+        if not isinstance(flt, _DATA_CHANGE_FILTERS):
             raise FilterRefused(ua.StatusCodes.BadMonitoredItemFilterUnsupported,
                                 f"{type(flt).__name__} is not served on a value")
         kind = flt.DeadbandType

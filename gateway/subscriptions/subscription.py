@@ -125,16 +125,17 @@ class Subscription:
             now = self.monotonic()
             self._held = {item for item in self._held if not item.release_held(now)}
         if self._waiting:
-            self._lifetime_counter += 1
-            if self._lifetime_counter > self.data.RevisedLifetimeCount:
-                await self._expire()
-            return
-        if self._first or self._status or (self.publishing_enabled and self.has_notifications()):
+            # Ask again rather than only wait for the processor's call back: after a transfer the request
+            # arrives at another session's processor, which never heard that this one waits.
             await self._try_send()
-            return
-        self._keep_alive_counter += 1
-        if self._keep_alive_counter >= self.data.RevisedMaxKeepAliveCount:
+        elif self._first or self._status or (self.publishing_enabled and self.has_notifications()):
             await self._try_send()
+        else:
+            self._keep_alive_counter += 1
+            if self._keep_alive_counter >= self.data.RevisedMaxKeepAliveCount:
+                await self._try_send()
+        if self._lifetime_counter > self.data.RevisedLifetimeCount:
+            await self._expire()
 
     async def _expire(self) -> None:
         log.warning("%s of session %s expired: no Publish request for %d publishing intervals", self,
@@ -380,6 +381,7 @@ class Subscription:
             return
         dv = self.read(item.read_value_id)
         if dv is not None:
+            item.next_sample_s = self.monotonic() + item.min_gap_s
             item.take(dv)  # the first value is reported whatever the filter says (Part 4, 5.12.1.2)
 
     def modify_items(self, params: ua.ModifyMonitoredItemsParameters) -> list[ua.MonitoredItemModifyResult]:
