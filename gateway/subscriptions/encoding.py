@@ -27,7 +27,6 @@ _U32 = struct.Struct("<I").pack
 _I32 = struct.Struct("<i").pack
 _I64 = struct.Struct("<q").pack
 _B = struct.Struct("<B").pack
-_NONE_ARRAY = _I32(-1)
 _EMPTY_ARRAY = _I32(0)
 
 # Scalar Variant bodies packed directly (type byte + value); anything else goes through asyncua.

@@ -82,6 +82,10 @@ class Subscription:
         self.monotonic = time.monotonic
 
     @property
+    def next_sequence_number(self) -> int:
+        return self._next_seq
+
+    @property
     def subscription_id(self) -> int:
         return int(self.data.SubscriptionId)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from datetime import UTC, datetime
 from typing import Any
 
 from asyncua import ua
@@ -25,8 +26,13 @@ from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary
 from asyncua.ua.uaerrors import UaStatusCodeError
 
 from gateway.security.roles import Role, role_of
-from gateway.subscriptions.encoding import publish_response, republish_response
-from gateway.subscriptions.subscription import EncodedPublish
+from gateway.subscriptions.encoding import (
+    notification_message,
+    publish_response,
+    republish_response,
+    status_change_notification,
+)
+from gateway.subscriptions.subscription import EncodedPublish, Subscription
 from gateway.transport.channel_policy import DISCOVERY_REQUESTS, NONE_URI, check_identity_token
 from gateway.transport.context import TransportContext
 from gateway.transport.framing import FrameError, error_message
@@ -226,6 +232,17 @@ class GatewayUaProcessor(UaProcessor):
                                 requestdata.results or [])
         self._send_encoded(body, requestdata.seqhdr)
 
+    def subscription_gone(self, sub: Subscription, status: int) -> None:
+        """Part 4, 5.13.7: the session that lost a subscription hears why, in a Publish response it holds
+        (none held: the session is gone or not publishing, and nobody is told)."""
+        if not self._publish_requests:
+            return
+        requestdata = self._publish_requests.popleft()
+        message = notification_message(sub.next_sequence_number, datetime.now(UTC),
+                                       [status_change_notification(status)])
+        self._send_encoded(publish_response(self._response_header(requestdata.requesthdr), sub.subscription_id, [],
+                                            False, message, requestdata.results or []), requestdata.seqhdr)
+
     @staticmethod
     def _response_header(requesthdr: ua.RequestHeader) -> ua.ResponseHeader:
         return ua.ResponseHeader(RequestHandle=requesthdr.RequestHandle)
@@ -322,12 +339,17 @@ class GatewayUaProcessor(UaProcessor):
     async def _transfer_subscriptions(self, requesthdr: ua.RequestHeader, seqhdr: Any, body: Any) -> bool:
         self._require_session()
         params = struct_from_binary(ua.TransferSubscriptionsParameters, body)
-        results = await self.session.transfer_subscriptions(params, self.forward_publish_response)
         subscriptions = self.iserver.subscription_service.subscriptions
+        before = {sid: getattr(subscriptions.get(int(sid)), "pub_request_callback", None)
+                  for sid in params.SubscriptionIds}
+        results = await self.session.transfer_subscriptions(params, self.forward_publish_response)
         for sub_id, result in zip(params.SubscriptionIds, results, strict=True):
             sub = subscriptions.get(int(sub_id))
             if result.StatusCode.is_good() and sub is not None:
                 sub.pub_request_callback = self.get_publish_request  # asyncua rebinds only the result callback
+                previous = getattr(before[sub_id], "__self__", None)
+                if isinstance(previous, GatewayUaProcessor) and previous is not self:
+                    previous.subscription_gone(sub, ua.StatusCodes.GoodSubscriptionTransferred)
         response = ua.TransferSubscriptionsResponse()
         response.Parameters.Results = results
         self.send_response(requesthdr.RequestHandle, seqhdr, response)

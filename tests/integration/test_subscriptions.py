@@ -260,12 +260,17 @@ async def test_a_transferred_subscription_sends_initial_values_and_an_abandoned_
     node = await server.nodes.objects.add_variable(1, "Transferred", 5.0)
     first, second = await _client(server, "op1"), await _client(server, "op1")
     try:
-        sid = await _raw_subscription(first)
+        sid = await _raw_subscription(first, keep_alive=200)  # no keep-alive for 10 s: requests wait
         await _create_items(first, sid, [_request(node, 42)])
         assert [c.Value.Value.Value for c in _changes(await _publish(first))] == [5.0]
+        held = asyncio.create_task(_publish(first))  # the old session's request, held by the server
+        await asyncio.sleep(0.2)
         results = await second.uaclient.transfer_subscriptions(
             ua.TransferSubscriptionsParameters(SubscriptionIds=[sid], SendInitialValues=True))
         assert [r.StatusCode.value for r in results] == [ua.StatusCodes.Good]
+        told = await held
+        assert [n.Status.value for n in told.NotificationMessage.NotificationData] == [
+            ua.StatusCodes.GoodSubscriptionTransferred]
         initial = await _publish(second)
         assert [(c.ClientHandle, c.Value.Value.Value) for c in _changes(initial)] == [(42, 5.0)]
         # No Publish request for lifetime x interval (3 x 50 ms, the least for a keep-alive count of 1): gone.
