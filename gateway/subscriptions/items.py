@@ -19,6 +19,7 @@ from asyncua import ua
 from asyncua.ua import uaprotocol_auto
 
 from gateway.subscriptions.encoding import client_handle
+from gateway.values.aspace_io import DONE, Done
 
 if TYPE_CHECKING:
     from gateway.subscriptions.subscription import Subscription
@@ -34,19 +35,6 @@ _NUMERIC = frozenset({
     ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16, ua.VariantType.Int32,
     ua.VariantType.UInt32, ua.VariantType.Int64, ua.VariantType.UInt64, ua.VariantType.Float, ua.VariantType.Double,
 })
-
-
-class _Completed:
-    """What a data item's callback returns: asyncua's own write path awaits every callback, and awaiting
-    this costs nothing (the gateway's store path does not await at all)."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Any:
-        return iter(())
-
-
-COMPLETED = _Completed()
 
 
 class FilterRefused(Exception):
@@ -145,23 +133,23 @@ class DataItem:
 
     # -- the value path ------------------------------------------------------------------------------------
 
-    def changed(self, handle: int, dv: ua.DataValue | None, error: ua.StatusCode | None = None) -> _Completed:
+    def changed(self, handle: int, dv: ua.DataValue | None, error: ua.StatusCode | None = None) -> Done:
         """Called by the address space with each stored value (or an error when the node is deleted)."""
         if dv is None:
-            return COMPLETED
+            return DONE
         mode = self.mode
         if mode is _DISABLED or not self.passes(dv):
-            return COMPLETED
+            return DONE
         if self.min_gap_s:
             now = self.sub.monotonic()
             if now < self.next_sample_s:
                 if self.held is None:
                     self.sub.hold(self)
                 self.held = dv
-                return COMPLETED
+                return DONE
             self.next_sample_s = now + self.min_gap_s
         self.take(dv)
-        return COMPLETED
+        return DONE
 
     def take(self, dv: ua.DataValue) -> None:
         self.last = dv

@@ -60,11 +60,24 @@ def status_code(code: int) -> ua.StatusCode:
     return ua.StatusCode(code)
 
 
+class Done:
+    """What a watcher that did its work at once returns: asyncua's own write path awaits every callback,
+    and awaiting this costs nothing; `store_value` knows it and does not schedule it."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Any:
+        return iter(())
+
+
+DONE = Done()
+
+
 def store_value(aspace: AddressSpace, nodeid: ua.NodeId, dv: ua.DataValue) -> None:
     """Store `dv` as the node's value and tell whoever watches the node's Value attribute, synchronously.
 
     The gateway's monitored items are plain functions (called here as the value is stored, no task or
-    coroutine per change). A callback that returns an awaitable (asyncua's own monitored items, which
+    coroutine per change) that return DONE. A callback that returns an awaitable (asyncua's own monitored items, which
     asyncua's `write_attribute_value` awaits) gets it scheduled as a task, so storing never waits.
     """
     attval = aspace[nodeid].attributes[ua.AttributeIds.Value]
@@ -76,7 +89,7 @@ def store_value(aspace: AddressSpace, nodeid: ua.NodeId, dv: ua.DataValue) -> No
     for handle, callback in list(callbacks.items()):
         try:
             result = callback(handle, dv)
-            if result is not None and inspect.isawaitable(result):
+            if result is not None and result is not DONE and inspect.isawaitable(result):
                 _schedule(result, nodeid)
         except Exception:
             log.exception("datachange callback for %s failed", nodeid.to_string())
