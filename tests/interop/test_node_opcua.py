@@ -107,3 +107,31 @@ async def test_unknown_certificate_refused_then_trusted_operator_writes(gateway:
 
     wrong = await run_node_client({**script, "password": "wrong-password", "ops": []})
     assert not wrong.get("session") and "sessionError" in wrong, wrong
+
+
+async def test_deadbands_sampling_and_split_messages_as_node_opcua_subscribes(gateway: Gateway, tmp_path: Path) -> None:
+    ns = _ns(gateway)
+    setpoint, sine = f"ns={ns};s=Sim1.Setpoint", f"ns={ns};s=Sim1.Sine"
+    result = await run_node_client({
+        "endpoint": gateway.config.endpoint, "pkiDir": str(tmp_path / "node-pki"), "securityMode": "None",
+        "securityPolicy": "None", "user": "operator1", "password": "op-secret-1", "ops": [
+            {"op": "subscribeMany", "maxNotificationsPerPublish": 2, "items": [
+                # Setpoint has EURange -100..100: 10 % is 20
+                {"nodeId": setpoint, "deadbandType": "Percent", "deadbandValue": 10},
+                {"nodeId": setpoint, "deadbandType": "Absolute", "deadbandValue": 10},
+                {"nodeId": sine, "deadbandType": "Percent", "deadbandValue": 10},  # no EURange: refused
+                {"nodeId": sine},
+                {"nodeId": sine, "samplingInterval": 500},
+            ], "writes": [{"nodeId": setpoint, "dataType": "Double", "value": v} for v in (5, 15, 25, 30, 44, 46)]},
+        ]})
+    percent, absolute, refused, sampled_fast, sampled_slow = _op(result, 0)["items"]
+    # Each deadband is measured from the value it last reported.
+    assert percent["values"] == [0, 25, 46]
+    assert absolute["values"] == [0, 15, 30, 44]
+    assert "BadMonitoredItemFilterUnsupported" in refused["status"]["name"]
+    # Asked for 0 ms on a HighSpeed (100 ms) variable: revised to the scan period; 500 ms is granted and kept.
+    assert sampled_fast["revisedSamplingInterval"] == 100
+    assert sampled_slow["revisedSamplingInterval"] == 500
+    # The sine runs for the ~3.5 s of the op: every scan reported to one, about one in five to the other
+    # (the initial values arrived two per message, MaxNotificationsPerPublish, and all of them arrived).
+    assert len(sampled_fast["values"]) > 2 * len(sampled_slow["values"]) > 0

@@ -2,14 +2,14 @@
 // Usage: node ua_client.mjs < script.json   ->  one JSON document on stdout.
 // Script: {endpoint, pkiDir, securityMode: "None"|"Sign"|"SignAndEncrypt", securityPolicy: "None"|
 // "Basic256Sha256"|..., user?, password?, timeoutMs?, ops: [{op: "browse"|"read"|"write"|"subscribe"|
-// "historyRead"|"installAlarms"|"waitAlarm"|"acknowledge"|"confirm"|"rawRefresh", ...}]}. Every status
+// "subscribeMany"|"historyRead"|"installAlarms"|"waitAlarm"|"acknowledge"|"confirm"|"rawRefresh", ...}]}. Every status
 // is reported as {name, value} so tests compare numeric codes. The alarm ops use node-opcua's own
 // alarm helpers (installAlarmMonitoring, ClientAlarmList, acknowledgeCondition, confirmCondition,
 // callConditionRefresh) as a SCADA client would.
 import {
-  AttributeIds, ClientMonitoredItem, DataType, MessageSecurityMode, OPCUAClient, SecurityPolicy,
-  TimestampsToReturn, UserTokenType, acknowledgeCondition, callConditionRefresh, confirmCondition,
-  constructEventFilter, installAlarmMonitoring, ofType, resolveNodeId,
+  AttributeIds, ClientMonitoredItem, DataChangeFilter, DataChangeTrigger, DataType, DeadbandType, MessageSecurityMode,
+  OPCUAClient, SecurityPolicy, TimestampsToReturn, UserTokenType, acknowledgeCondition, callConditionRefresh,
+  confirmCondition, constructEventFilter, installAlarmMonitoring, ofType, resolveNodeId,
 } from "node-opcua-client";
 import { OPCUACertificateManager } from "node-opcua-certificate-manager";
 
@@ -111,6 +111,40 @@ async function runOp(session, op) {
       });
       await sub.terminate();
       return { revisedPublishingInterval: sub.publishingInterval, changes };
+    }
+    case "subscribeMany": {
+      // One subscription, several items with their own deadbands, writes made while it runs: what each
+      // item reported, its revised sampling interval, and the status of a refused one.
+      const sub = await session.createSubscription2({ requestedPublishingInterval: 100, requestedLifetimeCount: 100,
+        requestedMaxKeepAliveCount: 10, maxNotificationsPerPublish: op.maxNotificationsPerPublish ?? 0,
+        publishingEnabled: true });
+      const items = [];
+      for (const spec of op.items) {
+        const filter = spec.deadbandType ? new DataChangeFilter({ trigger: DataChangeTrigger.StatusValue,
+          deadbandType: DeadbandType[spec.deadbandType], deadbandValue: spec.deadbandValue }) : null;
+        const rec = { nodeId: spec.nodeId, values: [] };
+        try {
+          const item = await sub.monitor({ nodeId: spec.nodeId, attributeId: AttributeIds.Value },
+            { samplingInterval: spec.samplingInterval ?? 0, queueSize: spec.queueSize ?? 10, discardOldest: true, filter },
+            TimestampsToReturn.Both);
+          item.on("changed", (dv) => rec.values.push(dv.value.value));
+          rec.status = status(item.statusCode);
+          rec.revisedSamplingInterval = item.result?.revisedSamplingInterval ?? null;
+        } catch (err) {
+          rec.status = { name: err.message, value: null };
+        }
+        items.push(rec);
+      }
+      const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+      await pause(op.settleMs ?? 500);
+      for (const w of op.writes ?? []) {
+        await session.write({ nodeId: w.nodeId, attributeId: AttributeIds.Value,
+          value: { value: { dataType: DataType[w.dataType], value: w.value } } });
+        await pause(w.afterMs ?? 300);
+      }
+      await pause(op.waitMs ?? 500);
+      await sub.terminate();
+      return { items };
     }
     case "historyRead": {
       const r = await session.readHistoryValue({ nodeId: op.nodeId }, new Date(op.start), new Date(op.end),
