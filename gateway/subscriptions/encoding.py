@@ -44,6 +44,9 @@ _SCALAR = {
     ua.VariantType.Double: struct.Struct("<Bd").pack,
 }
 _SCALAR_ID = {vt: vt.value for vt in _SCALAR}
+# A stored value as the value path makes it (scalar, status, both timestamps) in one pack call.
+_FULL = {vt: struct.Struct("<BB" + pack.__self__.format[2:] + "Iqq").pack  # type: ignore[attr-defined]
+         for vt, pack in _SCALAR.items()}
 _STRING = ua.VariantType.String
 _NULL = ua.VariantType.Null
 
@@ -104,31 +107,45 @@ def encode_data_value(dv: ua.DataValue, extra_status_bits: int = 0) -> bytes:
             dv = ua.DataValue(dv.Value, _with_bits(dv.StatusCode, extra_status_bits), dv.SourceTimestamp,
                               dv.ServerTimestamp, dv.SourcePicoseconds, dv.ServerPicoseconds)
         return struct_to_binary(dv)
+    value = dv.Value
+    status = dv.StatusCode
+    source = dv.SourceTimestamp
+    server = dv.ServerTimestamp
+    if (value is not None and status is not None and source is not None and server is not None
+            and not value.is_array and value.Dimensions is None):
+        full = _FULL.get(value.VariantType)
+        if full is not None:
+            return full(0x0F, _SCALAR_ID[value.VariantType], value.Value, status.value | extra_status_bits,
+                        _source_ticks(source), _server_ticks(server))
     mask = 0
     parts: list[bytes] = []
-    value = dv.Value
     if value is not None:
         mask = 0x01
         parts.append(_variant(value))
-    status = dv.StatusCode
     if status is not None or extra_status_bits:
         mask |= 0x02
         parts.append(_U32((status.value if status is not None else 0) | extra_status_bits))
-    source = dv.SourceTimestamp
     if source is not None:
         mask |= 0x04
-        cache = _source_time
-        if source is not cache.dt:
-            cache.ticks, cache.dt = ticks(source), source
-        parts.append(_I64(cache.ticks))
-    server = dv.ServerTimestamp
+        parts.append(_I64(_source_ticks(source)))
     if server is not None:
         mask |= 0x08
-        cache = _server_time
-        if server is not cache.dt:
-            cache.ticks, cache.dt = ticks(server), server
-        parts.append(_I64(cache.ticks))
+        parts.append(_I64(_server_ticks(server)))
     return _B(mask) + b"".join(parts)
+
+
+def _source_ticks(dt: datetime) -> int:
+    cache = _source_time
+    if dt is not cache.dt:
+        cache.ticks, cache.dt = ticks(dt), dt
+    return cache.ticks
+
+
+def _server_ticks(dt: datetime) -> int:
+    cache = _server_time
+    if dt is not cache.dt:
+        cache.ticks, cache.dt = ticks(dt), dt
+    return cache.ticks
 
 
 def _with_bits(status: ua.StatusCode | None, bits: int) -> ua.StatusCode:
@@ -136,17 +153,16 @@ def _with_bits(status: ua.StatusCode | None, bits: int) -> ua.StatusCode:
 
 
 def encoded(dv: ua.DataValue) -> bytes:
-    """The encoding of a stored value, made on first use and kept on the value when it has room for it
-    (`StoredDataValue.encoded`; nobody mutates a stored value, so the bytes stay true)."""
+    """The encoding of a stored value, made on first use and kept on the value (`StoredDataValue.encoded`,
+    which `store_value` sets to None for a watched value; nobody mutates a stored value, so the bytes stay
+    true). A plain DataValue (one asyncua stored) is encoded each time it is reported."""
     try:
-        return dv.encoded  # type: ignore[attr-defined,no-any-return]
+        cached = dv.encoded  # type: ignore[attr-defined]
     except AttributeError:
-        data = encode_data_value(dv)
-        try:
-            dv.encoded = data  # type: ignore[attr-defined]
-        except AttributeError:  # a plain DataValue: encoded again if reported again
-            pass
-        return data
+        return encode_data_value(dv)
+    if cached is None:
+        cached = dv.encoded = encode_data_value(dv)  # type: ignore[attr-defined]
+    return cached  # type: ignore[no-any-return]
 
 
 def item_notification(client_handle_bytes: bytes, dv_bytes: bytes) -> bytes:

@@ -86,6 +86,8 @@ def store_value(aspace: AddressSpace, nodeid: ua.NodeId, dv: ua.DataValue) -> No
     callbacks = attval.datachange_callbacks
     if not callbacks:
         return
+    if type(dv) is StoredDataValue:
+        dv.encoded = None  # room for its encoding: reading an unset slot raises, which costs microseconds
     for handle, callback in list(callbacks.items()):
         try:
             result = callback(handle, dv)
