@@ -314,5 +314,11 @@ class GatewayInternalServer(InternalServer):
         self.subscription_service = SubscriptionService(self.aspace, iserver=self)
         self.isession.subscription_service = self.subscription_service
 
+    async def stop(self) -> None:
+        await super().stop()
+        # Subscriptions of sessions that outlive the server (a client gone without closing, kept for
+        # re-activation) would otherwise go on publishing into nothing, holding the address space.
+        await self.subscription_service.stop()
+
     def create_session(self, name: str, user: User = _ANONYMOUS, external: bool = False) -> InternalSession:
         return GatewaySession(self, self.aspace, self.subscription_service, name, user=user, external=external)

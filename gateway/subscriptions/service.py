@@ -131,6 +131,10 @@ class SubscriptionService(AsyncuaSubscriptionService):
             results.append(ua.StatusCode())
         return results
 
+    async def stop(self) -> None:
+        """Every subscription stops (the server stops)."""
+        await self.delete_subscriptions(list(self.subscriptions))
+
     async def expired(self, sub: Subscription) -> None:
         self.subscriptions.pop(sub.subscription_id, None)
         sub.delete_items(list(sub.items))
