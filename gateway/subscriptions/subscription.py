@@ -5,7 +5,7 @@ per message, MoreNotifications when more wait, and then at once into the next Pu
 session holds), or a keep-alive after MaxKeepAliveCount empty intervals. A message is encoded once
 and kept, by sequence number, until the client acknowledges it (Republish answers from there). Intervals
 in which it had something to send but no Publish request count against the lifetime; past
-LifetimeCount it expires and is deleted (with a Bad_Timeout status change should a request still come).
+LifetimeCount it expires and is deleted with its items.
 """
 
 from __future__ import annotations
@@ -71,7 +71,6 @@ class Subscription:
         self.expired = False
         self._values: dict[DataItem, Any] = {}  # a DataValue (queue size 1) or a deque of [DataValue, bits]
         self._events: dict[EventItem, deque[bytes]] = {}
-        self._status: list[int] = []
         self._held: set[DataItem] = set()
         self._next_seq = 1
         self._keep_alive_counter = 0
@@ -132,7 +131,7 @@ class Subscription:
             # Ask again rather than only wait for the processor's call back: after a transfer the request
             # arrives at another session's processor, which never heard that this one waits.
             await self._try_send()
-        elif self._first or self._status or (self.publishing_enabled and self.has_notifications()):
+        elif self._first or (self.publishing_enabled and self.has_notifications()):
             await self._try_send()
         else:
             self._keep_alive_counter += 1
@@ -145,7 +144,6 @@ class Subscription:
         log.warning("%s of session %s expired: no Publish request for %d publishing intervals", self,
                     self.session_id.to_string(), self.data.RevisedLifetimeCount)
         self.expired = True
-        self._status.append(ua.StatusCodes.BadTimeout)
         await self.service.expired(self)
 
     # -- sending -------------------------------------------------------------------------------------------
@@ -218,12 +216,10 @@ class Subscription:
             del self.retained[next(iter(self.retained))]
 
     def _collect(self) -> tuple[list[bytes], int, bool]:
-        """The notifications of the next message: status changes, data changes, events, at most the limit."""
+        """The notifications of the next message: data changes then events, at most the limit."""
         parts: list[bytes] = []
-        if self._status:
-            parts.append(encoding.status_change_notification(self._status.pop(0)))
         if not self.publishing_enabled:
-            return parts, len(parts), bool(self._status)
+            return parts, 0, False
         budget = self.max_notifications or 1 << 62
         changes: list[bytes] = []
         values = self._values
@@ -240,7 +236,7 @@ class Subscription:
             events = self._take_events(budget - len(changes))
             if events:
                 parts.append(encoding.event_notification_list(events))
-        more = bool(self._values or self._events or self._status)
+        more = bool(self._values or self._events)
         return parts, len(changes) + len(events), more
 
     def _take_values(self, budget: int) -> list[bytes]:
@@ -301,9 +297,6 @@ class Subscription:
         if type(entry) is deque and size > 1:
             newest = [dv for dv, _ in list(entry)[-size:]]
         self._values[item] = newest[-1] if size == 1 else deque([dv, 0] for dv in newest)
-
-    def status_change(self, status: int) -> None:
-        self._status.append(status)
 
     # -- acknowledgements, Republish -------------------------------------------------------------------------
 
