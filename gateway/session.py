@@ -249,8 +249,7 @@ class GatewaySession(InternalSession):
 
     def publish(self, acks: Iterable[ua.SubscriptionAcknowledgement] | None = None) -> tuple[int, list[ua.StatusCode]]:
         acks = list(acks or [])
-        own_count = sum(1 for sub in self.subscription_service.subscriptions.values()
-                        if sub.session_id == self.session_id)
+        own_count = self.subscription_service.count_of(self.session_id)
         if not own_count:
             raise ServiceError(ua.StatusCodes.BadNoSubscription)
         own = [ack for ack in acks if self.owns_subscription(ack.SubscriptionId)]

@@ -40,6 +40,20 @@ class SubscriptionService(AsyncuaSubscriptionService):
         # application sets it once devices are known.
         self.sampling_of: SamplingOf = lambda node: None
         self._item_counter = 0
+        self._by_session: dict[ua.NodeId, set[int]] = {}  # every Publish asks how many a session has
+
+    def count_of(self, session_id: ua.NodeId) -> int:
+        return len(self._by_session.get(session_id, ()))
+
+    def _owned(self, sub: Subscription) -> None:
+        self._by_session.setdefault(sub.session_id, set()).add(sub.subscription_id)
+
+    def _disowned(self, sub: Subscription) -> None:
+        ids = self._by_session.get(sub.session_id)
+        if ids is not None:
+            ids.discard(sub.subscription_id)
+            if not ids:
+                del self._by_session[sub.session_id]
 
     @property
     def max_unacked(self) -> int:
@@ -93,6 +107,7 @@ class SubscriptionService(AsyncuaSubscriptionService):
         result.SubscriptionId = self._sub_id_counter
         sub = Subscription(self, result, session_id, callback, request_callback, params)
         self.subscriptions[result.SubscriptionId] = sub
+        self._owned(sub)
         sub.start()
         return result
 
@@ -127,6 +142,7 @@ class SubscriptionService(AsyncuaSubscriptionService):
             if sub is None:
                 results.append(ua.StatusCode(ua.StatusCodes.BadSubscriptionIdInvalid))
                 continue
+            self._disowned(sub)
             await sub.stop()
             results.append(ua.StatusCode())
         return results
@@ -137,6 +153,7 @@ class SubscriptionService(AsyncuaSubscriptionService):
 
     async def expired(self, sub: Subscription) -> None:
         self.subscriptions.pop(sub.subscription_id, None)
+        self._disowned(sub)
         sub.delete_items(list(sub.items))
 
     def publish(self, acks: Iterable[ua.SubscriptionAcknowledgement]) -> tuple[int, list[ua.StatusCode]]:
@@ -184,7 +201,9 @@ class SubscriptionService(AsyncuaSubscriptionService):
                 results.append(result)
                 continue
             previous = sub.session_id
+            self._disowned(sub)
             sub.session_id = session_id
+            self._owned(sub)
             sub.pub_result_callback = callback
             if previous != session_id:
                 self.transferred_from(previous, sub)
