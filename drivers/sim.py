@@ -88,15 +88,27 @@ class _Walk:
         return self.value
 
 
+_TWO_PI = 2 * math.pi
+_GOOD = ua.StatusCodes.Good
+
+
 def _signal(name: str, p: dict[str, Any]) -> Callable[[float], Any]:
+    # Parameters bound as locals: a value costs no dict lookups. Each formula is evaluated in the same
+    # order as written out (2 * pi * t / period, not t * (2 * pi / period)), so a value is the same double.
     if name == "constant":
-        return lambda t: p["value"]
+        value = p["value"]
+        return lambda t: value
     if name == "sine":
-        return lambda t: p["offset"] + p["amplitude"] * math.sin(2 * math.pi * t / p["period"] + p["phase"])
+        offset, amplitude, period, phase = p["offset"], p["amplitude"], p["period"], p["phase"]
+        sin = math.sin
+        return lambda t: offset + amplitude * sin(_TWO_PI * t / period + phase)
     if name == "ramp":
-        return lambda t: p["min"] + (p["max"] - p["min"]) * ((t % p["period"]) / p["period"])
+        low, span, period = p["min"], p["max"] - p["min"], p["period"]
+        return lambda t: low + span * ((t % period) / period)
     if name == "square":
-        return lambda t: p["high"] if (t % p["period"]) < p["period"] / 2 else p["low"]
+        high, low, period = p["high"], p["low"], p["period"]
+        half = period / 2
+        return lambda t: high if (t % period) < half else low
     if name == "randomwalk":
         return _Walk(p).at
     raise AssertionError(name)
@@ -128,15 +140,18 @@ class SimDriver(Driver):
         self.latency = parse_query(url, _CONNECTION_OPTIONS, "sim")["latency_ms"] / 1000.0
         self.offline = False
         self._t0 = clock.monotonic()
-        self._signals: dict[int, Callable[[float], Any]] = {}
         self._held: dict[int, Any] = {}
-        for points in points_by_class.values():
+        # Per scan class, its points' keys and signals (None: a setpoint, read from _held).
+        self._plan: dict[str, list[tuple[int, Callable[[float], Any] | None]]] = {}
+        for scan_class, points in points_by_class.items():
+            plan = self._plan.setdefault(scan_class, [])
             for pt in points:
                 name, params = parse_function(pt.binding.address)
                 if name == "setpoint":
                     self._held[pt.key] = params["initial"]
+                    plan.append((pt.key, None))
                 else:
-                    self._signals[pt.key] = _signal(name, params)
+                    plan.append((pt.key, _signal(name, params)))
         self.name = url.netloc or url.path
         SimDriver.instances[self.name] = self
 
@@ -166,11 +181,9 @@ class SimDriver(Driver):
         await self._answer()
         t = self.clock.monotonic() - self._t0
         now = self.clock.now()
-        out: dict[int, Reading] = {}
-        for pt in self.points_by_class.get(scan_class, ()):
-            value = self._held[pt.key] if pt.key in self._held else self._signals[pt.key](t)
-            out[pt.key] = Reading(value, ua.StatusCodes.Good, now)
-        return out
+        held = self._held
+        return {key: Reading(held[key] if signal is None else signal(t), _GOOD, now)
+                for key, signal in self._plan.get(scan_class, ())}
 
     async def write(self, point: Point, value: Any) -> Any:
         await self._answer()

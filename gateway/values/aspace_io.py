@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+from datetime import datetime
 from typing import Any
 
 from asyncua import ua
@@ -50,6 +51,47 @@ class StoredDataValue(ua.DataValue):
 
 
 _DV_FIELDS = tuple(f.name for f in dataclasses.fields(ua.DataValue))
+
+_new = object.__new__
+_Variant = ua.Variant
+_VariantType = ua.VariantType
+_NULL = ua.VariantType.Null
+# Values whose Variant needs none of the checks of Variant.__post_init__ (those are for arrays, a Variant to
+# copy, None, a type to guess).
+_SCALARS = frozenset((float, int, bool, str, bytes, datetime))
+
+
+def stored_datavalue(value: Any, vtype: ua.VariantType, status: ua.StatusCode, source_time: datetime | None,
+                     server_time: datetime | None) -> StoredDataValue:
+    """`StoredDataValue(ua.Variant(value, vtype), StatusCode=status, SourceTimestamp=source_time,
+    ServerTimestamp=server_time)`, with `ua.Variant()` for a value None: equal to it, encoded to the same bytes.
+
+    Built slot by slot: the dataclasses' __init__ and __post_init__ (checks and type guessing that a scalar of
+    a known VariantType does not need) took 2.5 us of every stored value; this takes 0.35 us. Anything but a
+    plain scalar (an array, a Variant) goes through asyncua's constructor.
+    """
+    if value is None:
+        variant = _new(_Variant)
+        variant.Value = None
+        variant.VariantType = _NULL
+    elif value.__class__ in _SCALARS and vtype.__class__ is _VariantType:
+        variant = _new(_Variant)
+        variant.Value = value
+        variant.VariantType = vtype
+    else:
+        return StoredDataValue(ua.Variant(value, vtype), StatusCode=status, SourceTimestamp=source_time,
+                               ServerTimestamp=server_time)
+    variant.Dimensions = None
+    variant.is_array = False
+    dv = _new(StoredDataValue)
+    dv.Encoding = 0
+    dv.Value = variant
+    dv.StatusCode = status
+    dv.SourceTimestamp = source_time
+    dv.ServerTimestamp = server_time
+    dv.SourcePicoseconds = None
+    dv.ServerPicoseconds = None
+    return dv
 
 
 @functools.cache  # a few dozen distinct codes

@@ -135,8 +135,9 @@ class DeviceRunner:
                 self.last_task_error = f"polling {self.cfg.name}/{scan_class} failed: {exc!r}"
                 log.exception("polling %s/%s failed; restarting it in %g s", self.cfg.name, scan_class,
                               TASK_RESTART_S)
+                now = self.clock.now()
                 for pt in self.driver.points_by_class.get(scan_class, ()):
-                    await self.tags.set_status(self.tag_of[pt.key], ua.StatusCodes.BadInternalError)
+                    self.tags.put_status(self.tag_of[pt.key], ua.StatusCodes.BadInternalError, now)
                 await self.clock.sleep(TASK_RESTART_S)
 
     async def _poll(self, scan_class: str) -> None:
@@ -210,8 +211,7 @@ class DeviceRunner:
             if self.health.state == "Disconnected":
                 log.info("device %s answers again", self.cfg.name)
             self.health.state = "Connected"
-        for key, reading in readings.items():
-            await self.tags.publish_raw(self.tag_of[key], reading.value, reading.status, reading.source_time)
+        self.tags.publish_readings(self.tag_of, readings)
         await self._report()
         return True
 
@@ -225,8 +225,9 @@ class DeviceRunner:
         state.failures += 1
         if all(c.failures for c in self._classes.values()):  # one failing block is not a lost device
             self.health.state = "Disconnected"
+        now = self.clock.now()
         for pt in self.driver.points_by_class.get(scan_class, ()):
-            await self.tags.set_status(self.tag_of[pt.key], status)
+            self.tags.put_status(self.tag_of[pt.key], status, now)
         await self._report()
 
     # -- pushing drivers ----------------------------------------------------------------------
@@ -248,8 +249,9 @@ class DeviceRunner:
             if not counted:
                 self._own_errors += 1
             await self.lost(message)
+            now = self.clock.now()
             for tag in self.tag_of.values():
-                await self.tags.set_status(tag, status)
+                self.tags.put_status(tag, status, now)
             await self._report()
             await self.clock.sleep(min(MAX_BACKOFF_S, self._push_period * 2 ** min(self._push_failures - 1, 16)))
 
@@ -264,8 +266,7 @@ class DeviceRunner:
                 if self.health.state == "Disconnected":
                     log.info("device %s answers again", self.cfg.name)
                 self.health.state, self.health.last_error, changed = "Connected", "", True
-        for key, reading in readings.items():
-            await self.tags.publish_raw(self.tag_of[key], reading.value, reading.status, reading.source_time)
+        self.tags.publish_readings(self.tag_of, readings)
         now = self.clock.monotonic()
         if changed or now - self._push_reported >= PUSH_REPORT_S:
             self._push_reported = now
