@@ -23,7 +23,7 @@ from asyncua.server.address_space import AddressSpace
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.drivers.base import DeviceHealth
 from gateway.nodeset.units import eu_information
-from gateway.values.aspace_io import StoredDataValue
+from gateway.values.aspace_io import status_code, stored_datavalue
 from gateway.values.feed import ChangeFeed
 
 FIELDS: dict[str, ua.VariantType] = {
@@ -34,6 +34,7 @@ FIELDS: dict[str, ua.VariantType] = {
     "ResponseTime": ua.VariantType.Double,
     "LastSuccess": ua.VariantType.DateTime,
 }
+_GOOD = status_code(ua.StatusCodes.Good)
 _DATATYPES = {"ResponseTime": ua.NodeId(ua.ObjectIds.Duration), "LastSuccess": ua.NodeId(ua.ObjectIds.UtcTime)}
 # As the FieldDeviceType declarations in nodesets/gateway.types.xml describe them.
 DESCRIPTIONS = {
@@ -120,8 +121,7 @@ class DiagnosticsNodes:
             old = av.Value.Value if av is not None and av.Value is not None else None
             if old == v and v is not None:
                 continue
-            variant = ua.Variant(v, FIELDS[name]) if v is not None else ua.Variant()
-            await self.feed.store(nid, StoredDataValue(variant, SourceTimestamp=now, ServerTimestamp=now))
+            self.feed.put(nid, stored_datavalue(v, FIELDS[name], _GOOD, now, now))  # after every scan: no coroutine
 
 
 async def ensure_diagnostics(server: Server, device: ua.NodeId, gw_ns: int, feed: ChangeFeed,

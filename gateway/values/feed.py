@@ -161,9 +161,21 @@ class ChangeFeed:
 
     def put(self, node: ua.NodeId, dv: ua.DataValue) -> None:
         """`store` without the coroutine: for the value path, which stores thousands of values per scan."""
+        self.put_to(node, dv, self._by_node.get(node) if self._by_node else None)
+
+    def listeners_of(self, node: ua.NodeId) -> list[Subscription]:
+        """The node's own subscribers, as a list that stays the node's (it changes as subscribers come and go):
+        a caller that stores the node's values often keeps it and stores with `put_to`."""
+        subs = self._by_node.get(node)
+        if subs is None:
+            subs = self._by_node[node] = []
+        return subs
+
+    def put_to(self, node: ua.NodeId, dv: ua.DataValue, targets: list[Subscription] | None) -> None:
+        """`put` with the node's `listeners_of` list at hand: no look-up by NodeId (whose hash is a Python
+        function) for each of the thousands of values of a scan."""
         store_value(self.aspace, node, dv)
         self.stored += 1
-        targets = self._by_node.get(node) if self._by_node else None
         if targets or self._all:  # a Change only for someone to hand it to
             change = _new(Change)
             _setattr(change, "node", node)  # Change is frozen: its own __init__ does the same, 3x slower
@@ -206,9 +218,7 @@ class ChangeFeed:
     def _unindex(self, node: ua.NodeId, sub: Subscription) -> None:
         subs = self._by_node.get(node)
         if subs is not None and sub in subs:
-            subs.remove(sub)
-            if not subs:
-                del self._by_node[node]
+            subs.remove(sub)  # an empty list stays: it is the node's for good (listeners_of)
 
     def _drop(self, sub: Subscription) -> None:
         if sub in self._all:

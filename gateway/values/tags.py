@@ -13,11 +13,12 @@ to 123), a finite number in range for a float field.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace
@@ -27,7 +28,7 @@ from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.drivers.base import Reading
 from gateway.nodeset.values import INT_RANGE_OF
 from gateway.values.aspace_io import status_code, stored_datavalue
-from gateway.values.feed import ChangeFeed
+from gateway.values.feed import ChangeFeed, Subscription
 
 _INT_RANGE = INT_RANGE_OF
 # VariantType members as module constants: `ua.VariantType.Double` is an enum class attribute lookup
@@ -60,6 +61,15 @@ class HistorySink(Protocol):
     def append(self, node_id: ua.NodeId, dv: ua.DataValue) -> None: ...
 
 
+@runtime_checkable
+class KeyedHistorySink(HistorySink, Protocol):
+    """A history that files values under a key per node, which the tag table keeps per tag (HistoryStore)."""
+
+    def key(self, node_id: ua.NodeId) -> str: ...
+
+    def append_keyed(self, key: str, dv: ua.DataValue) -> None: ...
+
+
 class ConversionError(ValueError):
     pass
 
@@ -85,6 +95,10 @@ class Tag:
     _scale: float = field(init=False, repr=False, compare=False)
     _offset: float = field(init=False, repr=False, compare=False)
     _float_max: float | None = field(init=False, repr=False, compare=False)  # None: not a Float or Double
+    # Where its values go, bound by the tag table on the first store: the node's listeners in the change feed,
+    # and the history's append for the node (None: not historized).
+    listeners: list[Subscription] | None = field(default=None, init=False, repr=False, compare=False)
+    historize: Callable[[ua.DataValue], None] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         b = self.var.binding
@@ -183,7 +197,19 @@ class TagTable:
     def add(self, var: BoundVariable, device: ua.NodeId) -> Tag:
         tag = Tag(var, device)
         self.tags[var.nodeid] = tag
+        self._bind(tag)
         return tag
+
+    def _bind(self, tag: Tag) -> None:
+        """Bind the tag to this table's feed and history (`history` is not meant to change afterwards)."""
+        tag.listeners = self.feed.listeners_of(tag.nodeid)
+        history = self.history
+        if not tag.historizing or history is None:
+            tag.historize = None
+        elif isinstance(history, KeyedHistorySink):
+            tag.historize = functools.partial(history.append_keyed, history.key(tag.nodeid))
+        else:
+            tag.historize = functools.partial(history.append, tag.nodeid)
 
     def publish_readings(self, tag_of: Mapping[int, Tag], readings: Mapping[int, Reading]) -> int:
         """The readings of one scan (or one push), keyed as `tag_of`, stored at one server timestamp;
@@ -233,10 +259,12 @@ class TagTable:
         tag.source_time = source_time = source_time or now
         dv = stored_datavalue(value, tag.vtype, _GOOD_CODE if status == _GOOD else status_code(status), source_time,
                               now)
-        self.feed.put(tag.nodeid, dv)
+        if tag.listeners is None:
+            self._bind(tag)
+        self.feed.put_to(tag.nodeid, dv, tag.listeners)
         self.stored += 1
-        if tag.historizing and self.history is not None:
-            self.history.append(tag.nodeid, dv)
+        if tag.historize is not None:
+            tag.historize(dv)
         return True
 
     def put_status(self, tag: Tag, status: int, now: datetime | None = None) -> bool:
@@ -272,7 +300,9 @@ class TagTable:
         status = tag.status
         dv = stored_datavalue(tag.value, tag.vtype, _GOOD_CODE if status == _GOOD else status_code(status),
                               tag.source_time, now)
-        self.feed.put(tag.nodeid, dv)
+        if tag.listeners is None:
+            self._bind(tag)
+        self.feed.put_to(tag.nodeid, dv, tag.listeners)
         self.stored += 1
-        if historize and tag.historizing and self.history is not None:
-            self.history.append(tag.nodeid, dv)
+        if historize and tag.historize is not None:
+            tag.historize(dv)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ from asyncua.server.address_space import AddressSpace, AttributeValue, NodeData
 from gateway.bindings import BoundVariable
 from gateway.clock import SteppableClock
 from gateway.drivers.base import Binding, Reading
+from gateway.history.store import HistoryStore
+from gateway.values.feed import Change
 from gateway.values.tags import ConversionError, NotFinite, Tag, TagTable
 
 VT = ua.VariantType
@@ -203,3 +206,31 @@ def test_the_readings_of_one_scan_are_stored_at_one_server_time() -> None:
     assert table.publish_readings(dict(enumerate(tags)), readings) == 1  # only D changed (status)
     readings[3] = Reading(5.9)
     assert table.publish_readings(dict(enumerate(tags)), readings) == 0  # inside D's deadband
+
+
+async def test_a_scan_reaches_the_history_store_and_listeners_that_came_after_the_tag(tmp_path: Path) -> None:
+    tags = [_tag(VT.Double, name="A"), _tag(VT.Int32, name="B", historizing=False)]
+    aspace = _table(*tags)[0].aspace
+    clock = SteppableClock()
+    history = HistoryStore(tmp_path / "h.sqlite3", retention=None, clock=clock)
+    await history.start()
+    try:
+        table = TagTable(aspace, history, clock)
+        added = {k: table.add(t.var, t.device) for k, t in enumerate(tags)}
+        heard: list[Change] = []
+        sub = table.feed.listen(heard.append, [tags[0].nodeid], name="after the tags")
+        source = datetime(2026, 1, 1, tzinfo=UTC)
+        for i in range(3):
+            clock.step(1)
+            table.publish_readings(added, {0: Reading(1.5 + i, SC.Good, source + timedelta(seconds=i)),
+                                           1: Reading(i)})
+            if i == 1:
+                sub.close()
+        await history.flush()
+        values, _ = await history.read_raw(tags[0].nodeid, source, source + timedelta(hours=1), 0)
+        assert [(v.Value.Value, v.SourceTimestamp) for v in values] == [
+            (1.5 + i, source + timedelta(seconds=i)) for i in range(3)]
+        assert (await history.read_raw(tags[1].nodeid, source, clock.now() + timedelta(hours=1), 0))[0] == []
+        assert [c.value for c in heard] == [1.5, 2.5]  # until it closed
+    finally:
+        await history.stop()
