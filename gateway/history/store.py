@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BINARY = -1  # vtype of values stored as OPC UA binary
+# VariantTypes as plain ints: an enum member looked up on its class costs 0.1-0.2 us, per stored value.
+_NULL = int(ua.VariantType.Null)
+_BOOLEAN = int(ua.VariantType.Boolean)
+_STRING = int(ua.VariantType.String)
 _NATIVE = {
     ua.VariantType.Boolean, ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16,
     ua.VariantType.Int32, ua.VariantType.UInt32, ua.VariantType.Int64, ua.VariantType.Float, ua.VariantType.Double,
@@ -157,6 +161,8 @@ class HistoryStore:
         self._retention_requests: list[_RetentionRequest] = []
         self._retention_waiters: list[_RetentionRequest] = []
         self._retention_pass_deleted = 0
+        self._last_source: tuple[datetime | None, int] = (None, 0)  # the last timestamps converted, and to what
+        self._last_server: tuple[datetime | None, int] = (None, 0)
 
     @property
     def queued(self) -> int:
@@ -471,18 +477,31 @@ class HistoryStore:
         server_ts = dv.ServerTimestamp or arrived
         ts = dv.SourceTimestamp or server_ts
         variant = dv.Value
-        if variant is None or (variant.Value is None and variant.VariantType == ua.VariantType.Null):
-            vtype, value = int(ua.VariantType.Null), None
+        if variant is None or (variant.Value is None and variant.VariantType == _NULL):
+            vtype, value = _NULL, None
         elif (variant.VariantType in _NATIVE and variant.Value is not None and not variant.is_array
               and variant.Dimensions is None):
             vtype, value = int(variant.VariantType), variant.Value
-            if vtype == ua.VariantType.Boolean:
+            if vtype == _BOOLEAN:
                 value = int(value)
         else:
             vtype, value = _BINARY, variant_to_binary(variant)
         status = dv.StatusCode.value if dv.StatusCode is not None else 0
-        ts_us = to_us(ts)
-        return node, ts_us, status, _encode_datavalue(vtype, value, status, ts_us, to_us(server_ts))
+        # The values of one scan share their timestamps (one server time per scan, one source time per read):
+        # each is converted once, not once per value.
+        last = self._last_source
+        if ts is last[0]:
+            ts_us = last[1]
+        else:
+            ts_us = to_us(ts)
+            self._last_source = (ts, ts_us)
+        last = self._last_server
+        if server_ts is last[0]:
+            server_us = last[1]
+        else:
+            server_us = to_us(server_ts)
+            self._last_server = (server_ts, server_us)
+        return node, ts_us, status, _encode_datavalue(vtype, value, status, ts_us, server_us)
 
     def _retention_step(self, conn: sqlite3.Connection) -> None:
         """Delete values older than now - retention, a slice of nodes per call (index (node, ts) is used)."""
@@ -752,22 +771,30 @@ _TICKS = struct.Struct("<q")
 _HAS_VALUE, _HAS_STATUS, _HAS_SOURCE, _HAS_SERVER = 0x01, 0x02, 0x04, 0x08
 
 
+# A whole DataValue of a fixed-size type in one pack: mask, variant type, value, status, both timestamps
+# (the same bytes as its parts joined; one call instead of five per stored value, in the writer thread).
+_PACK_DATAVALUE = {vt: struct.Struct("<B" + packer.format[1:] + "Iqq") for vt, packer in _PACK.items()}
+_ALL_FIELDS = _HAS_VALUE | _HAS_STATUS | _HAS_SOURCE | _HAS_SERVER
+
+
 def _variant_bytes(vtype: int, value: Any) -> bytes:
     if vtype == _BINARY:
         return bytes(value)
-    if vtype == ua.VariantType.Null:
+    if vtype == _NULL:
         return b"\x00"
-    if vtype == ua.VariantType.String:
+    if vtype == _STRING:
         data = value.encode("utf-8")
         return _STRING_HEAD.pack(vtype, len(data)) + data
-    return _PACK[ua.VariantType(vtype)].pack(vtype, value)
+    return _PACK[vtype].pack(vtype, value)  # an int finds its VariantType: IntEnum hashes and compares as int
 
 
 def _encode_datavalue(vtype: int, value: Any, status: int, ts_us: int, server_us: int) -> bytes:
     """One DataValue with value, status and both timestamps, as OPC UA binary (what the store keeps)."""
-    return b"".join((bytes((_HAS_VALUE | _HAS_STATUS | _HAS_SOURCE | _HAS_SERVER,)), _variant_bytes(vtype, value),
-                     _STATUS.pack(status), _TICKS.pack(ts_us * 10 + _TICKS_1970),
-                     _TICKS.pack(server_us * 10 + _TICKS_1970)))
+    whole = _PACK_DATAVALUE.get(vtype)
+    if whole is not None:
+        return whole.pack(_ALL_FIELDS, vtype, value, status, ts_us * 10 + _TICKS_1970, server_us * 10 + _TICKS_1970)
+    return b"".join((bytes((_ALL_FIELDS,)), _variant_bytes(vtype, value), _STATUS.pack(status),
+                     _TICKS.pack(ts_us * 10 + _TICKS_1970), _TICKS.pack(server_us * 10 + _TICKS_1970)))
 
 
 def _encode_history_data(keyed: list[Any], timestamps: ua.TimestampsToReturn) -> bytes:
