@@ -35,7 +35,8 @@ def _expected(value: Any, vtype: ua.VariantType, status: ua.StatusCode, source: 
 
 
 def _slots(dv: ua.DataValue) -> dict[str, Any]:
-    return {name: getattr(dv, name) for cls in type(dv).__mro__ for name in getattr(cls, "__slots__", ())}
+    """Every slot, a slot left unset (a cache filled on first use) included as such."""
+    return {name: getattr(dv, name, "<unset>") for cls in type(dv).__mro__ for name in getattr(cls, "__slots__", ())}
 
 
 @pytest.mark.parametrize(("value", "vtype"), CASES, ids=[f"{vt.name}-{v!r}"[:40] for v, vt in CASES])
