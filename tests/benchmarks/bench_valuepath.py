@@ -2,6 +2,7 @@
 
     python tests/benchmarks/bench_valuepath.py [--variables 10000] [--passes 20] [--no-history]
                                                [--out tests/benchmarks/results/valuepath.json]
+    python tests/benchmarks/bench_valuepath.py --compare BEFORE.json AFTER.json ...   # runs side by side
 
 The gateway (`Gateway.load` + `start`: address space, history store, diagnostics, alarms, change feed) serves
 the fan-out benchmark's site, historized (unless --no-history): --variables sim Double variables, 100 per
@@ -141,13 +142,48 @@ A real gateway serving {r['variables']:,} sim Double variables ({r['devices']} d
 """
 
 
+_ROWS = [("historized", "changes historized"),
+         ("scan_us_per_change_best", "`DeviceRunner.scan`, whole: us per change, best pass"),
+         ("scan_us_per_change_median", "... median pass"),
+         ("sim_read_us_per_value", "of which the sim driver's read, us per value"),
+         ("readings_to_stored_us_per_change", "readings to stored value, us per change"),
+         ("process_us_per_change", "the process, every thread, scans and flush: us per change"),
+         ("core_share_at_10hz_percent", "one core's share at 10 changes/s per variable (%)")]
+
+
+def comparison(runs: list[dict[str, Any]]) -> str:
+    """Runs side by side (`--compare`: results of this script on different commits, in the order given)."""
+    head = " | ".join(f"git {r['git']}, {r['when'][11:16]} UTC, load {r['load_average_start'][0]:.1f}" for r in runs)
+    lines = [f"| measure | {head} |", "|---" * (len(runs) + 1) + "|"]
+    for key, label in _ROWS:
+        lines.append(f"| {label} | " + " | ".join(f"{r['result'][key]:,}" for r in runs) + " |")
+    commands = "".join(f"- git {r['git']}: `{r['command']}`\n" for r in runs)
+    return f"""# Value path: CPU per change, runs side by side
+
+{runs[0]['result']['variables']:,} sim Double variables, {runs[0]['result']['passes']} scans of the whole site per run
+({runs[0]['machine']}); see the docstring of tests/benchmarks/bench_valuepath.py. Runs:
+
+{commands}
+{chr(10).join(lines)}
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variables", type=int, default=10_000)
     ap.add_argument("--passes", type=int, default=20, help="scans of the whole site measured")
     ap.add_argument("--no-history", action="store_true", help="variables not historized")
     ap.add_argument("--out", type=Path, default=RESULTS / "valuepath.json")
+    ap.add_argument("--compare", type=Path, nargs="+", metavar="JSON", help="run nothing: put these results of "
+                    "earlier runs side by side into --out (JSON: the runs) and its Markdown")
     args = ap.parse_args()
+    if args.compare:
+        runs = [json.loads(p.read_text()) for p in args.compare]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(comparison(runs))
+        print(comparison(runs))
+        return
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
