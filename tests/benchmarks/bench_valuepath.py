@@ -153,14 +153,15 @@ _ROWS = [("historized", "changes historized"),
 
 def comparison(runs: list[dict[str, Any]]) -> str:
     """Runs side by side (`--compare`: results of this script on different commits, in the order given)."""
-    head = " | ".join(f"git {r['git']}, {r['when'][11:16]} UTC, load {r['load_average_start'][0]:.1f}" for r in runs)
+    head = " | ".join(f"git {r['git']}, {r['when'][11:16]} UTC, load {r['load_average_start'][0]:.1f}, "
+                      f"{r['result']['passes']} passes" for r in runs)
     lines = [f"| measure | {head} |", "|---" * (len(runs) + 1) + "|"]
     for key, label in _ROWS:
         lines.append(f"| {label} | " + " | ".join(f"{r['result'][key]:,}" for r in runs) + " |")
     commands = "".join(f"- git {r['git']}: `{r['command']}`\n" for r in runs)
     return f"""# Value path: CPU per change, runs side by side
 
-{runs[0]['result']['variables']:,} sim Double variables, {runs[0]['result']['passes']} scans of the whole site per run
+{runs[0]['result']['variables']:,} sim Double variables, scanned whole the given number of times (passes) per run
 ({runs[0]['machine']}); see the docstring of tests/benchmarks/bench_valuepath.py. Runs:
 
 {commands}
