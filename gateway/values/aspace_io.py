@@ -17,9 +17,11 @@ from datetime import datetime
 from typing import Any
 
 from asyncua import ua
-from asyncua.server.address_space import AddressSpace
+from asyncua.server.address_space import AddressSpace, AttributeValue
 
 log = logging.getLogger(__name__)
+
+_VALUE = ua.AttributeIds.Value  # an enum member look-up is a Python call on 3.11
 
 
 class StoredDataValue(ua.DataValue):
@@ -122,7 +124,19 @@ def store_value(aspace: AddressSpace, nodeid: ua.NodeId, dv: ua.DataValue) -> No
     coroutine per change) that return DONE. A callback that returns an awaitable (asyncua's own monitored items, which
     asyncua's `write_attribute_value` awaits) gets it scheduled as a task, so storing never waits.
     """
-    attval = aspace[nodeid].attributes[ua.AttributeIds.Value]
+    store_at(aspace[nodeid].attributes[_VALUE], nodeid, dv)
+
+
+def value_attribute(aspace: AddressSpace, nodeid: ua.NodeId) -> AttributeValue | None:
+    """The node's Value attribute, for a caller that stores the node's values often (`store_at`): the
+    attribute object stays the node's for its life, and looking it up by NodeId each time was the largest
+    cost of storing a value."""
+    node = aspace.get(nodeid)
+    return node.attributes.get(_VALUE) if node is not None else None
+
+
+def store_at(attval: AttributeValue, nodeid: ua.NodeId, dv: ua.DataValue) -> None:
+    """`store_value` with the node's Value attribute at hand."""
     attval.value = dv
     attval.value_callback = None
     callbacks = attval.datachange_callbacks

@@ -27,9 +27,9 @@ from datetime import datetime
 from typing import Any
 
 from asyncua import ua
-from asyncua.server.address_space import AddressSpace
+from asyncua.server.address_space import AddressSpace, AttributeValue
 
-from gateway.values.aspace_io import store_value
+from gateway.values.aspace_io import store_at, store_value
 
 log = logging.getLogger(__name__)
 
@@ -171,10 +171,14 @@ class ChangeFeed:
             subs = self._by_node[node] = []
         return subs
 
-    def put_to(self, node: ua.NodeId, dv: ua.DataValue, targets: list[Subscription] | None) -> None:
-        """`put` with the node's `listeners_of` list at hand: no look-up by NodeId (whose hash is a Python
-        function) for each of the thousands of values of a scan."""
-        store_value(self.aspace, node, dv)
+    def put_to(self, node: ua.NodeId, dv: ua.DataValue, targets: list[Subscription] | None,
+               attval: AttributeValue | None = None) -> None:
+        """`put` with the node's `listeners_of` list (and its `aspace_io.value_attribute`) at hand: no look-up
+        by NodeId (whose hash is a Python function) for each of the thousands of values of a scan."""
+        if attval is not None:
+            store_at(attval, node, dv)
+        else:
+            store_value(self.aspace, node, dv)
         self.stored += 1
         if targets or self._all:  # a Change only for someone to hand it to
             change = _new(Change)

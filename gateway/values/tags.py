@@ -21,13 +21,13 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from asyncua import ua
-from asyncua.server.address_space import AddressSpace
+from asyncua.server.address_space import AddressSpace, AttributeValue
 
 from gateway.bindings import DEFAULT_FIELD_TYPE, BoundVariable
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.drivers.base import Reading
 from gateway.nodeset.values import INT_RANGE_OF
-from gateway.values.aspace_io import status_code, stored_datavalue
+from gateway.values.aspace_io import status_code, stored_datavalue, value_attribute
 from gateway.values.feed import ChangeFeed, Subscription
 
 _INT_RANGE = INT_RANGE_OF
@@ -98,6 +98,7 @@ class Tag:
     # Where its values go, bound by the tag table on the first store: the node's listeners in the change feed,
     # and the history's append for the node (None: not historized).
     listeners: list[Subscription] | None = field(default=None, init=False, repr=False, compare=False)
+    attval: AttributeValue | None = field(default=None, init=False, repr=False, compare=False)
     historize: Callable[[ua.DataValue], None] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -203,6 +204,7 @@ class TagTable:
     def _bind(self, tag: Tag) -> None:
         """Bind the tag to this table's feed and history (`history` is not meant to change afterwards)."""
         tag.listeners = self.feed.listeners_of(tag.nodeid)
+        tag.attval = value_attribute(self.aspace, tag.nodeid)
         history = self.history
         if not tag.historizing or history is None:
             tag.historize = None
@@ -261,7 +263,7 @@ class TagTable:
                               now)
         if tag.listeners is None:
             self._bind(tag)
-        self.feed.put_to(tag.nodeid, dv, tag.listeners)
+        self.feed.put_to(tag.nodeid, dv, tag.listeners, tag.attval)
         self.stored += 1
         if tag.historize is not None:
             tag.historize(dv)
@@ -302,7 +304,7 @@ class TagTable:
                               tag.source_time, now)
         if tag.listeners is None:
             self._bind(tag)
-        self.feed.put_to(tag.nodeid, dv, tag.listeners)
+        self.feed.put_to(tag.nodeid, dv, tag.listeners, tag.attval)
         self.stored += 1
         if historize and tag.historize is not None:
             tag.historize(dv)
