@@ -45,7 +45,8 @@ _SCALAR = {
 }
 _SCALAR_ID = {vt: vt.value for vt in _SCALAR}
 # A stored value as the value path makes it (scalar, status, both timestamps) in one pack call.
-_FULL = {vt: struct.Struct("<BB" + pack.__self__.format[2:] + "Iqq").pack  # type: ignore[attr-defined]
+# Keyed by the VariantType's number (`_value_`): hashing an Enum member is a Python call.
+_FULL = {vt._value_: struct.Struct("<BB" + pack.__self__.format[2:] + "Iqq").pack  # type: ignore[attr-defined]
          for vt, pack in _SCALAR.items()}
 _STRING = ua.VariantType.String
 _NULL = ua.VariantType.Null
@@ -113,10 +114,17 @@ def encode_data_value(dv: ua.DataValue, extra_status_bits: int = 0) -> bytes:
     server = dv.ServerTimestamp
     if (value is not None and status is not None and source is not None and server is not None
             and not value.is_array and value.Dimensions is None):
-        full = _FULL.get(value.VariantType)
+        type_id = value.VariantType._value_
+        full = _FULL.get(type_id)
         if full is not None:
-            return full(0x0F, _SCALAR_ID[value.VariantType], value.Value, status.value | extra_status_bits,
-                        _source_ticks(source), _server_ticks(server))
+            # the two time caches written out: this runs once per reported change
+            cache = _source_time
+            if source is not cache.dt:
+                cache.ticks, cache.dt = ticks(source), source
+            cache2 = _server_time
+            if server is not cache2.dt:
+                cache2.ticks, cache2.dt = ticks(server), server
+            return full(0x0F, type_id, value.Value, status.value | extra_status_bits, cache.ticks, cache2.ticks)
     mask = 0
     parts: list[bytes] = []
     if value is not None:
@@ -163,6 +171,27 @@ def encoded(dv: ua.DataValue) -> bytes:
     if cached is None:
         cached = dv.encoded = encode_data_value(dv)  # type: ignore[attr-defined]
     return cached  # type: ignore[no-any-return]
+
+
+# Mask byte of a DataValue with value, status and both timestamps (no picoseconds): its last 16 bytes are
+# the source and server timestamps, so a copy with fewer timestamps is a slice of it.
+_ALL_FOUR = 0x0F
+
+
+def encoded_with(dv: ua.DataValue, source: bool, server: bool) -> bytes:
+    """The encoding of a stored value with only the timestamps asked for (TimestampsToReturn), cut from the
+    shared encoding when it has all four fields."""
+    data = encoded(dv)
+    if data[0] != _ALL_FOUR:
+        return encode_data_value(ua.DataValue(dv.Value, dv.StatusCode, dv.SourceTimestamp if source else None,
+                                              dv.ServerTimestamp if server else None,
+                                              dv.SourcePicoseconds if source else None,
+                                              dv.ServerPicoseconds if server else None))
+    if source:
+        return b"\x07" + data[1:-8]
+    if server:
+        return b"\x0b" + data[1:-16] + data[-8:]
+    return b"\x03" + data[1:-16]
 
 
 def item_notification(client_handle_bytes: bytes, dv_bytes: bytes) -> bytes:

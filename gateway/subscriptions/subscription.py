@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 STOP_WITHIN_S = 5.0
 _BOTH = ua.TimestampsToReturn.Both
+_SOURCE = ua.TimestampsToReturn.Source
+_SERVER = ua.TimestampsToReturn.Server
 
 
 @dataclass(slots=True)
@@ -226,7 +228,7 @@ class Subscription:
         if values:
             if len(values) <= budget and all(type(v) is not deque for v in values.values()):
                 # the common case: queue size 1, everything fits
-                changes = [_notification(item, dv) for item, dv in values.items()]
+                changes = _notifications(values)
                 values.clear()
             else:
                 changes = self._take_values(budget)
@@ -468,18 +470,40 @@ class Subscription:
                 self._initial_value(item)
 
 
+def _notifications(values: dict[DataItem, ua.DataValue]) -> list[bytes]:
+    """`_notification` of every queued value, `encoding.encoded` written out: this runs per reported change."""
+    out = []
+    encode = encoding.encode_data_value
+    for item, dv in values.items():
+        if item.timestamps is not _BOTH:
+            out.append(_notification(item, dv))
+            continue
+        try:
+            data = dv.encoded  # type: ignore[attr-defined]
+        except AttributeError:
+            data = encode(dv)
+        else:
+            if data is None:
+                data = dv.encoded = encode(dv)  # type: ignore[attr-defined]
+        out.append(item.handle_bytes + data)
+    return out
+
+
 def _notification(item: DataItem, dv: ua.DataValue, bits: int = 0) -> bytes:
-    if item.timestamps is not _BOTH:
-        return item.handle_bytes + encoding.encode_data_value(_stamped(dv, item.timestamps), bits)
+    timestamps = item.timestamps
     if bits:
+        if timestamps is not _BOTH:
+            dv = _stamped(dv, timestamps)
         return item.handle_bytes + encoding.encode_data_value(dv, bits)
-    return item.handle_bytes + encoding.encoded(dv)
+    if timestamps is _BOTH:
+        return item.handle_bytes + encoding.encoded(dv)
+    return item.handle_bytes + encoding.encoded_with(dv, timestamps is _SOURCE, timestamps is _SERVER)
 
 
 def _stamped(dv: ua.DataValue, timestamps: Any) -> ua.DataValue:
     """`dv` with only the timestamps the client asked for."""
-    source = dv.SourceTimestamp if timestamps in (ua.TimestampsToReturn.Source, _BOTH) else None
-    server = dv.ServerTimestamp if timestamps in (ua.TimestampsToReturn.Server, _BOTH) else None
+    source = dv.SourceTimestamp if timestamps in (_SOURCE, _BOTH) else None
+    server = dv.ServerTimestamp if timestamps in (_SERVER, _BOTH) else None
     return ua.DataValue(dv.Value, dv.StatusCode, source, server,
                         dv.SourcePicoseconds if source is not None else None,
                         dv.ServerPicoseconds if server is not None else None)

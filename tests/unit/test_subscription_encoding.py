@@ -78,3 +78,13 @@ def test_a_publish_response_decodes_as_asyncua_built_it() -> None:
     republish = encoding.republish_response(header, encoding.notification_message(5, NOW, parts))
     again = ua.RepublishResponse(ResponseHeader=header, NotificationMessage=expected.Parameters.NotificationMessage)
     assert republish == struct_to_binary(again)
+
+
+@pytest.mark.parametrize("dv", VALUES, ids=lambda dv: repr(dv.Value)[:60])
+@pytest.mark.parametrize(("source", "server"), [(True, False), (False, True), (False, False)])
+def test_a_value_with_fewer_timestamps_encodes_as_asyncua_encodes_it(dv: ua.DataValue, source: bool,
+                                                                      server: bool) -> None:
+    fewer = ua.DataValue(dv.Value, dv.StatusCode, dv.SourceTimestamp if source else None,
+                         dv.ServerTimestamp if server else None, dv.SourcePicoseconds if source else None,
+                         dv.ServerPicoseconds if server else None)
+    assert encoding.encoded_with(dv, source, server) == struct_to_binary(fewer)
