@@ -1,0 +1,220 @@
+"""Namespace 0 (the OPC UA standard address space) read from a cache file instead of built at every start.
+
+asyncua's `Server.init()` builds namespace 0 by running generated code that adds its ~6,200 nodes one
+AddNodes item at a time: 1.6 s of a 25,000-node site's start on a quiet machine. Unpickling the nodes
+it built takes a fraction of that. The cache holds exactly what that generated code builds, taken
+before `init()` does anything else, so every later step (asyncua's address space fixes, its
+namespace and operation-limit writes, method callbacks the gateway binds) runs on the loaded nodes
+as it does on built ones; the nodes themselves hold no callbacks at that point.
+
+The file lives in a cache folder shared by every data dir of the user (tests start hundreds of
+gateways in fresh data dirs), is named by a key of everything its content depends on (the cache
+format, Python and asyncua versions, the generated code's files) and carries a SHA-256 of its
+payload. A file that is missing, stale, truncated, corrupt, not the user's own or writable by others
+is never used: namespace 0 is built as asyncua builds it, the reason is logged, and a fresh file is
+written (atomically, so concurrent starts never read half a file). A process keeps the payload in
+memory, so its later servers skip the file too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+import logging
+import os
+import pickle
+import stat
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncua
+import asyncua.server.standard_address_space as _generated
+from asyncua import ua
+from asyncua.server.address_space import AddressSpace, NodeData, NodeManagementService
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+CACHE_DIR_ENV = "GATEWAY_CACHE_DIR"
+_MAGIC = b"GWNS0\x00"
+_DIGEST_LEN = 32
+# Nodes every namespace 0 has: a payload without them is not one, whatever its digest says.
+_SENTINELS = (ua.ObjectIds.RootFolder, ua.ObjectIds.Server, ua.ObjectIds.HasComponent,
+              ua.ObjectIds.ConditionType_ConditionRefresh, ua.ObjectIds.Server_NamespaceArray)
+# key -> payload, for the later servers of a process (the test suite starts hundreds).
+_IN_MEMORY: dict[str, bytes] = {}
+
+
+class CacheUnusable(Exception):
+    """The cache file cannot be used; the message says why."""
+
+
+def default_cache_dir() -> Path:
+    """$GATEWAY_CACHE_DIR, else systemd's CacheDirectory= ($CACHE_DIRECTORY), else the XDG user cache."""
+    for env in (CACHE_DIR_ENV, "CACHE_DIRECTORY"):
+        value = os.environ.get(env)
+        if value:
+            return Path(value.split(":")[0])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "opcua-gateway"
+
+
+def cache_key() -> str:
+    """A digest of everything the cached nodes depend on: a change to any of them names another file."""
+    parts = [f"format={CACHE_FORMAT}", f"python={sys.implementation.name}-{sys.version}",
+             f"asyncua={asyncua.__version__}"]
+    # The generated code itself (a patched or reinstalled asyncua of the same version builds other nodes).
+    for folder in _generated.__path__:
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            if entry.name.endswith(".py"):
+                st = entry.stat()
+                parts.append(f"{entry.name}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+
+
+def cache_file(folder: Path, key: str) -> Path:
+    return folder / f"ns0-{key}.pickle"
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Unpickling creates ~300,000 objects none of which is garbage: collecting meanwhile only costs."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _check_nodes(nodes: Any) -> dict[ua.NodeId, NodeData]:
+    if not isinstance(nodes, dict) or len(nodes) < 1000:
+        raise CacheUnusable("the payload is not a namespace 0")
+    for identifier in _SENTINELS:
+        node = nodes.get(ua.NodeId(identifier))
+        if not isinstance(node, NodeData):
+            raise CacheUnusable(f"the payload lacks node i={identifier}")
+    return nodes
+
+
+def _unpickle(payload: bytes) -> dict[ua.NodeId, NodeData]:
+    try:
+        with _collector_paused():
+            nodes = pickle.loads(payload)  # noqa: S301 - the user's own file, checked by _read_file first
+    except Exception as exc:  # a payload from another asyncua can fail in any of pickle's ways
+        raise CacheUnusable(f"the payload does not unpickle: {exc!r}") from exc
+    return _check_nodes(nodes)
+
+
+def _read_file(path: Path) -> bytes:
+    """The file's payload once its owner, mode and digest are checked."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise CacheUnusable("no cache file yet") from None
+    except OSError as exc:
+        raise CacheUnusable(f"cannot open it: {exc}") from exc
+    with open(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if hasattr(os, "getuid") and st.st_uid != os.getuid():
+            raise CacheUnusable(f"it belongs to uid {st.st_uid}, not to this user")
+        if stat.S_IMODE(st.st_mode) & 0o022:
+            raise CacheUnusable(f"others may write it (mode {stat.S_IMODE(st.st_mode):04o})")
+        data = f.read()
+    head = len(_MAGIC) + _DIGEST_LEN
+    if len(data) <= head or not data.startswith(_MAGIC):
+        raise CacheUnusable("it is not a cache file of this format")
+    payload = memoryview(data)[head:]
+    if hashlib.sha256(payload).digest() != data[len(_MAGIC):head]:
+        raise CacheUnusable("its digest does not match (truncated or corrupt)")
+    return bytes(payload)
+
+
+def _write_file(path: Path, payload: bytes) -> None:
+    """Write atomically (a temporary file renamed over it), then remove files of other keys."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".ns0-", dir=path.parent)
+    try:
+        with open(fd, "wb") as f:
+            f.write(_MAGIC + hashlib.sha256(payload).digest())
+            f.write(payload)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for old in path.parent.glob("ns0-*.pickle"):
+        if old != path:
+            old.unlink(missing_ok=True)
+
+
+def _build(node_mgt_service: NodeManagementService) -> None:
+    from asyncua.server.standard_address_space import standard_address_space
+
+    standard_address_space.fill_address_space(node_mgt_service)
+
+
+def _load_or_build(aspace: AddressSpace, node_mgt_service: NodeManagementService, folder: Path) -> str:
+    """Fill the (empty) address space with namespace 0; say where it came from."""
+    key = cache_key()
+    path = cache_file(folder, key)
+    payload = _IN_MEMORY.get(key)
+    source = "memory"
+    if payload is None:
+        try:
+            payload = _read_file(path)
+            source = "file"
+        except CacheUnusable as exc:
+            (log.info if str(exc) == "no cache file yet" else log.warning)(
+                "namespace 0 cache %s not used (%s); building namespace 0", path, exc)
+    if payload is not None:
+        try:
+            nodes = _unpickle(payload)
+        except CacheUnusable as exc:
+            log.warning("namespace 0 cache %s not used (%s); building namespace 0", path, exc)
+            _IN_MEMORY.pop(key, None)
+        else:
+            _IN_MEMORY[key] = payload
+            for nodeid, node in nodes.items():
+                aspace[nodeid] = node
+            return source
+    _build(node_mgt_service)
+    payload = pickle.dumps({nodeid: aspace[nodeid] for nodeid in aspace.keys()}, protocol=pickle.HIGHEST_PROTOCOL)
+    _IN_MEMORY[key] = payload
+    try:
+        _write_file(path, payload)
+    except OSError as exc:  # a read-only home, a full disk: the next start builds again
+        log.warning("cannot write the namespace 0 cache %s (%s); every start builds namespace 0", path, exc)
+        return "built"
+    return "built, cached"
+
+
+async def load_standard_nodes(aspace: AddressSpace, node_mgt_service: NodeManagementService,
+                              folder: Path | None = None) -> str:
+    """Namespace 0 into an empty address space, from the cache when it is usable (in a thread: it is
+    CPU-bound). Returns where it came from: "memory", "file", "built" or "built, cached"."""
+    return await asyncio.to_thread(_load_or_build, aspace, node_mgt_service, folder or default_cache_dir())
+
+
+class StandardNodesFromCache:
+    """InternalServer mixin: `init()` takes namespace 0 from the cache (`load_standard_nodes`).
+
+    `standard_cache_dir` None means `default_cache_dir()`. An explicit shelf file (asyncua's own,
+    lazily loaded variant) keeps asyncua's behaviour."""
+
+    standard_cache_dir: Path | None = None
+    standard_nodes_source: str = ""
+
+    async def load_standard_address_space(self, shelf_file: Path | None = None) -> None:
+        if shelf_file is not None:
+            await super().load_standard_address_space(shelf_file)  # type: ignore[misc]
+            return
+        self.standard_nodes_source = await load_standard_nodes(
+            self.aspace, self.node_mgt_service, self.standard_cache_dir)  # type: ignore[attr-defined]
+        log.debug("namespace 0 from %s", self.standard_nodes_source)
