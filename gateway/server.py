@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from asyncua import ua
 
 from gateway import product
+from gateway.addressspace.collector import collector_paused
 from gateway.addressspace.standard_cache import StandardNodesFromCache
 from gateway.alarms.service import AlarmService
 from gateway.bindings import DeviceConfig, SiteBindings
@@ -114,6 +115,14 @@ class Gateway:
         self._started = False
 
     async def load(self) -> None:
+        # The collector is off while the address space is built (gateway.addressspace.collector), and
+        # what was built is frozen before it is turned on again: otherwise its first passes would walk
+        # the million objects of a load once more, to find them alive (start() freezes again at its end).
+        with collector_paused():
+            await self._load()
+            gc.freeze()
+
+    async def _load(self) -> None:
         # Named before init(), which writes the server's identity with asyncua's defaults otherwise.
         build = product.build_info()
         self.server.product_uri = build.product_uri
