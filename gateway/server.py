@@ -15,6 +15,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from asyncua import ua
@@ -41,7 +42,6 @@ from gateway.health.monitor import GatewayHealth, HealthSources
 from gateway.history.service import install_history
 from gateway.history.store import HistoryStore, namespace_key
 from gateway.influx.config import InfluxConfig, load_config
-from gateway.influx.service import InfluxService, queue_full_alarm
 from gateway.methods import MethodRegistry
 from gateway.nodeset.loader import LoadedSite
 from gateway.nodesets import GATEWAY_NAMESPACE
@@ -55,6 +55,9 @@ from gateway.values.feed import ChangeFeed
 from gateway.values.runners import DeviceRunner
 from gateway.values.tags import TagTable
 from gateway.values.writepath import WritePath
+
+if TYPE_CHECKING:  # imported when a site writes to InfluxDB: its client library takes 0.4 s to import
+    from gateway.influx.service import InfluxService
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +197,16 @@ class Gateway:
                     (f"{name}: the SCADA stopped changing the watchdog register; its setpoints are withdrawn",
                      f"{name}: the SCADA's watchdog is alive again"), gw_ns, 800))
         if influx_config is not None:
+            from gateway.influx.service import queue_full_alarm
+
             system_alarms.append(queue_full_alarm(self.alarms, gw_ns))
         self.alarms.start(self.bindings.alarms, system_alarms)
         self.state_machines = StateMachineService(self.server.iserver, self.feed, self.events, self.methods, self.clock)
         await self.state_machines.start(self.bindings.state_machines)
         self.events.start()
         if influx_config is not None:  # before polling starts, so the first values are written too
+            from gateway.influx.service import InfluxService
+
             self.influx = InfluxService(influx_config, cfg.nodesets[-1].stem, cfg.data_dir, self.feed, self.tags,
                                         gw_ns, self.clock, self.events)
             await self.influx.start()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import logging
 import os
 import pickle
@@ -30,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncua
-import asyncua.server.standard_address_space as _generated
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace, NodeData, NodeManagementService
 
@@ -68,7 +68,9 @@ def cache_key() -> str:
     parts = [f"format={CACHE_FORMAT}", f"python={sys.implementation.name}-{sys.version}",
              f"asyncua={asyncua.__version__}"]
     # The generated code itself (a patched or reinstalled asyncua of the same version builds other nodes).
-    for folder in _generated.__path__:
+    # Found, not imported: importing it is the first step of building namespace 0.
+    spec = importlib.util.find_spec("asyncua.server.standard_address_space")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
             if entry.name.endswith(".py"):
                 st = entry.stat()
