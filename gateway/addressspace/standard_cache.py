@@ -173,8 +173,9 @@ def _load_or_build(aspace: AddressSpace, node_mgt_service: NodeManagementService
             for nodeid, node in nodes.items():
                 aspace[nodeid] = node
             return source
-    _build(node_mgt_service)
-    payload = pickle.dumps({nodeid: aspace[nodeid] for nodeid in aspace.keys()}, protocol=pickle.HIGHEST_PROTOCOL)
+    with collector_paused():  # a build and a dump allocate much, free nothing
+        _build(node_mgt_service)
+        payload = pickle.dumps({nodeid: aspace[nodeid] for nodeid in aspace.keys()}, protocol=pickle.HIGHEST_PROTOCOL)
     _IN_MEMORY[key] = payload
     try:
         _write_file(path, payload)
