@@ -12,8 +12,7 @@ gateways in fresh data dirs), is named by a key of everything its content depend
 format, Python and asyncua versions, the generated code's files) and carries a SHA-256 of its
 payload. A file that is missing, stale, truncated, corrupt, not the user's own or writable by others
 is never used: namespace 0 is built as asyncua builds it, the reason is logged, and a fresh file is
-written (atomically, so concurrent starts never read half a file). A process keeps the payload in
-memory, so its later servers skip the file too.
+written (atomically, so concurrent starts never read half a file).
 """
 
 from __future__ import annotations
@@ -45,8 +44,9 @@ _DIGEST_LEN = 32
 # Nodes every namespace 0 has: a payload without them is not one, whatever its digest says.
 _SENTINELS = (ua.ObjectIds.RootFolder, ua.ObjectIds.Server, ua.ObjectIds.HasComponent,
               ua.ObjectIds.ConditionType_ConditionRefresh, ua.ObjectIds.Server_NamespaceArray)
-# key -> payload, for the later servers of a process (the test suite starts hundreds).
-_IN_MEMORY: dict[str, bytes] = {}
+# Cache files of other keys kept (other virtualenvs of the same user, each with its own asyncua, share
+# the folder: removing every other key would make them rebuild in turn); the least recently used go.
+_KEEP_FILES = 4
 
 
 class CacheUnusable(Exception):
@@ -92,7 +92,7 @@ def _check_nodes(nodes: Any) -> dict[ua.NodeId, NodeData]:
     return nodes
 
 
-def _unpickle(payload: bytes) -> dict[ua.NodeId, NodeData]:
+def _unpickle(payload: bytes | memoryview) -> dict[ua.NodeId, NodeData]:
     try:
         with collector_paused():  # ~300,000 objects, none of them garbage
             nodes = pickle.loads(payload)  # the user's own file: _read_file checked owner, mode, digest
@@ -101,7 +101,7 @@ def _unpickle(payload: bytes) -> dict[ua.NodeId, NodeData]:
     return _check_nodes(nodes)
 
 
-def _read_file(path: Path) -> bytes:
+def _read_file(path: Path) -> memoryview:
     """The file's payload once its owner, mode and digest are checked."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
@@ -116,13 +116,14 @@ def _read_file(path: Path) -> bytes:
         if stat.S_IMODE(st.st_mode) & 0o022:
             raise CacheUnusable(f"others may write it (mode {stat.S_IMODE(st.st_mode):04o})")
         data = f.read()
+        os.utime(f.fileno())  # recently used: kept when files of other keys are removed
     head = len(_MAGIC) + _DIGEST_LEN
     if len(data) <= head or not data.startswith(_MAGIC):
         raise CacheUnusable("it is not a cache file of this format")
     payload = memoryview(data)[head:]
     if hashlib.sha256(payload).digest() != data[len(_MAGIC):head]:
         raise CacheUnusable("its digest does not match (truncated or corrupt)")
-    return bytes(payload)
+    return payload
 
 
 def _write_file(path: Path, payload: bytes) -> None:
@@ -138,9 +139,10 @@ def _write_file(path: Path, payload: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    for old in path.parent.glob("ns0-*.pickle"):
-        if old != path:
-            old.unlink(missing_ok=True)
+    others = sorted((f for f in path.parent.glob("ns0-*.pickle") if f != path),
+                    key=lambda f: f.stat().st_mtime, reverse=True)
+    for old in others[_KEEP_FILES - 1:]:
+        old.unlink(missing_ok=True)
 
 
 def _build(node_mgt_service: NodeManagementService) -> None:
@@ -151,32 +153,19 @@ def _build(node_mgt_service: NodeManagementService) -> None:
 
 def _load_or_build(aspace: AddressSpace, node_mgt_service: NodeManagementService, folder: Path) -> str:
     """Fill the (empty) address space with namespace 0; say where it came from."""
-    key = cache_key()
-    path = cache_file(folder, key)
-    payload = _IN_MEMORY.get(key)
-    source = "memory"
-    if payload is None:
-        try:
-            payload = _read_file(path)
-            source = "file"
-        except CacheUnusable as exc:
-            (log.info if str(exc) == "no cache file yet" else log.warning)(
-                "namespace 0 cache %s not used (%s); building namespace 0", path, exc)
-    if payload is not None:
-        try:
-            nodes = _unpickle(payload)
-        except CacheUnusable as exc:
-            log.warning("namespace 0 cache %s not used (%s); building namespace 0", path, exc)
-            _IN_MEMORY.pop(key, None)
-        else:
-            _IN_MEMORY[key] = payload
-            for nodeid, node in nodes.items():
-                aspace[nodeid] = node
-            return source
+    path = cache_file(folder, cache_key())
+    try:
+        nodes = _unpickle(_read_file(path))
+    except CacheUnusable as exc:
+        (log.info if str(exc) == "no cache file yet" else log.warning)(
+            "namespace 0 cache %s not used (%s); building namespace 0", path, exc)
+    else:
+        for nodeid, node in nodes.items():
+            aspace[nodeid] = node
+        return "file"
     with collector_paused():  # a build and a dump allocate much, free nothing
         _build(node_mgt_service)
         payload = pickle.dumps({nodeid: aspace[nodeid] for nodeid in aspace.keys()}, protocol=pickle.HIGHEST_PROTOCOL)
-    _IN_MEMORY[key] = payload
     try:
         _write_file(path, payload)
     except OSError as exc:  # a read-only home, a full disk: the next start builds again
@@ -188,7 +177,7 @@ def _load_or_build(aspace: AddressSpace, node_mgt_service: NodeManagementService
 async def load_standard_nodes(aspace: AddressSpace, node_mgt_service: NodeManagementService,
                               folder: Path | None = None) -> str:
     """Namespace 0 into an empty address space, from the cache when it is usable (in a thread: it is
-    CPU-bound). Returns where it came from: "memory", "file", "built" or "built, cached"."""
+    CPU-bound). Returns where it came from: "file", "built" or "built, cached"."""
     return await asyncio.to_thread(_load_or_build, aspace, node_mgt_service, folder or default_cache_dir())
 
 

@@ -31,23 +31,12 @@ class CachedInternalServer(StandardNodesFromCache, InternalServer):
     pass
 
 
-@pytest.fixture(autouse=True)
-def no_payload_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test sees only the files it sets up, not what an earlier server of the process kept."""
-    monkeypatch.setattr(standard_cache, "_IN_MEMORY", {})
-
-
 @pytest.fixture(scope="module")
 def written_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache folder holding the file a first start writes (namespace 0 built once for the module)."""
     folder = tmp_path_factory.mktemp("ns0-cache")
     aspace = AddressSpace()
-    saved = standard_cache._IN_MEMORY
-    standard_cache._IN_MEMORY = {}
-    try:
-        source = standard_cache._load_or_build(aspace, NodeManagementService(aspace), folder)
-    finally:
-        standard_cache._IN_MEMORY = saved
+    source = standard_cache._load_or_build(aspace, NodeManagementService(aspace), folder)
     assert source == "built, cached"
     assert cache_file(folder, cache_key()).is_file()
     return folder
@@ -78,14 +67,14 @@ def _assert_same(built: AddressSpace, cached: AddressSpace) -> None:
         assert (a.call is None) == (b.call is None), nodeid
 
 
-async def test_a_started_server_reads_the_file_then_keeps_it_in_memory(written_cache: Path, tmp_path: Path) -> None:
+async def test_every_server_reads_its_own_copy_from_the_file(written_cache: Path, tmp_path: Path) -> None:
     folder = tmp_path / "cache"
     _copy(written_cache, folder)
     first, source = await _fresh(folder)
     assert source == "file" and len(list(first.keys())) > 6000
     second, source = await _fresh(folder)
-    assert source == "memory"
-    assert first[ua.NodeId(ua.ObjectIds.Server)] is not second[ua.NodeId(ua.ObjectIds.Server)]  # own copies
+    assert source == "file"
+    assert first[ua.NodeId(ua.ObjectIds.Server)] is not second[ua.NodeId(ua.ObjectIds.Server)]
 
 
 async def test_init_from_the_cache_equals_init_by_building(written_cache: Path, tmp_path: Path) -> None:
@@ -109,7 +98,8 @@ async def test_a_stale_key_builds_and_replaces_the_file(written_cache: Path, tmp
     assert cache_file(tmp_path / "cache", cache_key()) != old
     aspace, source = await _fresh(tmp_path / "cache")
     assert source == "built, cached"
-    assert not old.exists() and cache_file(tmp_path / "cache", cache_key()).is_file()
+    assert cache_file(tmp_path / "cache", cache_key()).is_file()
+    assert old.exists()  # another virtualenv's asyncua may still use it
     assert ua.NodeId(ua.ObjectIds.Server) in aspace
 
 
@@ -217,3 +207,14 @@ async def test_a_gateway_started_from_the_file_serves_clients(written_cache: Pat
     finally:
         await gw.stop()
     assert os.stat(cache_file(tmp_path / "cache", cache_key())).st_mode & 0o077 == 0
+
+
+def test_files_of_other_keys_least_recently_used_go(tmp_path: Path) -> None:
+    others = [tmp_path / f"ns0-other{i}.pickle" for i in range(5)]
+    for age, path in enumerate(others):  # other0 the most recently used
+        path.write_bytes(b"another asyncua's namespace 0")
+        os.utime(path, (1_000_000 - age, 1_000_000 - age))
+    standard_cache._write_file(tmp_path / "ns0-mine.pickle", b"payload")
+    kept = {p.name for p in tmp_path.glob("ns0-*.pickle")}
+    assert kept == {"ns0-mine.pickle", "ns0-other0.pickle", "ns0-other1.pickle", "ns0-other2.pickle"}
+    assert standard_cache._read_file(tmp_path / "ns0-mine.pickle") == b"payload"
