@@ -32,6 +32,7 @@ from typing import Any
 import asyncua
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace, NodeData, NodeManagementService
+from asyncua.server.internal_server import InternalServer
 
 from gateway.addressspace.collector import collector_paused
 
@@ -197,3 +198,7 @@ class StandardNodesFromCache:
         self.standard_nodes_source = await load_standard_nodes(
             self.aspace, self.node_mgt_service, self.standard_cache_dir)  # type: ignore[attr-defined]
         log.debug("namespace 0 from %s", self.standard_nodes_source)
+
+
+class CachedInternalServer(StandardNodesFromCache, InternalServer):
+    """asyncua's InternalServer, namespace 0 from the cache (for a server that loads a site it does not serve)."""

@@ -16,8 +16,8 @@ from asyncua.server.internal_server import InternalServer
 
 from gateway.addressspace import standard_cache
 from gateway.addressspace.standard_cache import (
+    CachedInternalServer,
     CacheUnusable,
-    StandardNodesFromCache,
     cache_file,
     cache_key,
     load_standard_nodes,
@@ -25,10 +25,6 @@ from gateway.addressspace.standard_cache import (
 from gateway.server import Gateway, GatewayConfig
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sim_site.xml"
-
-
-class CachedInternalServer(StandardNodesFromCache, InternalServer):
-    pass
 
 
 @pytest.fixture(scope="module")
