@@ -301,7 +301,7 @@ def _insert(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace) -> None:
         spec = r.spec
         nc = r.nodeclass
         typed = r.attributes
-        key = (nc, r.datatype, *(typed.get(k) for k in _GROUP_ATTRS))
+        key = (nc, r.datatype, *map(typed.get, _GROUP_ATTRS))
         group = groups.get(key)
         if group is None:
             group = groups[key] = _common_attributes(nc, r.datatype, typed)
