@@ -31,8 +31,10 @@ from typing import Any
 
 import asyncua
 from asyncua import ua
+from asyncua.server import address_space
 from asyncua.server.address_space import AddressSpace, NodeData, NodeManagementService
 from asyncua.server.internal_server import InternalServer
+from asyncua.ua import uaprotocol_auto, uatypes
 
 from gateway.addressspace.collector import collector_paused
 
@@ -76,6 +78,10 @@ def cache_key() -> str:
             if entry.name.endswith(".py"):
                 st = entry.stat()
                 parts.append(f"{entry.name}:{st.st_size}:{st.st_mtime_ns}")
+    # The classes the pickle names (NodeData, AttributeValue, the ua types): their fields are its layout.
+    for module in (address_space, uatypes, uaprotocol_auto):
+        st = os.stat(module.__file__ or "")
+        parts.append(f"{module.__name__}:{st.st_size}:{st.st_mtime_ns}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
 
