@@ -15,11 +15,14 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from asyncua import ua
 
 from gateway import product
+from gateway.addressspace.collector import collector_paused
+from gateway.addressspace.standard_cache import StandardNodesFromCache
 from gateway.alarms.service import AlarmService
 from gateway.bindings import DeviceConfig, SiteBindings
 from gateway.clock import SYSTEM_CLOCK, Clock
@@ -39,7 +42,6 @@ from gateway.health.monitor import GatewayHealth, HealthSources
 from gateway.history.service import install_history
 from gateway.history.store import HistoryStore, namespace_key
 from gateway.influx.config import InfluxConfig, load_config
-from gateway.influx.service import InfluxService, queue_full_alarm
 from gateway.methods import MethodRegistry
 from gateway.nodeset.loader import LoadedSite
 from gateway.nodesets import GATEWAY_NAMESPACE
@@ -53,6 +55,9 @@ from gateway.values.feed import ChangeFeed
 from gateway.values.runners import DeviceRunner
 from gateway.values.tags import TagTable
 from gateway.values.writepath import WritePath
+
+if TYPE_CHECKING:  # imported when a site writes to InfluxDB: its client library takes 0.4 s to import
+    from gateway.influx.service import InfluxService
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +87,15 @@ class GatewayConfig:
     hostnames: list[str] = field(default_factory=lambda: [socket.gethostname(), "localhost", "127.0.0.1"])
 
 
+class _InternalServer(StandardNodesFromCache, GatewayInternalServer):
+    """The gateway's internal server, namespace 0 from the cache (gateway.addressspace.standard_cache)."""
+
+
 class Gateway:
     def __init__(self, config: GatewayConfig, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
         self.clock = clock
-        self.server = GatewayServer(iserver=GatewayInternalServer())
+        self.server = GatewayServer(iserver=_InternalServer())
         self.site: LoadedSite | None = None
         self.bindings: SiteBindings | None = None
         self.feed: ChangeFeed | None = None
@@ -109,6 +118,14 @@ class Gateway:
         self._started = False
 
     async def load(self) -> None:
+        # The collector is off while the address space is built (gateway.addressspace.collector), and
+        # what was built is frozen before it is turned on again: otherwise its first passes would walk
+        # the million objects of a load once more, to find them alive (start() freezes again at its end).
+        with collector_paused():
+            await self._load()
+            gc.freeze()
+
+    async def _load(self) -> None:
         # Named before init(), which writes the server's identity with asyncua's defaults otherwise.
         build = product.build_info()
         self.server.product_uri = build.product_uri
@@ -180,12 +197,16 @@ class Gateway:
                     (f"{name}: the SCADA stopped changing the watchdog register; its setpoints are withdrawn",
                      f"{name}: the SCADA's watchdog is alive again"), gw_ns, 800))
         if influx_config is not None:
+            from gateway.influx.service import queue_full_alarm
+
             system_alarms.append(queue_full_alarm(self.alarms, gw_ns))
         self.alarms.start(self.bindings.alarms, system_alarms)
         self.state_machines = StateMachineService(self.server.iserver, self.feed, self.events, self.methods, self.clock)
         await self.state_machines.start(self.bindings.state_machines)
         self.events.start()
         if influx_config is not None:  # before polling starts, so the first values are written too
+            from gateway.influx.service import InfluxService
+
             self.influx = InfluxService(influx_config, cfg.nodesets[-1].stem, cfg.data_dir, self.feed, self.tags,
                                         gw_ns, self.clock, self.events)
             await self.influx.start()

@@ -43,9 +43,10 @@ async def check_site(files: list[Path]) -> tuple[str, list[Problem]]:
     """Run the start-up pipeline short of serving; returns a summary and the warnings, or raises NodesetError."""
     from asyncua import Server
 
+    from gateway.addressspace.standard_cache import CachedInternalServer
     from gateway.site import load_site
 
-    server = Server()
+    server = Server(iserver=CachedInternalServer())
     await server.init()
     site, bindings = await load_site(server, files)
     n_vars = sum(len(d.variables) for d in bindings.devices)

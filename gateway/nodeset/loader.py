@@ -23,6 +23,7 @@ from asyncua import Server, ua
 from asyncua.common.structures104 import load_custom_struct_xml_import, load_enum_xml_import
 from asyncua.server.address_space import AddressSpace, AttributeValue, NodeData
 
+from gateway.addressspace.collector import collector_paused
 from gateway.nodeset.attributes import parse_attributes
 from gateway.nodeset.model import UA_NAMESPACE, NodesetDocument, NodesetError, NodeSpec, Problem
 from gateway.nodeset.order import order_documents
@@ -98,10 +99,11 @@ def parse_files(paths: Iterable[str | Path]) -> tuple[list[NodesetDocument], lis
 async def load_nodesets(server: Server, paths: Iterable[str | Path]) -> LoadedSite:
     """Parse, order, validate and insert; raises NodesetError listing every problem."""
     started = datetime.now(UTC)
-    docs, problems = parse_files(paths)
-    if problems:
-        raise NodesetError(problems)
-    loaded = await load_documents(server, docs)
+    with collector_paused():
+        docs, problems = parse_files(paths)
+        if problems:
+            raise NodesetError(problems)
+        loaded = await load_documents(server, docs)
     loaded.seconds = (datetime.now(UTC) - started).total_seconds()
     return loaded
 
@@ -299,7 +301,7 @@ def _insert(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace) -> None:
         spec = r.spec
         nc = r.nodeclass
         typed = r.attributes
-        key = (nc, r.datatype, *(typed.get(k) for k in _GROUP_ATTRS))
+        key = (nc, r.datatype, *map(typed.get, _GROUP_ATTRS))
         group = groups.get(key)
         if group is None:
             group = groups[key] = _common_attributes(nc, r.datatype, typed)

@@ -30,6 +30,7 @@ def test_files_private_and_sandboxed() -> None:
     data_dir = exec_start[exec_start.index("--data-dir") + 1]
     assert s["UMask"] == ["0077"]
     assert s["StateDirectoryMode"] == ["0700"]
+    assert s["CacheDirectoryMode"] == ["0700"], "namespace 0's cache is the service user's own"
     assert s["ReadWritePaths"] == [data_dir], "the data dir, and only it, is writable"
     assert f"/var/lib/{s['StateDirectory'][0]}" == data_dir
     for key, value in {"NoNewPrivileges": "true", "ProtectSystem": "strict", "PrivateTmp": "true",
