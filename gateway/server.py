@@ -22,7 +22,6 @@ from asyncua import ua
 
 from gateway import product
 from gateway.addressspace.collector import collector_paused
-from gateway.addressspace.standard_cache import StandardNodesFromCache
 from gateway.alarms.service import AlarmService
 from gateway.bindings import DeviceConfig, SiteBindings
 from gateway.clock import SYSTEM_CLOCK, Clock
@@ -87,15 +86,11 @@ class GatewayConfig:
     hostnames: list[str] = field(default_factory=lambda: [socket.gethostname(), "localhost", "127.0.0.1"])
 
 
-class _InternalServer(StandardNodesFromCache, GatewayInternalServer):
-    """The gateway's internal server, namespace 0 from the cache (gateway.addressspace.standard_cache)."""
-
-
 class Gateway:
     def __init__(self, config: GatewayConfig, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
         self.clock = clock
-        self.server = GatewayServer(iserver=_InternalServer())
+        self.server = GatewayServer(iserver=GatewayInternalServer())
         self.site: LoadedSite | None = None
         self.bindings: SiteBindings | None = None
         self.feed: ChangeFeed | None = None

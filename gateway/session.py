@@ -27,6 +27,7 @@ from asyncua.server.internal_session import InternalSession, SessionState
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.uaerrors import UaStatusCodeError
 
+from gateway.addressspace.standard_cache import StandardNodesFromCache
 from gateway.security.pki import ClientCertificateValidator
 from gateway.security.roles import Role, role_of
 from gateway.subscriptions.service import SubscriptionService
@@ -298,7 +299,10 @@ class _RefuseEveryone(UserManager):
         return None
 
 
-class GatewayInternalServer(InternalServer):
+class GatewayInternalServer(StandardNodesFromCache, InternalServer):
+    """asyncua's internal server with the gateway's sessions and subscriptions; namespace 0 from the cache
+    (gateway.addressspace.standard_cache)."""
+
     write_path: WritePath | None = None
     client_certificates: ClientCertificateValidator | None = None
     # Set by gateway.transport.GatewayServer: the total of monitored items (0: no limit) and the
