@@ -299,6 +299,10 @@ class Gateway:
         if self._started or self.server.bserver is not None:  # also a start cut short by a stop
             self._started = False
             await _stage("closing the server", STOP_SERVER_S, self._stop_server())
+        # What load() and start() froze is garbage now, and frozen garbage that refers to itself is never
+        # collected: a process that runs gateways one after another (the tests, an embedding application)
+        # would keep every stopped one.
+        gc.unfreeze()
         log.info("stopped")
 
     async def _stop_server(self) -> None:
