@@ -55,7 +55,7 @@ async def check_site(files: list[Path]) -> tuple[str, list[Problem]]:
     facade = bindings.facade
     if facade is not None:
         warned = f", a Modbus facade of {len(facade.mappings)} mapping(s) on port {facade.port}" + warned
-    return (f"ok: {len(site.new_nodes)} nodes in {len(site.documents)} nodeset(s), {len(bindings.devices)} devices, "
+    return (f"ok: {len(site.new_nodes)} nodes in {len(site.files)} nodeset(s), {len(bindings.devices)} devices, "
             f"{n_vars} bound variables, scan classes {classes}{warned}"), bindings.warnings
 
 

@@ -21,11 +21,14 @@ from typing import Any
 
 from asyncua import Server, ua
 from asyncua.common.structures104 import load_custom_struct_xml_import, load_enum_xml_import
-from asyncua.server.address_space import AddressSpace, AttributeValue, NodeData
+from asyncua.server.address_space import AddressSpace
 
 from gateway.addressspace.collector import collector_paused
 from gateway.nodeset.attributes import parse_attributes
+from gateway.nodeset.memory import release_freed_memory
 from gateway.nodeset.model import UA_NAMESPACE, NodesetDocument, NodesetError, NodeSpec, Problem
+from gateway.nodeset.nodedata import CompactAttributeValue as AttributeValue
+from gateway.nodeset.nodedata import CompactNodeData as NodeData
 from gateway.nodeset.order import order_documents
 from gateway.nodeset.parser import parse_nodeset
 from gateway.nodeset.resolve import Resolver
@@ -62,7 +65,7 @@ _OPTION_SET = ua.NodeId(ua.ObjectIds.OptionSet)
 
 @dataclass
 class LoadedSite:
-    documents: list[NodesetDocument]
+    files: list[str]  # the documents' paths, in load order (the parsed documents are not kept: ~7 KB a node)
     new_nodes: list[ua.NodeId]
     namespaces: dict[str, int]  # namespace URI -> server index
     origins: dict[ua.NodeId, tuple[str, int, str]] = field(default_factory=dict)  # file, line, id as written
@@ -104,6 +107,8 @@ async def load_nodesets(server: Server, paths: Iterable[str | Path]) -> LoadedSi
         if problems:
             raise NodesetError(problems)
         loaded = await load_documents(server, docs)
+    del docs
+    release_freed_memory()
     loaded.seconds = (datetime.now(UTC) - started).total_seconds()
     return loaded
 
@@ -140,7 +145,7 @@ async def load_documents(server: Server, docs: list[NodesetDocument]) -> LoadedS
         raise NodesetError(problems)
     log.info("loaded %d nodes from %d nodeset(s)", len(nodes), len(ordered))
     origins = {nid: (r.doc.path, r.spec.line, r.spec.nodeid) for nid, r in nodes.items()}
-    return LoadedSite(ordered, list(nodes), namespaces, origins)
+    return LoadedSite([doc.path for doc in ordered], list(nodes), namespaces, origins)
 
 
 def _resolve_all(
@@ -217,13 +222,41 @@ def _scalar_variant(value: object, vtype: ua.VariantType) -> ua.Variant:
     return v
 
 
-def _dv(value: object, vtype: ua.VariantType) -> AttributeValue:
-    """An attribute value unique to its node (NodeId, names, lists)."""
+def _data_value(value: object, vtype: ua.VariantType) -> ua.DataValue:
     dv = object.__new__(ua.DataValue)  # DataValue.__post_init__ only wraps non-Variants
     dv.Value, dv.StatusCode, dv.SourceTimestamp, dv.ServerTimestamp = _scalar_variant(value, vtype), _GOOD, None, None
     dv.SourcePicoseconds = dv.ServerPicoseconds = None
     dv.Encoding = 0
-    return AttributeValue(dv)
+    return dv
+
+
+def _dv(value: object, vtype: ua.VariantType) -> AttributeValue:
+    """An attribute value unique to its node (NodeId, lists)."""
+    return AttributeValue(_data_value(value, vtype))
+
+
+class _Names:
+    """One BrowseName, DisplayName or Description DataValue per distinct name, shared by every node that has
+    it: a site repeats its names (every bound variable has an EURange and a FieldAddress, every device a V0).
+    Shared as the common attributes are: a write replaces a node's DataValue, never mutates it."""
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[ua.VariantType, object, object], ua.DataValue] = {}
+
+    def browse(self, qname: ua.QualifiedName) -> AttributeValue:
+        key = (ua.VariantType.QualifiedName, qname.Name, qname.NamespaceIndex)
+        dv = self._values.get(key)
+        if dv is None:
+            dv = self._values[key] = _data_value(qname, ua.VariantType.QualifiedName)
+        return AttributeValue(dv)
+
+    def text(self, text: str | None, locale: str | None) -> AttributeValue:
+        key = (ua.VariantType.LocalizedText, text, locale)
+        dv = self._values.get(key)
+        if dv is None:
+            dv = self._values[key] = _data_value(ua.LocalizedText(Text=text, Locale=locale),
+                                                 ua.VariantType.LocalizedText)
+        return AttributeValue(dv)
 
 
 _GOOD = ua.StatusCode(ua.StatusCodes.Good)
@@ -295,6 +328,7 @@ def _common_attributes(nc: ua.NodeClass, datatype: ua.NodeId | None,
 
 def _insert(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace) -> None:
     groups: dict[tuple, list[tuple[ua.AttributeIds, ua.DataValue]]] = {}
+    names = _Names()
     for r in nodes.values():
         nd = NodeData(r.nodeid)
         a = nd.attributes
@@ -307,12 +341,12 @@ def _insert(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace) -> None:
             group = groups[key] = _common_attributes(nc, r.datatype, typed)
         for aid, dv in group:
             a[aid] = AttributeValue(dv)
-        display = _lt(spec.displayname) if spec.displayname else ua.LocalizedText(r.browsename.Name)
         a[ua.AttributeIds.NodeId] = _dv(r.nodeid, ua.VariantType.NodeId)
-        a[ua.AttributeIds.BrowseName] = _dv(r.browsename, ua.VariantType.QualifiedName)
-        a[ua.AttributeIds.DisplayName] = _dv(display, ua.VariantType.LocalizedText)
+        a[ua.AttributeIds.BrowseName] = names.browse(r.browsename)
+        a[ua.AttributeIds.DisplayName] = (names.text(spec.displayname.text, spec.displayname.locale)
+                                          if spec.displayname else names.text(r.browsename.Name, None))
         a[ua.AttributeIds.Description] = (
-            _dv(_lt(spec.description), ua.VariantType.LocalizedText) if spec.description
+            names.text(spec.description.text, spec.description.locale) if spec.description
             else AttributeValue(_EMPTY_DESCRIPTION)
         )
         if nc in (ua.NodeClass.Variable, ua.NodeClass.VariableType):
@@ -334,6 +368,7 @@ def _insert(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace) -> None:
                 typedefs[r.nodeid] = target
                 break
     seen: dict[ua.NodeId, set[tuple[ua.NodeId, ua.NodeId, bool]]] = {}
+    shared_refs: dict[tuple[ua.NodeId, ua.NodeId, bool], ua.ReferenceDescription] = {}
 
     def typedef_of(target: ua.NodeId, tnd: NodeData) -> ua.NodeId:
         td = typedefs.get(target)
@@ -352,14 +387,21 @@ def _insert(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace) -> None:
         if key in keys:
             return
         keys.add(key)
-        ta = tnd.attributes
-        snd.references.append(ua.ReferenceDescription(
-            ReferenceTypeId=reftype, IsForward=forward, NodeId=target,
-            BrowseName=ta[ua.AttributeIds.BrowseName].value.Value.Value,
-            DisplayName=ta[ua.AttributeIds.DisplayName].value.Value.Value,
-            NodeClass=_NODECLASS_OF[ta[ua.AttributeIds.NodeClass].value.Value.Value],
-            TypeDefinition=typedef_of(target, tnd),
-        ))
+        # A ReferenceDescription says only what its type, direction and target are (the rest is the target's
+        # names, class and type definition), so every node referring alike shares one: every property's
+        # HasTypeDefinition to PropertyType, a device's variables' inverse HasComponent. asyncua mutates one
+        # only to follow a rename of its target, which is then right for all who share it.
+        ref = shared_refs.get(key)
+        if ref is None:
+            ta = tnd.attributes
+            ref = shared_refs[key] = ua.ReferenceDescription(
+                ReferenceTypeId=reftype, IsForward=forward, NodeId=target,
+                BrowseName=ta[ua.AttributeIds.BrowseName].value.Value.Value,
+                DisplayName=ta[ua.AttributeIds.DisplayName].value.Value.Value,
+                NodeClass=_NODECLASS_OF[ta[ua.AttributeIds.NodeClass].value.Value.Value],
+                TypeDefinition=typedef_of(target, tnd),
+            )
+        snd.references.append(ref)
 
     for r in nodes.values():
         snd = aspace[r.nodeid]
