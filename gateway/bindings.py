@@ -23,6 +23,7 @@ from gateway.drivers.options import parse_point_options
 from gateway.drivers.registry import driver_for, unknown_scheme
 from gateway.nodeset.loader import LoadedSite
 from gateway.nodeset.model import Problem
+from gateway.nodeset.nodedata import attribute_value
 from gateway.nodeset.typecheck import TypeIndex
 
 DEFAULT_SCAN_CLASSES = {"HighSpeed": 100.0, "MediumSpeed": 1000.0, "LowSpeed": 10000.0}
@@ -87,8 +88,8 @@ class SiteView:
 
     def attr(self, nid: ua.NodeId, a: ua.AttributeIds) -> Any:
         nd = self.aspace.get(nid)
-        av = nd.attributes.get(a) if nd else None
-        return av.value.Value.Value if av is not None and av.value is not None and av.value.Value else None
+        dv = attribute_value(nd, a) if nd else None  # read without making an AttributeValue of it
+        return dv.Value.Value if dv is not None and dv.Value else None
 
     def name(self, nid: ua.NodeId) -> str:
         bn = self.attr(nid, ua.AttributeIds.BrowseName)

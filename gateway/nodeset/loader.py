@@ -21,14 +21,14 @@ from typing import Any
 
 from asyncua import Server, ua
 from asyncua.common.structures104 import load_custom_struct_xml_import, load_enum_xml_import
-from asyncua.server.address_space import AddressSpace
+from asyncua.server.address_space import AddressSpace, NodeData
 
 from gateway.addressspace.collector import collector_paused
 from gateway.nodeset.attributes import parse_attributes
 from gateway.nodeset.memory import release_freed_memory
 from gateway.nodeset.model import UA_NAMESPACE, NodesetDocument, NodesetError, NodeSpec, Problem
+from gateway.nodeset.nodedata import CompactAttributes, CompactNodeData, Layout, attribute_value
 from gateway.nodeset.nodedata import CompactAttributeValue as AttributeValue
-from gateway.nodeset.nodedata import CompactNodeData as NodeData
 from gateway.nodeset.order import order_documents
 from gateway.nodeset.parser import parse_nodeset
 from gateway.nodeset.resolve import Resolver
@@ -243,20 +243,20 @@ class _Names:
     def __init__(self) -> None:
         self._values: dict[tuple[ua.VariantType, object, object], ua.DataValue] = {}
 
-    def browse(self, qname: ua.QualifiedName) -> AttributeValue:
+    def browse(self, qname: ua.QualifiedName) -> ua.DataValue:
         key = (ua.VariantType.QualifiedName, qname.Name, qname.NamespaceIndex)
         dv = self._values.get(key)
         if dv is None:
             dv = self._values[key] = _data_value(qname, ua.VariantType.QualifiedName)
-        return AttributeValue(dv)
+        return dv
 
-    def text(self, text: str | None, locale: str | None) -> AttributeValue:
+    def text(self, text: str | None, locale: str | None) -> ua.DataValue:
         key = (ua.VariantType.LocalizedText, text, locale)
         dv = self._values.get(key)
         if dv is None:
             dv = self._values[key] = _data_value(ua.LocalizedText(Text=text, Locale=locale),
                                                  ua.VariantType.LocalizedText)
-        return AttributeValue(dv)
+        return dv
 
 
 _GOOD = ua.StatusCode(ua.StatusCodes.Good)
@@ -327,37 +327,38 @@ def _common_attributes(nc: ua.NodeClass, datatype: ua.NodeId | None,
 
 
 def _insert(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace) -> None:
-    groups: dict[tuple, list[tuple[ua.AttributeIds, ua.DataValue]]] = {}
+    groups: dict[tuple, tuple[Layout, list[ua.DataValue]]] = {}
     names = _Names()
     for r in nodes.values():
-        nd = NodeData(r.nodeid)
-        a = nd.attributes
         spec = r.spec
         nc = r.nodeclass
         typed = r.attributes
-        key = (nc, r.datatype, *map(typed.get, _GROUP_ATTRS))
+        dims = typed.get("ArrayDimensions")
+        inverse = nc == ua.NodeClass.ReferenceType and spec.inverse_name is not None
+        key = (nc, r.datatype, inverse, *map(typed.get, _GROUP_ATTRS))
         group = groups.get(key)
         if group is None:
-            group = groups[key] = _common_attributes(nc, r.datatype, typed)
-        for aid, dv in group:
-            a[aid] = AttributeValue(dv)
-        a[ua.AttributeIds.NodeId] = _dv(r.nodeid, ua.VariantType.NodeId)
-        a[ua.AttributeIds.BrowseName] = names.browse(r.browsename)
-        a[ua.AttributeIds.DisplayName] = (names.text(spec.displayname.text, spec.displayname.locale)
-                                          if spec.displayname else names.text(r.browsename.Name, None))
-        a[ua.AttributeIds.Description] = (
-            names.text(spec.description.text, spec.description.locale) if spec.description
-            else AttributeValue(_EMPTY_DESCRIPTION)
-        )
+            common = _common_attributes(nc, r.datatype, typed)
+            aids = [aid for aid, _ in common] + [ua.AttributeIds.NodeId, ua.AttributeIds.BrowseName,
+                                                  ua.AttributeIds.DisplayName, ua.AttributeIds.Description]
+            if nc in (ua.NodeClass.Variable, ua.NodeClass.VariableType):
+                aids += [ua.AttributeIds.Value, ua.AttributeIds.ArrayDimensions]
+            if inverse:
+                aids.append(ua.AttributeIds.InverseName)
+            group = groups[key] = ({aid: i for i, aid in enumerate(aids)}, [dv for _, dv in common])
+        layout, common_values = group
+        values = [*common_values, _data_value(r.nodeid, ua.VariantType.NodeId), names.browse(r.browsename),
+                  names.text(spec.displayname.text, spec.displayname.locale) if spec.displayname
+                  else names.text(r.browsename.Name, None),
+                  names.text(spec.description.text, spec.description.locale) if spec.description
+                  else _EMPTY_DESCRIPTION]
         if nc in (ua.NodeClass.Variable, ua.NodeClass.VariableType):
-            a[ua.AttributeIds.Value] = AttributeValue(_NULL_VALUE)
-            dims = typed.get("ArrayDimensions")
-            a[ua.AttributeIds.ArrayDimensions] = AttributeValue(
-                ua.DataValue(ua.Variant(dims, ua.VariantType.UInt32, is_array=True)) if dims else _NO_DIMENSIONS
-            )
-        if nc == ua.NodeClass.ReferenceType and spec.inverse_name is not None:
-            a[ua.AttributeIds.InverseName] = _dv(_lt(spec.inverse_name), ua.VariantType.LocalizedText)
-        aspace[r.nodeid] = nd
+            values.append(_NULL_VALUE)
+            values.append(ua.DataValue(ua.Variant(dims, ua.VariantType.UInt32, is_array=True)) if dims
+                          else _NO_DIMENSIONS)
+        if inverse:
+            values.append(_data_value(_lt(spec.inverse_name), ua.VariantType.LocalizedText))
+        aspace[r.nodeid] = CompactNodeData(r.nodeid, CompactAttributes(layout, values))
 
     # References go in once all nodes exist: a ReferenceDescription carries its target's names,
     # class and type definition.
@@ -370,7 +371,7 @@ def _insert(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace) -> None:
     seen: dict[ua.NodeId, set[tuple[ua.NodeId, ua.NodeId, bool]]] = {}
     shared_refs: dict[tuple[ua.NodeId, ua.NodeId, bool], ua.ReferenceDescription] = {}
 
-    def typedef_of(target: ua.NodeId, tnd: NodeData) -> ua.NodeId:
+    def typedef_of(target: ua.NodeId, tnd: NodeData | CompactNodeData) -> ua.NodeId:
         td = typedefs.get(target)
         if td is None:  # an existing node: look once, remember (a null id when it has none)
             td = next((x.NodeId for x in tnd.references if x.IsForward and x.ReferenceTypeId == _HAS_TYPEDEF),
@@ -378,8 +379,8 @@ def _insert(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace) -> None:
             typedefs[target] = td
         return td
 
-    def add(source: ua.NodeId, snd: NodeData, reftype: ua.NodeId, target: ua.NodeId, tnd: NodeData,
-            forward: bool) -> None:
+    def add(source: ua.NodeId, snd: NodeData | CompactNodeData, reftype: ua.NodeId, target: ua.NodeId,
+            tnd: NodeData | CompactNodeData, forward: bool) -> None:
         keys = seen.get(source)
         if keys is None:
             keys = seen[source] = {(ref.ReferenceTypeId, ref.NodeId, ref.IsForward) for ref in snd.references}
@@ -393,12 +394,11 @@ def _insert(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace) -> None:
         # only to follow a rename of its target, which is then right for all who share it.
         ref = shared_refs.get(key)
         if ref is None:
-            ta = tnd.attributes
             ref = shared_refs[key] = ua.ReferenceDescription(
                 ReferenceTypeId=reftype, IsForward=forward, NodeId=target,
-                BrowseName=ta[ua.AttributeIds.BrowseName].value.Value.Value,
-                DisplayName=ta[ua.AttributeIds.DisplayName].value.Value.Value,
-                NodeClass=_NODECLASS_OF[ta[ua.AttributeIds.NodeClass].value.Value.Value],
+                BrowseName=attribute_value(tnd, ua.AttributeIds.BrowseName).Value.Value,
+                DisplayName=attribute_value(tnd, ua.AttributeIds.DisplayName).Value.Value,
+                NodeClass=_NODECLASS_OF[attribute_value(tnd, ua.AttributeIds.NodeClass).Value.Value],
                 TypeDefinition=typedef_of(target, tnd),
             )
         snd.references.append(ref)
@@ -582,9 +582,8 @@ def _set_values(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace, types: 
             if mismatch:
                 problems.append(r.problem(mismatch, r.spec.value.sourceline))
                 continue
-        aspace[r.nodeid].attributes[ua.AttributeIds.Value] = AttributeValue(
-            ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now)
-        )
+        aspace[r.nodeid].attributes.set_initial(ua.AttributeIds.Value,
+                                                ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now))
     return problems
 
 

@@ -13,7 +13,7 @@ history rows written. N = 0 is the same gateway with no device (the fixed cost: 
 address space, the gateway's modules). Bytes per bound variable are the slope of RSS over N (least squares).
 
 --census N runs the gateway in this process instead, with tracemalloc on from before the load, subscribes the
-same client from a second process-free task, and reports what the live objects are: Python heap by source
+same client (from a process of its own), and reports what the live objects are: Python heap by source
 file (tracemalloc), a census of the objects the collector tracks, by type, and the process's RSS, each divided
 by N. Results: tests/benchmarks/results/memory.{json,md} (--census: memory-census.{json,md}). Memory is
 reported, never asserted.
@@ -240,9 +240,12 @@ async def census(n: int, settle_s: float, work: Path) -> dict[str, Any]:
     rss0 = proc_status(os.getpid())
     await gw.load()
     await gw.start()
+    client = await Proc.start("client", sys.executable, str(Path(__file__).resolve()), "--client", url, str(n),
+                              log=work / "client.log")
     try:
-        client, _sub, counts = await subscribe_all(url, n)
+        await client.line(START_S, lambda m: m.get("subscribed", False))
         await asyncio.sleep(settle_s)
+        gc.unfreeze()  # the gateway froze what it loaded: the census counts it too
         gc.collect()
         snap = tracemalloc.take_snapshot()
         rss = proc_status(os.getpid())
@@ -258,12 +261,9 @@ async def census(n: int, settle_s: float, work: Path) -> dict[str, Any]:
                "peak_mb": rss.get("VmHWM"), "traced_bytes": traced,
                "traced_per_variable": round(traced / max(n, 1)),
                "by_file": files, "by_line": lines,
-               "objects": [(name, c, b) for name, (c, b) in objects],
-               "notifications": counts["notifications"]}
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(10):
-                await client.disconnect()
+               "objects": [(name, c, b) for name, (c, b) in objects]}
     finally:
+        await client.close(STOP_S)
         await gw.stop()
     tracemalloc.stop()
     return out
@@ -289,7 +289,20 @@ def census_markdown(c: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+async def client_host(url: str, n: int) -> None:
+    """--census's client, in a process of its own: subscribes, says so, and stays until stdin ends."""
+    client, _sub, _counts = await subscribe_all(url, n)
+    print("@@" + json.dumps({"subscribed": True}), flush=True)
+    await asyncio.to_thread(sys.stdin.read)
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(10):
+            await client.disconnect()
+
+
 async def main() -> None:
+    if sys.argv[1:2] == ["--client"]:
+        await client_host(sys.argv[2], int(sys.argv[3]))
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="0,1000,10000", help="comma-separated variable counts")
     ap.add_argument("--settle-s", type=float, default=30.0, help="seconds subscribed before RSS is read")
