@@ -83,10 +83,12 @@ class CompactAttributes(MutableMapping[ua.AttributeIds, CompactAttributeValue]):
         return self._values[i] if i is not None else None
 
     def set_initial(self, aid: ua.AttributeIds, dv: ua.DataValue) -> None:
-        """Set the DataValue of an attribute in the layout that nothing has asked for yet (a loader's)."""
-        if self._own is not None and aid in self._own:
-            raise KeyError(f"{aid!r} is already an AttributeValue")
-        self._values[self._layout[aid]] = dv
+        """Set an attribute's DataValue as a loader does: in the layout while nothing has asked for it."""
+        i = self._layout.get(aid)
+        if i is None or (self._own is not None and aid in self._own):
+            self[aid] = CompactAttributeValue(dv)
+        else:
+            self._values[i] = dv
 
     def __getitem__(self, aid: ua.AttributeIds) -> CompactAttributeValue:
         own = self._own
