@@ -36,6 +36,7 @@ from gateway.facade.model import (
 from gateway.facade.values import Unrepresentable, encode_sentinel, engineering, fits_field
 from gateway.nodeset.loader import LoadedSite
 from gateway.nodeset.model import Problem
+from gateway.nodeset.nodedata import attribute_value
 from gateway.nodeset.typecheck import TypeIndex
 from gateway.security.roles import Role
 
@@ -58,8 +59,8 @@ Report = Callable[[ua.NodeId, str], None]
 
 def _value(aspace: AddressSpace, nid: ua.NodeId, aid: ua.AttributeIds = ua.AttributeIds.Value) -> Any:
     nd = aspace.get(nid)
-    av = nd.attributes.get(aid) if nd else None
-    return av.value.Value.Value if av is not None and av.value is not None and av.value.Value is not None else None
+    dv = attribute_value(nd, aid) if nd else None  # read without making an AttributeValue of it
+    return dv.Value.Value if dv is not None and dv.Value is not None else None
 
 
 def _properties(aspace: AddressSpace, nid: ua.NodeId, ns: int | None) -> dict[str, tuple[ua.NodeId, Any]]:

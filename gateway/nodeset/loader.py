@@ -22,6 +22,7 @@ from typing import Any
 from asyncua import Server, ua
 from asyncua.common.structures104 import load_custom_struct_xml_import, load_enum_xml_import
 from asyncua.server.address_space import AddressSpace, NodeData
+from lxml import etree
 
 from gateway.addressspace.collector import collector_paused
 from gateway.nodeset.attributes import parse_attributes
@@ -561,9 +562,18 @@ def _set_values(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace, types: 
     problems: list[Problem] = []
     lookup = _ext_class_lookup(aspace)
     decoders: dict[int, ValueDecoder] = {}
+    # Nodes whose values are written alike share one DataValue (every bound variable's EURange,
+    # EngineeringUnits and ScanClass): a write replaces a node's DataValue and never mutates it in place.
+    # Arrays are left out, so no code that edits a list can reach another node's.
+    shared: dict[tuple[int, ua.NodeId | None, bytes], ua.DataValue] = {}
     now = datetime.now(UTC)
     for r in nodes.values():
         if r.spec.value is None:
+            continue
+        key = (id(r.resolver), r.datatype, etree.tostring(r.spec.value, with_tail=False))
+        dv = shared.get(key)
+        if dv is not None:
+            aspace[r.nodeid].attributes.set_initial(ua.AttributeIds.Value, dv)
             continue
         dec = decoders.get(id(r.resolver))
         if dec is None:
@@ -582,8 +592,10 @@ def _set_values(nodes: dict[ua.NodeId, _Resolved], aspace: AddressSpace, types: 
             if mismatch:
                 problems.append(r.problem(mismatch, r.spec.value.sourceline))
                 continue
-        aspace[r.nodeid].attributes.set_initial(ua.AttributeIds.Value,
-                                                ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now))
+        dv = ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now)
+        if not variant.is_array:
+            shared[key] = dv
+        aspace[r.nodeid].attributes.set_initial(ua.AttributeIds.Value, dv)
     return problems
 
 

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
+from gateway.nodeset.nodedata import attribute_value
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -40,7 +42,7 @@ class TypeIndex:
         nd = self._aspace.get(nid)
         if nd is None:
             return None
-        return ua.NodeClass(nd.attributes[ua.AttributeIds.NodeClass].value.Value.Value)
+        return ua.NodeClass(attribute_value(nd, ua.AttributeIds.NodeClass).Value.Value)
 
     def supertype(self, nid: ua.NodeId) -> ua.NodeId | None:
         r = self._new.get(nid)
