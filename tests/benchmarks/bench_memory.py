@@ -3,14 +3,16 @@
     python tests/benchmarks/bench_memory.py                         # N = 0, 1,000, 10,000; about 3 minutes
     python tests/benchmarks/bench_memory.py --sizes 0,10000 --settle-s 10 --out /tmp/memory.json   # a quick look
     python tests/benchmarks/bench_memory.py --census 10000          # where the bytes go (in this process)
+    python tests/benchmarks/bench_memory.py --plain --gateway /other/checkout/.venv/bin/gateway   # compare
 
 For each N: `gateway --insecure --nodeset SITE` in its own process, SITE a generated sim site of N Double
 variables (devices of 100, each variable a sine in scan class MediumSpeed, 1 s, so every scan is a change
 and a row of history; Historizing, EURange, EngineeringUnits, FieldAddress and ScanClass, as a real site
-binds them). One asyncua client subscribes to all N (publishing and sampling 1,000 ms, queue 1) and stays
-subscribed while --settle-s pass; then the gateway's VmRSS and VmHWM (peak) from /proc/PID/status, and its
-history rows written. N = 0 is the same gateway with no device (the fixed cost: Python, asyncua's standard
-address space, the gateway's modules). Bytes per bound variable are the slope of RSS over N (least squares).
+binds them; --plain: without EURange and EngineeringUnits). One asyncua client subscribes to all N
+(publishing and sampling 1,000 ms, queue 1) and stays subscribed while --settle-s pass; then the gateway's
+VmRSS and VmHWM (peak) from /proc/PID/status, and its history rows written. N = 0 is the same gateway with
+no device (the fixed cost: Python, asyncua's standard address space, the gateway's modules). Bytes per
+bound variable are the slope of RSS over N (least squares).
 
 --census N runs the gateway in this process instead, with tracemalloc on from before the load, subscribes the
 same client (from a process of its own), and reports what the live objects are: Python heap by source
@@ -51,12 +53,14 @@ def node_id(i: int) -> str:
     return f"D{i // PER_DEVICE}.V{i % PER_DEVICE}"
 
 
-def memory_site(path: Path, n: int) -> None:
+def memory_site(path: Path, n: int, plain: bool = False) -> None:
+    """N bound historized variables; each with EURange and EngineeringUnits unless `plain`."""
     from gateway.nodeset.yaml_build import build
 
+    extra: dict[str, Any] = {} if plain else {"unit": "°C", "range": [0, 100]}
     devices = [{"name": f"D{d}", "connection": f"sim://d{d}", "variables": [
-        {"name": f"V{v}", "datatype": "Double", "scan": "MediumSpeed", "historize": True, "unit": "°C",
-         "range": [0, 100], "address": f"sine?period=60&amplitude=40&offset=50&phase={(d * PER_DEVICE + v) / 100:.3f}"}
+        {"name": f"V{v}", "datatype": "Double", "scan": "MediumSpeed", "historize": True, **extra,
+         "address": f"sine?period=60&amplitude=40&offset=50&phase={(d * PER_DEVICE + v) / 100:.3f}"}
         for v in range(min(PER_DEVICE, n - d * PER_DEVICE))]} for d in range(math.ceil(n / PER_DEVICE))]
     path.write_bytes(build({"site": {"namespace": NAMESPACE, "name": "MemoryBench"}, "devices": devices},
                            "bench_memory"))
@@ -139,13 +143,12 @@ async def history_rows(data: Path) -> int:
     return -1
 
 
-async def measure(n: int, settle_s: float, work: Path) -> dict[str, Any]:
+async def measure(n: int, settle_s: float, work: Path, plain: bool, gateway: str) -> dict[str, Any]:
     site = work / f"site-{n}.xml"
-    memory_site(site, n)
+    memory_site(site, n, plain)
     data = work / f"data-{n}"
     data.mkdir(parents=True, exist_ok=True)
     url = f"opc.tcp://127.0.0.1:{free_port()}"
-    gateway = str(Path(sys.executable).with_name("gateway"))
     t0 = time.monotonic()
     proc = await Proc.start("gateway", gateway, "--nodeset", str(site), "--endpoint", url, "--data-dir", str(data),
                             "--insecure", "--log-level", "WARNING", log=work / f"gateway-{n}.log")
@@ -190,8 +193,9 @@ def markdown(res: dict[str, Any]) -> str:
         "# Memory benchmark", "",
         f"`{res['command']}` on {res['date']} (CPython {res['python']}, asyncua {res['asyncua']}, "
         f"{res['cpus']} CPUs).", "",
-        "A sim site of N Double variables, each bound (FieldAddress, ScanClass MediumSpeed 1 s), historized, with "
-        "EURange and EngineeringUnits; one asyncua client subscribed to all of them (1 s, queue 1) for "
+        "A sim site of N Double variables, each bound (FieldAddress, ScanClass MediumSpeed 1 s), historized"
+        f"{'' if res.get('plain') else ', with EURange and EngineeringUnits'}; "
+        "one asyncua client subscribed to all of them (1 s, queue 1) for "
         f"{res['settle_s']} s. RSS and peak (VmHWM) of the gateway process, MB.", "",
         "| N | start (s) | RSS served | RSS subscribed | RSS settled | peak (VmHWM) | notifications/s | history rows |",
         "|---|---|---|---|---|---|---|---|",
@@ -306,6 +310,9 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="0,1000,10000", help="comma-separated variable counts")
     ap.add_argument("--settle-s", type=float, default=30.0, help="seconds subscribed before RSS is read")
+    ap.add_argument("--plain", action="store_true", help="variables without EURange and EngineeringUnits")
+    ap.add_argument("--gateway", default=str(Path(sys.executable).with_name("gateway")),
+                    help="the gateway executable (another checkout's, to compare)")
     ap.add_argument("--census", type=int, default=None, metavar="N", help="break the bytes down for N variables")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -319,7 +326,7 @@ async def main() -> None:
             out.with_suffix(".md").write_text(census_markdown(res, command))
             print(census_markdown(res, command))
             return
-        runs = [await measure(int(s), args.settle_s, work) for s in args.sizes.split(",")]
+        runs = [await measure(int(s), args.settle_s, work, args.plain, args.gateway) for s in args.sizes.split(",")]
     per_var: dict[str, float | None] = {}
     for key, pick in (("served", lambda r: r["served"].get("VmRSS")), ("settled", lambda r: r["settled"].get("VmRSS")),
                       ("peak", lambda r: r["settled"].get("VmHWM"))):
@@ -327,7 +334,7 @@ async def main() -> None:
         per_var[key] = round(s * 2**20) if s is not None else None
     res = {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"),
            "python": platform.python_version(), "asyncua": version("asyncua"), "cpus": os.cpu_count(),
-           "settle_s": args.settle_s, "runs": runs, "bytes_per_variable": per_var}
+           "settle_s": args.settle_s, "plain": args.plain, "runs": runs, "bytes_per_variable": per_var}
     out = args.out or RESULTS / "memory.json"
     out.write_text(json.dumps(res, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(res))
