@@ -505,6 +505,9 @@ async def _register_datatypes(nodes: dict[ua.NodeId, _Resolved], aspace: Address
 
     for nid in by_id:
         await build(nid)
+    # `build` calls itself through its closure: a cycle that held every node's parsed spec (the whole
+    # document) until a full collection, which the gateway does not run while it loads and freezes.
+    build = None  # type: ignore[assignment]
     return problems
 
 

@@ -54,19 +54,25 @@ def order_documents(
     ordered: list[NodesetDocument] = []
     state: dict[int, int] = {}  # 1 visiting, 2 done
 
-    def visit(doc: NodesetDocument, chain: list[str]) -> None:
-        s = state.get(id(doc))
-        if s == 2:
-            return
-        if s == 1:
-            problems.append(Problem(doc.path, None, None, "circular RequiredModel: " + " -> ".join([*chain, doc.path])))
-            return
-        state[id(doc)] = 1
-        for dep in deps[id(doc)]:
-            visit(dep, [*chain, doc.path])
-        state[id(doc)] = 2
-        ordered.append(doc)
-
     for doc in docs:
-        visit(doc, [])
+        _visit(doc, [], deps, state, ordered, problems)
     return ordered, problems
+
+
+def _visit(doc: NodesetDocument, chain: list[str], deps: dict[int, list[NodesetDocument]], state: dict[int, int],
+           ordered: list[NodesetDocument], problems: list[Problem]) -> None:
+    """Depth-first: `doc` after the documents it requires. A function of its own, not a closure calling
+    itself: that is a reference cycle, which held every document (a whole site's parsed nodes) until a full
+    collection, and the gateway runs none while it loads, then freezes what is there."""
+    s = state.get(id(doc))
+    if s == 2:
+        return
+    if s == 1:
+        problems.append(Problem(doc.path, None, None, "circular RequiredModel: " + " -> ".join([*chain, doc.path])))
+        return
+    state[id(doc)] = 1
+    for dep in deps[id(doc)]:
+        _visit(dep, [*chain, doc.path], deps, state, ordered, problems)
+    state[id(doc)] = 2
+    ordered.append(doc)
+
