@@ -26,6 +26,7 @@ from gateway.events.audit import AuditRecord, CallRecord
 from gateway.events.audit_events import audit_event
 from gateway.events.event import GatewayEvent, base_fields
 from gateway.events.filter import FilterError, Predicate, TypeTree, compile_where, select
+from gateway.subscriptions.items import EventItem
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ class EventService:
         conditions = list(retained())
         for mid in mids:
             mdata = sub.items.get(mid)
-            if mdata is None or mid not in sub.event_items.get(getattr(mdata, "node", None), ()):
+            if not isinstance(mdata, EventItem):  # ConditionRefresh2 named a data item
                 continue
             watched = {node for node, ids in sub.event_items.items() if mid in ids}
             await self._send(sub, mid, mdata, self._bracket(_REFRESH_START), filtered=False)

@@ -135,25 +135,11 @@ def encode_data_value(dv: ua.DataValue, extra_status_bits: int = 0) -> bytes:
         parts.append(_U32((status.value if status is not None else 0) | extra_status_bits))
     if source is not None:
         mask |= 0x04
-        parts.append(_I64(_source_ticks(source)))
+        parts.append(_I64(ticks(source)))
     if server is not None:
         mask |= 0x08
-        parts.append(_I64(_server_ticks(server)))
+        parts.append(_I64(ticks(server)))
     return _B(mask) + b"".join(parts)
-
-
-def _source_ticks(dt: datetime) -> int:
-    cache = _source_time
-    if dt is not cache.dt:
-        cache.ticks, cache.dt = ticks(dt), dt
-    return cache.ticks
-
-
-def _server_ticks(dt: datetime) -> int:
-    cache = _server_time
-    if dt is not cache.dt:
-        cache.ticks, cache.dt = ticks(dt), dt
-    return cache.ticks
 
 
 def _with_bits(status: ua.StatusCode | None, bits: int) -> ua.StatusCode:
@@ -192,11 +178,6 @@ def encoded_with(dv: ua.DataValue, source: bool, server: bool) -> bytes:
     if server:
         return b"\x0b" + data[1:-16] + data[-8:]
     return b"\x03" + data[1:-16]
-
-
-def item_notification(client_handle_bytes: bytes, dv_bytes: bytes) -> bytes:
-    """One MonitoredItemNotification: ClientHandle (UInt32) and the DataValue."""
-    return client_handle_bytes + dv_bytes
 
 
 def client_handle(handle: int) -> bytes:

@@ -12,7 +12,6 @@ Overflow info bit (Part 4, 5.12.1.5). An event item holds a filter; the event se
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from asyncua import ua
@@ -51,8 +50,6 @@ class DataItem:
         "client_handle",
         "deadband",
         "discard_oldest",
-        "eu_range",
-        "filter",
         "handle_bytes",
         "held",
         "last",
@@ -70,7 +67,7 @@ class DataItem:
     )
 
     def __init__(self, sub: Subscription, monitored_item_id: int, request: ua.MonitoredItemCreateRequest,
-                 sampling: tuple[float, float], queue_size: int, eu_range: tuple[float, float] | None) -> None:
+                 sampling: tuple[float, float], queue_size: int) -> None:
         self.sub = sub
         self.monitored_item_id = monitored_item_id
         self.read_value_id = request.ItemToMonitor
@@ -80,7 +77,6 @@ class DataItem:
         self.sampled: Any = None  # values taken while the mode is Sampling
         self.held: ua.DataValue | None = None  # a change inside the sampling interval, reported at its end
         self.next_sample_s = 0.0
-        self.eu_range = eu_range
         self.timestamps = ua.TimestampsToReturn.Both
         self.configure(request.RequestedParameters, sampling, queue_size)
 
@@ -88,11 +84,7 @@ class DataItem:
         """Apply (create or modify) the parameters; FilterRefused leaves the item as it was. `sampling` is the
         revised interval (ms) and the least time between two values taken (s): zero when the interval is
         the variable's own scan period, so scan jitter never holds a value back."""
-        trigger, deadband = self._filter(params.Filter)
-        self.filter = params.Filter
-        self.trigger, self.deadband = trigger, deadband
-        if no_filter(params.Filter):
-            self.filter = None
+        self.trigger, self.deadband = self._filter(params.Filter)
         self.client_handle = params.ClientHandle
         self.handle_bytes = client_handle(params.ClientHandle)
         self.discard_oldest = params.DiscardOldest
@@ -122,12 +114,13 @@ class DataItem:
         if kind == ua.DeadbandType.Absolute:
             return flt.Trigger, float(flt.DeadbandValue)
         if kind == ua.DeadbandType.Percent:
-            if self.eu_range is None:
+            eu_range = self.sub.service.eu_range(self.read_value_id)
+            if eu_range is None:
                 raise FilterRefused(ua.StatusCodes.BadMonitoredItemFilterUnsupported,
                                     "a percent deadband needs the variable's EURange")
             if flt.DeadbandValue > 100:
                 raise FilterRefused(ua.StatusCodes.BadDeadbandFilterInvalid, "a percent deadband is 0 to 100")
-            low, high = self.eu_range
+            low, high = eu_range
             return flt.Trigger, float(flt.DeadbandValue) / 100.0 * abs(high - low)
         raise FilterRefused(ua.StatusCodes.BadDeadbandFilterInvalid, f"deadband type {kind} is not defined")
 
@@ -268,4 +261,3 @@ class EventItem:
 
 
 Item = DataItem | EventItem
-SamplingOf = Callable[[ua.NodeId], float | None]

@@ -126,7 +126,6 @@ class SubscriptionService(AsyncuaSubscriptionService):
         sub.data.RevisedLifetimeCount = result.RevisedLifetimeCount
         sub.data.RevisedMaxKeepAliveCount = result.RevisedMaxKeepAliveCount
         sub.max_notifications = params.MaxNotificationsPerPublish
-        sub.priority = params.Priority
         return result
 
     def _get(self, subscription_id: int) -> Subscription:
@@ -200,21 +199,15 @@ class SubscriptionService(AsyncuaSubscriptionService):
                 result.StatusCode = ua.StatusCode(ua.StatusCodes.BadSubscriptionIdInvalid)
                 results.append(result)
                 continue
-            previous = sub.session_id
             self._disowned(sub)
             sub.session_id = session_id
             self._owned(sub)
             sub.pub_result_callback = callback
-            if previous != session_id:
-                self.transferred_from(previous, sub)
             result.AvailableSequenceNumbers = sorted(sub.retained)
             if params.SendInitialValues:
                 sub.send_initial_values()
             results.append(result)
         return results
-
-    def transferred_from(self, previous_session: ua.NodeId, sub: Subscription) -> None:
-        """Part 4, 5.13.7: the old session hears Good_SubscriptionTransferred (the processor does the sending)."""
 
     # -- monitored items -----------------------------------------------------------------------------------
 

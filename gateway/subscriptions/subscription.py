@@ -63,13 +63,10 @@ class Subscription:
         self.pub_request_callback = request_callback
         self.publishing_enabled = params.PublishingEnabled
         self.max_notifications = params.MaxNotificationsPerPublish
-        self.priority = params.Priority
         self.gateway_owner: Any = None  # who may act on it (gateway.transport.ownership), set by the session
         self.items: dict[int, Item] = {}
         self.event_items: dict[ua.NodeId, list[int]] = {}
         self.retained: dict[int, bytes] = {}
-        self.notifications_sent = 0
-        self.messages_sent = 0
         self.expired = False
         self._values: dict[DataItem, Any] = {}  # a DataValue (queue size 1) or a deque of [DataValue, bits]
         self._events: dict[EventItem, deque[bytes]] = {}
@@ -178,16 +175,14 @@ class Subscription:
             self._keep_alive_counter = 0
             self._lifetime_counter = 0
             now = datetime.now(UTC)
-            notifications, count, more = self._collect()
+            notifications, more = self._collect()
             if notifications:
                 seq = self._next_seq
                 self._next_seq = seq + 1 if seq < 0xFFFFFFFF else 1
                 message = encoding.notification_message(seq, now, notifications)
                 self._retain(seq, message)
-                self.notifications_sent += count
             else:  # a keep-alive carries the next sequence number without using it
                 message = encoding.empty_message(self._next_seq, now)
-            self.messages_sent += 1
             await self.pub_result_callback(
                 EncodedPublish(self.subscription_id, list(self.retained), more, message), request)
             if not more:
@@ -202,7 +197,7 @@ class Subscription:
         requests, no acknowledgements; its callback takes a decoded PublishResult."""
         self._first = False
         self._keep_alive_counter = 0
-        notifications, _, _ = self._collect()
+        notifications, _ = self._collect()
         if not notifications:
             return
         seq, self._next_seq = self._next_seq, self._next_seq + 1
@@ -217,11 +212,11 @@ class Subscription:
         while len(self.retained) > limit:
             del self.retained[next(iter(self.retained))]
 
-    def _collect(self) -> tuple[list[bytes], int, bool]:
+    def _collect(self) -> tuple[list[bytes], bool]:
         """The notifications of the next message: data changes then events, at most the limit."""
         parts: list[bytes] = []
         if not self.publishing_enabled:
-            return parts, 0, False
+            return parts, False
         budget = self.max_notifications or 1 << 62
         changes: list[bytes] = []
         values = self._values
@@ -238,8 +233,7 @@ class Subscription:
             events = self._take_events(budget - len(changes))
             if events:
                 parts.append(encoding.event_notification_list(events))
-        more = bool(self._values or self._events)
-        return parts, len(changes) + len(events), more
+        return parts, bool(self._values or self._events)
 
     def _take_values(self, budget: int) -> list[bytes]:
         out: list[bytes] = []
@@ -367,7 +361,7 @@ class Subscription:
                           timestamps: Any) -> DataItem:
         rvid = request.ItemToMonitor
         sampling = self.service.revise_sampling(rvid, request.RequestedParameters.SamplingInterval, self)
-        item = DataItem(self, mid, request, sampling, queue_size, self.service.eu_range(rvid))
+        item = DataItem(self, mid, request, sampling, queue_size)
         item.timestamps = timestamps
         status, handle = self.service.aspace.add_datachange_callback(rvid.NodeId, rvid.AttributeId, item.changed)
         if not status.is_good():
@@ -471,22 +465,10 @@ class Subscription:
 
 
 def _notifications(values: dict[DataItem, ua.DataValue]) -> list[bytes]:
-    """`_notification` of every queued value, `encoding.encoded` written out: this runs per reported change."""
-    out = []
-    encode = encoding.encode_data_value
-    for item, dv in values.items():
-        if item.timestamps is not _BOTH:
-            out.append(_notification(item, dv))
-            continue
-        try:
-            data = dv.encoded  # type: ignore[attr-defined]
-        except AttributeError:
-            data = encode(dv)
-        else:
-            if data is None:
-                data = dv.encoded = encode(dv)  # type: ignore[attr-defined]
-        out.append(item.handle_bytes + data)
-    return out
+    """`_notification` of each queued value (queue size 1, no overflow), the common case's call chain shortened."""
+    encoded = encoding.encoded
+    return [item.handle_bytes + encoded(dv) if item.timestamps is _BOTH else _notification(item, dv)
+            for item, dv in values.items()]
 
 
 def _notification(item: DataItem, dv: ua.DataValue, bits: int = 0) -> bytes:

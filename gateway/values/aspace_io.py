@@ -8,10 +8,8 @@ monitored items directly.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
-import inspect
 import logging
 from datetime import datetime
 from typing import Any
@@ -105,7 +103,7 @@ def status_code(code: int) -> ua.StatusCode:
 
 class Done:
     """What a watcher that did its work at once returns: asyncua's own write path awaits every callback,
-    and awaiting this costs nothing; `store_value` knows it and does not schedule it."""
+    and awaiting this costs nothing."""
 
     __slots__ = ()
 
@@ -119,9 +117,9 @@ DONE = Done()
 def store_value(aspace: AddressSpace, nodeid: ua.NodeId, dv: ua.DataValue) -> None:
     """Store `dv` as the node's value and tell whoever watches the node's Value attribute, synchronously.
 
-    The gateway's monitored items are plain functions (called here as the value is stored, no task or
-    coroutine per change) that return DONE. A callback that returns an awaitable (asyncua's own monitored items, which
-    asyncua's `write_attribute_value` awaits) gets it scheduled as a task, so storing never waits.
+    The watchers are the gateway's monitored items (gateway.subscriptions): plain functions called here as the
+    value is stored, no task or coroutine per change. They return DONE, because asyncua's own
+    `write_attribute_value` (its clock, its server status) awaits what they return.
     """
     store_at(aspace[nodeid].attributes[_VALUE], nodeid, dv)
 
@@ -145,26 +143,9 @@ def store_at(attval: AttributeValue, nodeid: ua.NodeId, dv: ua.DataValue) -> Non
         dv.encoded = None  # room for its encoding: reading an unset slot raises, which costs microseconds
     for handle, callback in list(callbacks.items()):
         try:
-            result = callback(handle, dv)
-            if result is not None and result is not DONE and inspect.isawaitable(result):
-                _schedule(result, nodeid)
+            callback(handle, dv)
         except Exception:
             log.exception("datachange callback for %s failed", nodeid.to_string())
-
-
-def _schedule(awaitable: Any, nodeid: ua.NodeId) -> None:
-    async def run() -> None:
-        try:
-            await awaitable
-        except Exception:
-            log.exception("datachange callback for %s failed", nodeid.to_string())
-
-    task = asyncio.ensure_future(run())
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
-
-
-_pending: set[asyncio.Future[None]] = set()  # a task that nobody references can be collected mid-run
 
 
 def read_value(aspace: AddressSpace, nodeid: ua.NodeId) -> ua.DataValue | None:
