@@ -1,14 +1,11 @@
-"""The series writer: every value change of the site becomes a point, on disk first, then on the server.
+"""The writer process's queue side: frames of points from the gateway go to the on-disk queue, and from
+there to the server. It runs in its own process (`gateway.influx.child`), see writer.py for why.
 
-Three stages, so the event loop never waits for a disk or a network:
-- a change feed listener (event loop) appends (series number, value, status, time) to an in-memory
-  list: a dict lookup and an append. Only numbers, strings and datetimes are kept, never the
-  DataValue: a tuple of those leaves the garbage collector's view at its first pass, where DataValues
-  held until the spooler takes them made every collection longer. An event service listener does the
-  same with each condition's event (alarm states, see alarms.py);
-- the spooler thread takes that list every `SPOOL_EVERY_S`, renders the points (a float, the usual
-  value, in one f-string) and commits them to the on-disk queue in one transaction (executemany, the
-  series as the queue's integer id), and applies the queue's size and age bounds;
+Two threads, so reading the gateway's frames never waits for a disk or a network:
+- the spooler thread takes the frames that came every `SPOOL_EVERY_S`, renders the points (a float,
+  the usual value, in one f-string; the gateway rendered the others) and commits them to the on-disk
+  queue in one transaction (executemany, the series as the queue's integer id), then reports the last
+  committed frame to the gateway, and applies the queue's size and age bounds;
 - the sender thread sends the head of the queue in batches (read as one text per target, see
   DiskQueue.head_batches) and deletes a batch only once the server acknowledged it. A failure keeps
   the batch on disk: no answer, 5xx, 401/403/404 and 413
@@ -18,46 +15,34 @@ Three stages, so the event loop never waits for a disk or a network:
 
 A point is safe once its spool transaction committed: `kill -9` after that loses nothing; a batch the
 server took whose deletion did not happen is sent again, and the database keeps one point per series
-and timestamp. Points in memory when the process is killed (at most `SPOOL_EVERY_S` of them) are lost.
+and timestamp. Frames not yet committed are still held by the gateway, which sends them again to the
+next writer process.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 
-from asyncua import ua
-
-from gateway.events.event import GatewayEvent
-from gateway.events.service import EventService
-from gateway.influx.alarms import AlarmSeries, alarm_fields
 from gateway.influx.config import InfluxConfig
 from gateway.influx.diskqueue import Batch, DiskQueue, QueuedPoint
 from gateway.influx.endpoint import Endpoint, WriteFailed
-from gateway.influx.lineproto import fields, timestamp_ns
-from gateway.influx.series import Series, SeriesCatalog
-from gateway.values.feed import Change, ChangeFeed, Subscription
+from gateway.influx.frames import Frame
 
 log = logging.getLogger(__name__)
 
 SPOOL_EVERY_S = 0.1
-MAX_IN_MEMORY = 2_000_000  # points waiting for the spooler (a failing disk); beyond, the oldest go, counted
+MAX_IN_MEMORY = 2_000_000  # points waiting for the spooler (a failing disk); beyond, the oldest frames go, counted
 LOG_EVERY_S = 60.0
 # "Queue full" ends when the queue is back under this share of its size and age bounds: a bound trims a
 # tenth at once, so clearing at the bound itself would flap while the server stays away.
 FULL_CLEARS_BELOW = 0.8
 _RETRY_STATUSES_SPLIT = (400, 422)
 _RETRY_AFTER_STATUSES = (429, 503)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_INF = math.inf
-BufferedValue = tuple[int, Any, int, datetime | None]  # series number, value, status code, source time
 
 
 @dataclass
@@ -72,24 +57,23 @@ class WriterStats:
     last_failure_log: float = field(default=float("-inf"))
 
 
-class SeriesWriter:
-    def __init__(self, config: InfluxConfig, catalog: SeriesCatalog, queue: DiskQueue,
-                 endpoint: Endpoint | None = None, now_ns: Callable[[], int] = time.time_ns) -> None:
+class QueueWriter:
+    """Frames in (`take`, from the process's reading thread), the queue on disk, batches out."""
+
+    def __init__(self, config: InfluxConfig, queue: DiskQueue, endpoint: Endpoint | None = None,
+                 now_ns: Callable[[], int] = time.time_ns,
+                 on_spooled: Callable[[QueueWriter], None] | None = None) -> None:
         self.config = config
-        self.catalog = catalog
         self.queue = queue
         self.endpoint = endpoint or Endpoint(config)
         self.now_ns = now_ns
+        self.on_spooled = on_spooled  # after each spool: the process reports counters and `committed`
         self.stats = WriterStats()
-        self._buffer: list[BufferedValue] = []
-        self._numbers: dict[ua.NodeId, int] = {}  # node -> index into _series, -1: not a series (event loop)
-        self._series: list[Series] = []
+        self.committed = 0  # the last frame number whose points are in the queue on disk
+        self._frames: list[Frame] = []
+        self._series: dict[int, tuple[str, str]] = {}  # series number -> (target, key), from the gateway
         self._series_ids: dict[int, int] = {}  # series number -> the queue's series id (spooler thread)
-        self._alarm_buffer: list[tuple[str, GatewayEvent]] = []
-        self.alarms = AlarmSeries(config, catalog.site, catalog.aspace)
         self.queue_full = False  # points were dropped by a bound and the queue has not come back under it
-        self._subscription: Subscription | None = None
-        self._stop_events: Callable[[], None] | None = None
         self._stopping = threading.Event()
         self._flush_by = float("inf")  # monotonic deadline for the sender at stop
         self._spool_wake = threading.Event()
@@ -107,7 +91,7 @@ class SeriesWriter:
 
     @property
     def depth(self) -> int:
-        return self.queue.depth + len(self._buffer) + len(self._alarm_buffer)
+        return self.queue.depth + sum(len(f) + len(f.alarms) for f in self._frames)
 
     @property
     def state(self) -> str:
@@ -119,14 +103,16 @@ class SeriesWriter:
     def last_error(self) -> str:
         return self._spooler_error or self.stats.last_error
 
+    def counters(self) -> dict[str, object]:
+        return {"state": self.state, "queue_depth": self.queue.depth, "queue_bytes": self.queue_bytes,
+                "sent": self.stats.sent, "dropped": self.dropped, "rejected": self.stats.rejected,
+                "last_error": self.last_error, "queue_full": self.queue_full, "committed": self.committed,
+                "queue_dropped": self.queue.dropped}
+
     # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self, feed: ChangeFeed, events: EventService | None = None) -> None:
-        """Open the queue (blocking: call from a thread or before serving), listen to the values (and the
-        alarm states of `events`), start both threads."""
+    def start(self) -> None:
+        """Open the queue (blocking), start both threads."""
         self.queue.open()
-        self._subscription = feed.listen(self._on_change, name="influx series writer")
-        if events is not None:
-            self._stop_events = events.listen(self._on_event)
         self.stats.state = "Connecting"
         self._spooler = threading.Thread(target=self._spool_loop, name="influx-spooler", daemon=True)
         self._sender = threading.Thread(target=self._send_loop, name="influx-sender", daemon=True)
@@ -135,23 +121,28 @@ class SeriesWriter:
         if self.queue.depth:
             log.info("influx: %d points queued from before, sending them first", self.queue.depth)
 
+    def take_series(self, defs: list[tuple[int, str, str]]) -> None:
+        """Series numbers the gateway uses from now on (reading thread; before the frames that use them)."""
+        for number, target, key in defs:
+            self._series[number] = (target, key)
+
+    def take(self, frame: Frame) -> None:
+        """A frame from the gateway (reading thread): spooled at the next `SPOOL_EVERY_S`."""
+        self.take_series(frame.series_defs)
+        self._frames.append(frame)
+
     def stop(self, within_s: float) -> None:
-        """Blocking (call in a thread): spool what is in memory, send what the deadline allows; the rest
-        stays queued on disk for the next start."""
-        if self._subscription is not None:
-            self._subscription.close()
-            self._subscription = None
-        if self._stop_events is not None:
-            self._stop_events()
-            self._stop_events = None
+        """Blocking: spool what came, send what the deadline allows; the rest stays queued on disk for the
+        next start. `within_s` 0: spool only."""
         deadline = time.monotonic() + within_s
-        self._flush_by = deadline - 0.1
+        self._flush_by = deadline - 0.1 if within_s > 0 else float("-inf")
         self._stopping.set()
         self._spool_wake.set()
         self._send_wake.set()
-        for thread in (self._spooler, self._sender):
-            if thread is not None:
-                thread.join(max(deadline - time.monotonic(), 0.0))
+        if self._spooler is not None:
+            self._spooler.join()  # a transaction is not cut short: a killed gateway's points are spooled
+        if self._sender is not None:
+            self._sender.join(max(deadline - time.monotonic(), 0.0))
         left = self.queue.depth
         if self._sender is not None and self._sender.is_alive():
             log.warning("influx: the last request was still running at the stop deadline; %d points stay "
@@ -161,55 +152,28 @@ class SeriesWriter:
         self.stats.state = "Stopped"
         self.endpoint.close()
 
-    # -- event loop ----------------------------------------------------------------------------------
-    def _on_change(self, change: Change) -> None:
-        number = self._numbers.get(change.node)
-        if number is None:
-            number = self._number(change.node)
-        if number >= 0:
-            dv = change.dv
-            sc = dv.StatusCode
-            self._buffer.append((number, dv.Value.Value, sc.value if sc is not None else 0,
-                                 dv.SourceTimestamp or dv.ServerTimestamp))
-
-    def _number(self, node: ua.NodeId) -> int:
-        series = self.catalog.get(node)
-        number = -1
-        if series is not None:
-            number = len(self._series)
-            self._series.append(series)  # before the number is used: the spooler reads it
-        self._numbers[node] = number
-        return number
-
-    def _on_event(self, event: GatewayEvent) -> None:
-        key = self.alarms.key(event)
-        if key is not None:
-            self._alarm_buffer.append((key, event))
-
     # -- spooler thread ------------------------------------------------------------------------------
     def _spool_loop(self) -> None:
         while True:
             stopping = self._stopping.is_set()
             self._spool_once()
+            if self.on_spooled is not None:
+                self.on_spooled(self)
             if stopping:
                 return
             self._spool_wake.wait(SPOOL_EVERY_S)
 
     def _spool_once(self) -> None:
-        batch, self._buffer = self._buffer, []  # one atomic swap: the listener appends to the new list
-        alarm_batch, self._alarm_buffer = self._alarm_buffer, []
-        if batch or alarm_batch:
+        frames, self._frames = self._frames, []  # one atomic swap: the reading thread appends to the new list
+        if frames:
             try:
-                rows = self._rows(batch)
-                target = self.alarms.target
-                rows += [(self.queue.series_id(target, key), timestamp_ns(event.time), alarm_fields(event))
-                         for key, event in alarm_batch]
+                rows = self._rows(frames)
                 self.queue.append_ids(rows)
+                self.committed = frames[-1].number
                 self._spooler_error = ""
-            except Exception as exc:  # a full or failing disk: keep the points in memory and retry
+            except Exception as exc:  # a full or failing disk: keep the frames in memory and retry
                 self._spooler_error = f"queue on disk: {exc}"
-                self._alarm_buffer[:0] = alarm_batch
-                self._keep_in_memory(batch)
+                self._keep_in_memory(frames)
                 self._log_failure(self._spooler_error)
                 return
             if self.queue.depth >= self.config.batch_size:
@@ -236,30 +200,30 @@ class SeriesWriter:
                           "(%d since start)", self.config.queue_max_bytes, self.config.queue_max_age_s / 86400,
                           removed, self.queue.dropped)
 
-    def _rows(self, batch: list[BufferedValue]) -> list[tuple[int, int, str]]:
-        """(queue series id, timestamp ns, fields) of each value: this loop is the spooler's cost per point."""
+    def _rows(self, frames: list[Frame]) -> list[tuple[int, int, str]]:
+        """(queue series id, timestamp ns, fields) of each point: this loop is the spooler's cost per point."""
         ids, series = self._series_ids, self._series
-        known = len(series)  # the batch was taken before: its numbers are all below this
-        if len(ids) < known:  # series new since the last spool: added to the queue in one transaction
-            new = [n for n in range(known) if n not in ids]
-            ids.update(zip(new, self.queue.series_ids([(series[n].target, series[n].key) for n in new]), strict=True))
-        rows = []
-        append = rows.append
-        for number, value, status, t in batch:
-            sid = ids[number]
-            if type(value) is float and -_INF < value < _INF:  # not NaN, not infinite
-                append((sid, timestamp_ns(t), f"value={value!r},quality={status}i"))
-            else:
-                append((sid, timestamp_ns(t), fields(value, status)))
+        if len(ids) < len(series):  # series new since the last spool: added to the queue in one transaction
+            new = [n for n in series if n not in ids]
+            ids.update(zip(new, self.queue.series_ids([series[n] for n in new]), strict=True))
+        rows: list[tuple[int, int, str]] = []
+        for frame in frames:
+            fields = [f"value={v!r},quality={s}i" for v, s in zip(frame.values, frame.status, strict=True)]
+            for i, rendered in frame.rendered.items():
+                fields[i] = rendered
+            rows += zip(map(ids.__getitem__, frame.series), frame.ts_ns, fields, strict=True)
+            if frame.alarms:
+                rows += [(self.queue.series_id(target, key), ts, text) for target, key, ts, text in frame.alarms]
         return rows
 
-    def _keep_in_memory(self, batch: list[BufferedValue]) -> None:
-        buffer = self._buffer
-        buffer[:0] = batch  # one bytecode, atomic under the GIL: the listener keeps appending behind it
-        excess = len(buffer) - MAX_IN_MEMORY
-        if excess > 0:
-            del buffer[:excess]
-            self.stats.dropped_memory += excess
+    def _keep_in_memory(self, frames: list[Frame]) -> None:
+        self._frames[:0] = frames  # one bytecode, atomic under the GIL: the reading thread keeps appending
+        excess = sum(len(f) for f in self._frames) - MAX_IN_MEMORY
+        while excess > 0 and len(self._frames) > 1:
+            # The gateway holds these uncommitted frames too and bounds them; this is the writer's own bound.
+            lost = self._frames.pop(0)
+            self.stats.dropped_memory += len(lost)
+            excess -= len(lost)
 
     # -- sender thread -------------------------------------------------------------------------------
     def _send_loop(self) -> None:

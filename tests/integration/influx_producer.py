@@ -14,7 +14,6 @@ from pathlib import Path
 from asyncua import Server, ua
 
 from gateway.influx.config import config_from_dict
-from gateway.influx.diskqueue import DiskQueue
 from gateway.influx.series import SeriesCatalog
 from gateway.influx.writer import SeriesWriter
 from gateway.values.aspace_io import StoredDataValue
@@ -33,8 +32,8 @@ async def main(queue_dir: Path, url: str, start: int, count: int, rate: float, t
                                "batch": {"size": 200, "flush_interval": "50ms"},
                                "backoff": {"initial": "100ms", "max": "1s"}}, "producer", {})
     writer = SeriesWriter(config, SeriesCatalog(config, "TestSite", feed.aspace, None, set()),
-                          DiskQueue(queue_dir / "queue.sqlite3"))
-    writer.start(feed)
+                          queue_dir / "queue.sqlite3")
+    await writer.start(feed)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     t0 = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t0_ns // 1000)
@@ -51,7 +50,7 @@ async def main(queue_dir: Path, url: str, start: int, count: int, rate: float, t
         await asyncio.sleep(0.01)
     print(f"produced {k}", flush=True)
     await stop.wait()
-    await asyncio.to_thread(writer.stop, 2.0)
+    await writer.stop(2.0)
     print("stopped", flush=True)
 
 

@@ -24,7 +24,6 @@ from gateway.alarms.service import AlarmService
 from gateway.events.service import EventService
 from gateway.influx.config import config_from_dict
 from gateway.influx.dashboards.queries import alarm_query
-from gateway.influx.diskqueue import DiskQueue
 from gateway.influx.series import SeriesCatalog
 from gateway.influx.writer import SeriesWriter
 from gateway.methods import MethodRegistry
@@ -74,8 +73,8 @@ class Plant:
                                                              SourceTimestamp=t, ServerTimestamp=t))
 
 
-def make_writer(tmp_path: Path, feed: ChangeFeed, server: dict, version: int = 2, events: EventService | None = None,
-                **extra: object) -> SeriesWriter:
+async def make_writer(tmp_path: Path, feed: ChangeFeed, server: dict, version: int = 2,
+                      events: EventService | None = None, **extra: object) -> SeriesWriter:
     raw = {"server": server, "site": "TestSite", "batch": {"size": 1000, "flush_interval": "100ms"},
            "backoff": {"initial": "200ms", "max": "2s"}, **extra}
     if version == 2:
@@ -87,9 +86,8 @@ def make_writer(tmp_path: Path, feed: ChangeFeed, server: dict, version: int = 2
         raw.setdefault("targets", {"HighSpeed": {"retention_policy": "hs"}, "LowSpeed": {"retention_policy": "ls"}})
     config = config_from_dict(raw, "test.yaml", {"TEST_TOKEN": "secret"})
     catalog = SeriesCatalog(config, config.site, feed.aspace, None, set())
-    queue = DiskQueue(tmp_path / "queue.sqlite3", config.queue_max_bytes, int(config.queue_max_age_s * 1e9))
-    writer = SeriesWriter(config, catalog, queue)
-    writer.start(feed, events)
+    writer = SeriesWriter(config, catalog, tmp_path / "queue.sqlite3")
+    await writer.start(feed, events)
     return writer
 
 
@@ -145,14 +143,14 @@ def samples(vm: VictoriaMetrics, variable: str) -> tuple[list[float], list[int]]
 async def test_points_reach_victoriametrics_with_schema(tmp_path: Path, plant: Plant, victoria: VictoriaMetrics
                                                         ) -> None:
     feed = await plant.build(2)
-    writer = make_writer(tmp_path, feed, {"url": victoria.url})
+    writer = await make_writer(tmp_path, feed, {"url": victoria.url})
     try:
         for k in range(50):
             await plant.store(0, float(k) + 0.5, T0 + timedelta(milliseconds=k))
         await plant.store(1, 7.0, T0, status=ua.StatusCodes.BadSensorFailure)
         await drained(writer, 20)
     finally:
-        await asyncio.to_thread(writer.stop, 2.0)
+        await writer.stop(2.0)
     series = victoria.export('{__name__=~"Pump1_.*"}')
     by_name = {(s["metric"]["__name__"], s["metric"]["variable"]): s for s in series}
     v0 = by_name[("Pump1_value", "V0")]
@@ -169,7 +167,7 @@ async def test_outage_under_1000_points_per_second_loses_nothing(tmp_path: Path,
     """The server is stopped for OUTAGE_S (60 s in the long variant) while 1,000 points/s arrive (10 series
     x 100/s); after the restart every point is there exactly once, in order, and the queue is empty."""
     feed = await plant.build(10)
-    writer = make_writer(tmp_path, feed, {"url": victoria.url})
+    writer = await make_writer(tmp_path, feed, {"url": victoria.url})
     rate, produced = 1000, 0
     start = time.monotonic()
 
@@ -193,7 +191,7 @@ async def test_outage_under_1000_points_per_second_loses_nothing(tmp_path: Path,
         await drained(writer, 60)
         state_after = writer.state
     finally:
-        await asyncio.to_thread(writer.stop, 2.0)
+        await writer.stop(2.0)
     assert queued_in_outage >= rate * (OUTAGE_S - 1) * 0.8
     assert state_after == "Writing"
     n_per_series = produced // 10
@@ -214,7 +212,7 @@ async def test_server_errors_for_a_while_then_everything_arrives(tmp_path: Path,
     proxy = FaultProxy(victoria.port)
     await proxy.start()
     feed = await plant.build(1)
-    writer = make_writer(tmp_path, feed, {"url": proxy.url})
+    writer = await make_writer(tmp_path, feed, {"url": proxy.url})
     try:
         proxy.fault = fault
         for k in range(300):
@@ -227,7 +225,7 @@ async def test_server_errors_for_a_while_then_everything_arrives(tmp_path: Path,
         proxy.fault = None
         await drained(writer, 30)
     finally:
-        await asyncio.to_thread(writer.stop, 2.0)
+        await writer.stop(2.0)
         await proxy.stop()
     assert state_during == ("Refusing" if fault[0] == 500 else "Throttled")
     assert str(fault[0]) in writer.stats.last_error
@@ -240,7 +238,7 @@ async def test_retry_after_is_honoured(tmp_path: Path, plant: Plant, victoria: V
     proxy = FaultProxy(victoria.port)
     await proxy.start()
     feed = await plant.build(1)
-    writer = make_writer(tmp_path, feed, {"url": proxy.url})
+    writer = await make_writer(tmp_path, feed, {"url": proxy.url})
     try:
         proxy.fault = (429, "2")
         await plant.store(0, 1.0, T0)
@@ -253,7 +251,7 @@ async def test_retry_after_is_honoured(tmp_path: Path, plant: Plant, victoria: V
         proxy.fault = None
         await drained(writer, 10)
     finally:
-        await asyncio.to_thread(writer.stop, 2.0)
+        await writer.stop(2.0)
         await proxy.stop()
 
 
@@ -265,7 +263,7 @@ async def test_nan_and_strings_on_influxdb1(tmp_path: Path, plant: Plant, influx
     feed = await plant.build(3, ["Double", "String", "Double"])
     # Another writer made `text` an integer field of this measurement.
     influxdb1.write("site", "ls", "Pump1,variable=Other text=1i")
-    writer = make_writer(tmp_path, feed, {"url": influxdb1.url}, version=1)
+    writer = await make_writer(tmp_path, feed, {"url": influxdb1.url}, version=1)
     try:
         await plant.store(0, 1.5, t0)
         await plant.store(0, math.nan, t0 + timedelta(milliseconds=1), status=ua.StatusCodes.BadSensorFailure)
@@ -275,7 +273,7 @@ async def test_nan_and_strings_on_influxdb1(tmp_path: Path, plant: Plant, influx
             await plant.store(2, float(k), t0 + timedelta(milliseconds=k))
         await drained(writer, 20)
     finally:
-        await asyncio.to_thread(writer.stop, 2.0)
+        await writer.stop(2.0)
     rows = influxdb1.rows("site", "ls", "Pump1", "WHERE variable != 'Other'")
     v0 = [r for r in rows if r["variable"] == "V0"]
     assert [(r["value"], r["quality"]) for r in v0] == [(1.5, 0), (None, ua.StatusCodes.BadSensorFailure),
@@ -289,7 +287,7 @@ async def test_nan_and_strings_on_influxdb1(tmp_path: Path, plant: Plant, influx
 async def test_string_field_on_influxdb1(tmp_path: Path, plant: Plant, influxdb1: InfluxDB1) -> None:
     t0 = recent()
     feed = await plant.build(1, ["String"])
-    writer = make_writer(tmp_path, feed, {"url": influxdb1.url}, version=1)
+    writer = await make_writer(tmp_path, feed, {"url": influxdb1.url}, version=1)
     long_text = "x" * 70_000
     try:
         await plant.store(0, 'say "hi"\\ \n', t0, ua.VariantType.String)
@@ -297,7 +295,7 @@ async def test_string_field_on_influxdb1(tmp_path: Path, plant: Plant, influxdb1
         await plant.store(0, "\ud800lone", t0 + timedelta(milliseconds=2), ua.VariantType.String)
         await drained(writer, 20)
     finally:
-        await asyncio.to_thread(writer.stop, 2.0)
+        await writer.stop(2.0)
     texts = [r["text"] for r in influxdb1.rows("site", "ls", "Pump1")]
     assert texts[0] == 'say "hi"\\ \n'
     assert texts[1] == long_text[:65535]
@@ -379,7 +377,7 @@ async def test_an_alarm_raised_by_a_limit_crossing_arrives_on_influxdb1(tmp_path
     events = EventService(server.iserver)
     alarms = AlarmService(server.iserver, feed, events, MethodRegistry(server.iserver.aspace))
     alarms.start(bindings.alarms)
-    writer = make_writer(tmp_path, feed, {"url": influxdb1.url}, version=1, events=events)
+    writer = await make_writer(tmp_path, feed, {"url": influxdb1.url}, version=1, events=events)
     temperature = ua.NodeId("Rack1.Temperature", ns)
     condition = alarms.conditions[ua.NodeId("Rack1.TemperatureHigh", ns)]
     try:
@@ -394,7 +392,7 @@ async def test_an_alarm_raised_by_a_limit_crossing_arrives_on_influxdb1(tmp_path
         await drained(writer, 20)
     finally:
         alarms.stop()
-        await asyncio.to_thread(writer.stop, 2.0)
+        await writer.stop(2.0)
     rows = influxdb1.rows("site", "ls", "alarms")
     assert [(r["active"], r["acked"], r["confirmed"], r["retain"]) for r in rows] == [
         (True, False, False, True), (False, False, False, True)]  # raised; cleared but still to be acknowledged
