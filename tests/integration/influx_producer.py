@@ -1,6 +1,7 @@
 """A process that writes a counter series through the real change feed and the series writer, for the
 kill -9 test: `influx_producer.py QUEUE_DIR URL START COUNT RATE T0_NS`. Value k has timestamp T0 + k ms.
-Prints `spooled K` lines as it goes; on SIGTERM stops producing and stops the writer (2 s deadline)."""
+Prints `ready PID` (the writer process's) and `produced K` when done; on SIGTERM stops producing and stops
+the writer (2 s deadline)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ async def main(queue_dir: Path, url: str, start: int, count: int, rate: float, t
     t0 = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t0_ns // 1000)
     began = time.monotonic()
     k = start
-    print("ready", flush=True)
+    assert writer._proc is not None
+    print(f"ready {writer._proc.pid}", flush=True)  # the writer process's pid
     while k < start + count and not stop.is_set():
         due = start + min(int((time.monotonic() - began) * rate), count)
         while k < due:

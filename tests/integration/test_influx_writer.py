@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -330,7 +331,7 @@ async def test_kill_9_mid_batch_and_restart_loses_and_duplicates_nothing(tmp_pat
             subprocess.Popen, [sys.executable, str(script), str(tmp_path / "q"), proxy.url, str(start), str(count),
                                "1000", str(t0_ns)], stdout=subprocess.PIPE, text=True, start_new_session=True)
         assert proc.stdout is not None
-        assert (await asyncio.to_thread(proc.stdout.readline)).strip() == "ready"
+        assert (await asyncio.to_thread(proc.stdout.readline)).startswith("ready ")
         return proc
 
     def db_values() -> list[float]:
@@ -411,3 +412,108 @@ async def test_an_alarm_raised_by_a_limit_crossing_arrives_on_influxdb1(tmp_path
         series = influxdb1.query(query, "site")["results"][0]["series"]
         assert [(x["tags"], [v[1] for v in x["values"]]) for x in series] == [
             ({"source": "Rack1", "condition": "TemperatureHigh"}, [raised["message"], rows[1]["message"]])]
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie left for a parent that does not reap counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+async def test_writer_process_killed_is_restarted_and_its_uncommitted_frames_are_sent_again(
+        tmp_path: Path, plant: Plant, victoria: VictoriaMetrics) -> None:
+    """The writer process is frozen (SIGSTOP) while values keep coming, so the frames sent to it are not
+    committed, then killed -9: the gateway shows it Dead, restarts it, sends it those frames again, and
+    every value reaches VictoriaMetrics exactly once, in order."""
+    feed = await plant.build(2)
+    writer = await make_writer(tmp_path, feed, {"url": victoria.url})
+    produced = 0
+
+    async def produce(n: int) -> None:
+        nonlocal produced
+        for _ in range(n):
+            k = produced
+            await plant.store(k % 2, float(k // 2), T0 + timedelta(milliseconds=k // 2))
+            produced += 1
+            if produced % 100 == 0:
+                await asyncio.sleep(0.02)
+
+    try:
+        await produce(1000)
+        await until(lambda: writer.stats.sent >= 1000, 20)
+        proc = writer._proc
+        assert proc is not None and writer.stats.sent >= 1000
+        os.kill(proc.pid, signal.SIGSTOP)
+        await produce(1000)
+        await asyncio.sleep(0.5)  # several frames: written to the frozen process, none committed
+        uncommitted = writer._uncommitted_points
+        assert uncommitted >= 900, uncommitted
+        os.kill(proc.pid, signal.SIGKILL)
+        await until(lambda: writer.state == "Dead", 5, 0.01)
+        state_after_kill = writer.state
+        await produce(1000)
+        await until(lambda: writer.stats.restarts == 1 and writer._proc is not proc and writer.state == "Writing",
+                    20)
+        assert writer._proc is not proc and writer.stats.restarts == 1
+        await drained(writer, 30)
+        state_after = writer.state
+    finally:
+        await writer.stop(2.0)
+    assert state_after_kill == "Dead"
+    assert state_after == "Writing"
+    for i in range(2):
+        values, timestamps = samples(victoria, f"V{i}")
+        assert values == [float(k) for k in range(produced // 2)], f"V{i}: {len(values)} values"
+        assert timestamps == sorted(timestamps)
+    assert writer.dropped == 0
+
+
+async def test_gateway_killed_leaves_the_queue_to_the_next_start(tmp_path: Path, influxdb1: InfluxDB1) -> None:
+    """The gateway (a producer process) queues points while the server is unreachable and is killed -9:
+    its writer process sees the pipe close, exits within seconds, and leaves every committed point in
+    the queue; the next start (a new writer process takes the queue's lock) sends them, and the database
+    holds each value once, in order."""
+    import subprocess
+
+    script = Path(__file__).with_name("influx_producer.py")
+    t0_ns = int(recent().timestamp()) * 10**9
+    queue_file = tmp_path / "q" / "queue.sqlite3"
+
+    async def run(url: str, start: int, count: int) -> tuple[subprocess.Popen, int]:
+        proc = await asyncio.to_thread(
+            subprocess.Popen, [sys.executable, str(script), str(tmp_path / "q"), url, str(start), str(count),
+                               "5000", str(t0_ns)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+        assert proc.stdout is not None
+        ready = (await asyncio.to_thread(proc.stdout.readline)).split()
+        assert ready[0] == "ready"
+        assert (await asyncio.to_thread(proc.stdout.readline)).startswith("produced")
+        return proc, int(ready[1])
+
+    def queued() -> list[float]:
+        try:
+            return _queued_values(queue_file)
+        except Exception:  # not created yet
+            return []
+
+    proc: subprocess.Popen | None = None
+    try:
+        proc, child = await run("http://127.0.0.1:1", 0, 3000)  # nothing listens on port 1
+        await until(lambda: len(queued()) >= 3000, 20, 0.1)
+        assert queued() == [float(k) for k in range(3000)]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+        await until(lambda: _gone(child), 10, 0.05)
+        assert _gone(child), "the writer process outlived its gateway"
+        assert queued() == [float(k) for k in range(3000)]
+        proc, _ = await run(influxdb1.url, 3000, 1000)
+        await until(lambda: len(influxdb1.rows("site", "ls", "Pump1")) >= 4000 and not queued(), 30, 0.2)
+        proc.terminate()
+        assert proc.wait(10) == 0
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, 9)
+    assert [r["value"] for r in influxdb1.rows("site", "ls", "Pump1")] == [float(k) for k in range(4000)]
+    assert queued() == []
