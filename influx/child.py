@@ -82,7 +82,8 @@ def run(queue_file: Path, stdin: BinaryIO, stdout: BinaryIO) -> int:
         return EXIT_BAD_INPUT
     config = frames.parse_config(first[1])
     queue = DiskQueue(queue_file, config.queue_max_bytes, int(config.queue_max_age_s * 1e9))
-    writer = QueueWriter(config, queue, on_spooled=Reporter(stdout))
+    report = Reporter(stdout)
+    writer = QueueWriter(config, queue, on_spooled=report)
     writer.start()
     within_s = 0.0  # EOF without a stop message: the gateway is gone, spool and exit
     try:
@@ -96,6 +97,7 @@ def run(queue_file: Path, stdin: BinaryIO, stdout: BinaryIO) -> int:
                 break
     finally:
         writer.stop(within_s)
+        report(writer)  # what the sender did after the last spool
     return 0
 
 

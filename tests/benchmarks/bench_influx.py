@@ -3,18 +3,21 @@
     python tests/benchmarks/bench_influx.py [--vars 2000] [--rate 100000] [--seconds 60] [--backlog-rate 10000]
                                             [--out tests/benchmarks/results/influx.json]
 
-(a) Sustained: N bound variables in a real asyncua address space, each change published through the tag
-    table (`TagTable.publish`: engineering value, DataValue, address space, change feed) as the drivers
-    do, at --rate changes/s for --seconds; the series writer spools them to its SQLite queue and sends
-    them to a VictoriaMetrics started here on loopback. As in the gateway, what was built before is
-    frozen out of the garbage collector's view (gc.freeze) before the values flow. A 10 ms ticker on the
-    same event loop measures its lateness. Reported: points offered and acknowledged by the server per
-    second, the queue depth at the end and its maximum, CPU of this process (user+system over wall time,
-    2 cores = 200 %), garbage collections and their longest pause, and the machine's load average (the
-    machine is shared: a load over 2 means this process waited for a core).
+(a) Sustained: N bound variables in a real asyncua address space (devices of --scan variables), their
+    changes published a scan at a time through the tag table (`TagTable.publish_readings(tag_of, readings)`:
+    engineering value, DataValue, address space, change feed) as the drivers' runners do, at --rate
+    changes/s for --seconds; the series writer sends them in frames to its writer process, which spools
+    them to its SQLite queue and sends them to a VictoriaMetrics started here on loopback. As in the
+    gateway, what was built before is frozen out of the garbage collector's view (gc.freeze) and the
+    collector's threshold set as the gateway sets it before the values flow. A 10 ms ticker on the same
+    event loop measures its lateness. Reported: points offered and acknowledged by the server per second,
+    the queue depth at the end and its maximum, CPU of the gateway process and of the writer process
+    (user+system over wall time, 2 cores = 200 %), garbage collections and their longest pause, and the
+    machine's load average (the machine is shared: a load over 2 means a process waited for a core).
 (s) Stages: CPU time (of the measuring thread, so waiting for a core is not counted) per change of each
     step of the value path and of the series writer, each measured alone over 100,000 changes: where
-    the time of one point goes from a driver's value to the server.
+    the time of one point goes from a driver's value to the server (the listener and the frame on the
+    gateway's event loop; rendering, SQLite and HTTP in the writer process).
 (b) Backlog: VictoriaMetrics is stopped, a 10-minute backlog at --backlog-rate points/s is queued (so
     10 min x rate points), the queue's bytes per point are measured, the server is started again and
     the time to replay the backlog is measured.
@@ -43,14 +46,17 @@ from typing import Any
 from asyncua import Server, ua
 
 from gateway.bindings import BoundVariable
-from gateway.drivers.base import Binding
+from gateway.drivers.base import Binding, Reading
+from gateway.influx import frames
 from gateway.influx.config import config_from_dict
 from gateway.influx.diskqueue import DiskQueue
+from gateway.influx.endpoint import Endpoint
 from gateway.influx.series import SeriesCatalog
+from gateway.influx.spooler import QueueWriter
 from gateway.influx.writer import SeriesWriter
 from gateway.values.aspace_io import StoredDataValue, store_value
 from gateway.values.feed import Change
-from gateway.values.tags import TagTable
+from gateway.values.tags import Tag, TagTable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from influx_servers import VictoriaMetrics
@@ -71,15 +77,22 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def build_plant(n_vars: int) -> tuple[Server, TagTable, list[Any]]:
+def process_cpu_s(pid: int) -> float:
+    """user+system CPU seconds of another process (the writer process), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def build_plant(n_vars: int, scan: int = 100) -> tuple[Server, TagTable, list[Any]]:
     server = Server()
     await server.init()
     idx = await server.register_namespace("urn:bench:influx")
     tags = TagTable(server.iserver.aspace)
     out = []
-    for d in range(max(n_vars // 100, 1)):
+    for d in range(max(n_vars // scan, 1)):
         dev = await server.nodes.objects.add_object(ua.NodeId(f"Dev{d}", idx), f"Dev{d}")
-        for v in range(min(100, n_vars - d * 100)):
+        for v in range(min(scan, n_vars - d * scan)):
             node = await dev.add_variable(ua.NodeId(f"Dev{d}.V{v}", idx), f"V{v}", 0.0, ua.VariantType.Double)
             bv = BoundVariable(node.nodeid, f"V{v}", Binding(f"input/{v}", scan_class="HighSpeed"), "xsd:double",
                                ua.VariantType.Double, False, False)
@@ -93,12 +106,16 @@ def make_writer(tmp: Path, url: str, tags: TagTable, server: Server, batch: int)
                                "targets": {"HighSpeed": {"bucket": "hs"}, "LowSpeed": {"bucket": "ls"}},
                                "batch": {"size": batch, "flush_interval": "200ms"}}, "bench", {"X": "x"})
     catalog = SeriesCatalog(config, "Bench", server.iserver.aspace, tags, set())
-    queue = DiskQueue(tmp / "queue.sqlite3", config.queue_max_bytes, int(config.queue_max_age_s * 1e9))
-    return SeriesWriter(config, catalog, queue)
+    return SeriesWriter(config, catalog, tmp / "queue.sqlite3")
 
 
-async def drive(tags: TagTable, plant: list[Any], rate: float, seconds: float, writer: SeriesWriter
-                ) -> dict[str, Any]:
+def scans(plant: list[Tag], scan: int) -> list[dict[int, Tag]]:
+    """The tags in scans of `scan` (a device's), keyed as a runner's `tag_of`."""
+    return [dict(enumerate(plant[i:i + scan])) for i in range(0, len(plant), scan)]
+
+
+async def drive(tags: TagTable, plant: list[Any], rate: float, seconds: float, writer: SeriesWriter,
+                scan: int) -> dict[str, Any]:
     lateness: list[float] = []
     done = asyncio.Event()
 
@@ -121,22 +138,26 @@ async def drive(tags: TagTable, plant: list[Any], rate: float, seconds: float, w
     load0 = os.getloadavg()[0]
     tick = asyncio.create_task(ticker())
     began = time.monotonic()
-    cpu0, sent0 = cpu_s(), writer.stats.sent
-    produced, max_depth, k = 0, 0, 0
-    n = len(plant)
+    assert writer._proc is not None
+    child = writer._proc.pid
+    cpu0, child_cpu0, sent0 = cpu_s(), process_cpu_s(child), writer.stats.sent
+    produced, max_depth, k, s = 0, 0, 0, 0
+    by_scan = scans(plant, scan)
     while (elapsed := time.monotonic() - began) < seconds:
         due = int(elapsed * rate)
         while produced < due and time.monotonic() - began < seconds:
-            tag = plant[produced % n]
+            tag_of = by_scan[s % len(by_scan)]
+            s += 1
             k += 1
-            await tags.publish(tag, float(k), source_time=datetime.now(UTC))
-            produced += 1
-            if produced % 500 == 0:
-                await asyncio.sleep(0)  # what a driver's batch of results does between two batches
+            value = float(k)
+            # A driver's readings of one scan: new objects each time, as a driver decodes them.
+            produced += tags.publish_readings(tag_of, {key: Reading(value + key) for key in tag_of})
+            await asyncio.sleep(0)  # what a runner does between two scans
         max_depth = max(max_depth, writer.depth)
         await asyncio.sleep(SLOT_S / 2)
     wall = time.monotonic() - began
     cpu = cpu_s() - cpu0
+    child_cpu = process_cpu_s(child) - child_cpu0
     sent = writer.stats.sent - sent0
     done.set()
     await tick
@@ -144,7 +165,8 @@ async def drive(tags: TagTable, plant: list[Any], rate: float, seconds: float, w
     ms = sorted(x * 1000 for x in lateness)
     return {"seconds": round(wall, 1), "offered": produced, "offered_per_s": round(produced / wall),
             "acknowledged_per_s": round(sent / wall), "depth_end": writer.depth, "depth_max": max_depth,
-            "cpu_percent": round(100 * cpu / wall, 1), "lateness_ms_max": round(ms[-1], 1),
+            "cpu_percent": round(100 * cpu / wall, 1), "writer_process_cpu_percent": round(100 * child_cpu / wall, 1),
+            "lateness_ms_max": round(ms[-1], 1),
             "lateness_ms_p99": round(ms[int(len(ms) * 0.99)], 1), "ticks_over_50ms": sum(1 for x in ms if x > 50),
             "ticks": len(ms), "lateness_ms_median": round(statistics.median(ms), 2),
             "gc_collections": len(pauses), "gc_pause_ms_max": round(max(pauses, default=0.0) * 1000, 1),
