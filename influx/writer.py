@@ -142,10 +142,7 @@ class SeriesWriter:
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self, feed: ChangeFeed, events: EventService | None = None) -> None:
         """Start the writer process, listen to the values (and the alarm states of `events`)."""
-        for node, series in self.catalog.bound():
-            number = self._define(series.target, series.key)
-            self._numbers[node] = number
-            self._by_identity[id(node)] = (node, number)  # the tuple holds the node: its id stays its own
+        self.number_bound()
         self.stats.state = "Connecting"
         self._subscription = feed.listen(self._on_change, name="influx series writer")
         if events is not None:
@@ -193,6 +190,14 @@ class SeriesWriter:
         if self.stats.queue_depth:
             log.info("influx: %d points stay queued for the next start", self.stats.queue_depth)
         self.stats.state = "Stopped"
+
+    def number_bound(self) -> None:
+        """Number the bound variables' series up front, each found by its NodeId object's identity."""
+        for node, series in self.catalog.bound():
+            if node not in self._numbers:
+                number = self._define(series.target, series.key)
+                self._numbers[node] = number
+                self._by_identity[id(node)] = (node, number)  # the tuple holds the node: its id stays its own
 
     # -- event loop: the listeners -------------------------------------------------------------------
     def _on_change(self, change: Change) -> None:
