@@ -230,7 +230,8 @@ async def stage_costs(tmp: Path, url: str, n_vars: int, batch: int) -> dict[str,
         if len(writer._series) >= 10_000:  # as the frames take them
             for a in arrays:
                 del a[:]
-    out["influx: publish_readings with the writer's listener, per value"] = await timed(scan_with_listener, n // 100) / 100
+    out["influx: publish_readings with the writer's listener, per value"] = (
+        await timed(scan_with_listener, n // 100) / 100)
     out["influx: the listener's share (event loop)"] = (
         out["influx: publish_readings with the writer's listener, per value"]
         - out["values: publish_readings, a scan of 100 (no subscribers), per value"])
