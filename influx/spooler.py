@@ -71,6 +71,7 @@ class QueueWriter:
         self.stats = WriterStats()
         self.committed = 0  # the last frame number whose points are in the queue on disk
         self._frames: list[Frame] = []
+        self._frames_lock = threading.Lock()  # the reading thread adds frames and series, the spooler takes them
         self._series: dict[int, tuple[str, str]] = {}  # series number -> (target, key), from the gateway
         self._series_ids: dict[int, int] = {}  # series number -> the queue's series id (spooler thread)
         self.queue_full = False  # points were dropped by a bound and the queue has not come back under it
@@ -88,10 +89,6 @@ class QueueWriter:
     @property
     def dropped(self) -> int:
         return self.stats.rejected + self.stats.dropped_memory + self.queue.dropped
-
-    @property
-    def depth(self) -> int:
-        return self.queue.depth + sum(len(f) + len(f.alarms) for f in self._frames)
 
     @property
     def state(self) -> str:
@@ -123,13 +120,15 @@ class QueueWriter:
 
     def take_series(self, defs: list[tuple[int, str, str]]) -> None:
         """Series numbers the gateway uses from now on (reading thread; before the frames that use them)."""
-        for number, target, key in defs:
-            self._series[number] = (target, key)
+        with self._frames_lock:
+            for number, target, key in defs:
+                self._series[number] = (target, key)
 
     def take(self, frame: Frame) -> None:
         """A frame from the gateway (reading thread): spooled at the next `SPOOL_EVERY_S`."""
         self.take_series(frame.series_defs)
-        self._frames.append(frame)
+        with self._frames_lock:
+            self._frames.append(frame)
 
     def stop(self, within_s: float) -> None:
         """Blocking: spool what came, send what the deadline allows; the rest stays queued on disk for the
@@ -164,10 +163,12 @@ class QueueWriter:
             self._spool_wake.wait(SPOOL_EVERY_S)
 
     def _spool_once(self) -> None:
-        frames, self._frames = self._frames, []  # one atomic swap: the reading thread appends to the new list
+        with self._frames_lock:
+            frames, self._frames = self._frames, []
+            series = dict(self._series) if len(self._series) > len(self._series_ids) else None
         if frames:
             try:
-                rows = self._rows(frames)
+                rows = self._rows(frames, series)
                 self.queue.append_ids(rows)
                 self.committed = frames[-1].number
                 self._spooler_error = ""
@@ -200,10 +201,12 @@ class QueueWriter:
                           "(%d since start)", self.config.queue_max_bytes, self.config.queue_max_age_s / 86400,
                           removed, self.queue.dropped)
 
-    def _rows(self, frames: list[Frame]) -> list[tuple[int, int, str]]:
-        """(queue series id, timestamp ns, fields) of each point: this loop is the spooler's cost per point."""
-        ids, series = self._series_ids, self._series
-        if len(ids) < len(series):  # series new since the last spool: added to the queue in one transaction
+    def _rows(self, frames: list[Frame], series: dict[int, tuple[str, str]] | None = None
+              ) -> list[tuple[int, int, str]]:
+        """(queue series id, timestamp ns, fields) of each point: this loop is the spooler's cost per point.
+        `series`: the series the gateway defined, when some are new since the last spool."""
+        ids = self._series_ids
+        if series is not None:  # series new since the last spool: added to the queue in one transaction
             new = [n for n in series if n not in ids]
             ids.update(zip(new, self.queue.series_ids([series[n] for n in new]), strict=True))
         rows: list[tuple[int, int, str]] = []
@@ -217,13 +220,14 @@ class QueueWriter:
         return rows
 
     def _keep_in_memory(self, frames: list[Frame]) -> None:
-        self._frames[:0] = frames  # one bytecode, atomic under the GIL: the reading thread keeps appending
-        excess = sum(len(f) for f in self._frames) - MAX_IN_MEMORY
-        while excess > 0 and len(self._frames) > 1:
-            # The gateway holds these uncommitted frames too and bounds them; this is the writer's own bound.
-            lost = self._frames.pop(0)
-            self.stats.dropped_memory += len(lost)
-            excess -= len(lost)
+        with self._frames_lock:
+            self._frames[:0] = frames
+            excess = sum(len(f) for f in self._frames) - MAX_IN_MEMORY
+            while excess > 0 and len(self._frames) > 1:
+                # The gateway holds these uncommitted frames too and bounds them; this is the process's own bound.
+                lost = self._frames.pop(0)
+                self.stats.dropped_memory += len(lost)
+                excess -= len(lost)
 
     # -- sender thread -------------------------------------------------------------------------------
     def _send_loop(self) -> None:

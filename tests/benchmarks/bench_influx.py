@@ -262,8 +262,8 @@ async def stage_costs(tmp: Path, url: str, n_vars: int, batch: int) -> dict[str,
     queue = DiskQueue(tmp / "stages.sqlite3", config.queue_max_bytes, int(config.queue_max_age_s * 1e9))
     queue.open()
     spooler = QueueWriter(config, queue, Endpoint(config))
-    spooler.take(parsed[0])
-    spooler._rows([])  # the series, once
+    spooler.take_series(writer._defs)
+    spooler._rows([], spooler._series)  # the series, once
     rows: list[Any] = []
     out["writer process: spooler render (per point)"] = thread_us(lambda: rows.append(spooler._rows(parsed[:1])),
                                                                   len(parsed[0]))

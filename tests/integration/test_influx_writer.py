@@ -517,3 +517,27 @@ async def test_gateway_killed_leaves_the_queue_to_the_next_start(tmp_path: Path,
             os.killpg(proc.pid, 9)
     assert [r["value"] for r in influxdb1.rows("site", "ls", "Pump1")] == [float(k) for k in range(4000)]
     assert queued() == []
+
+
+async def test_a_writer_process_waits_for_the_queue_lock_of_the_one_before(tmp_path: Path, plant: Plant) -> None:
+    """While another process holds the queue's lock (a writer process still spooling what a killed gateway
+    sent it), the new writer process commits nothing; once the lock is free it queues every point."""
+    import fcntl
+
+    lock_file = tmp_path / "queue.sqlite3.lock"
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    feed = await plant.build(1)
+    writer = await make_writer(tmp_path, feed, {"url": "http://127.0.0.1:1"})  # nothing listens: all stay queued
+    try:
+        for k in range(100):
+            await plant.store(0, float(k), T0 + timedelta(milliseconds=k))
+        await asyncio.sleep(1.5)
+        held = (writer.stats.queue_depth, writer._uncommitted_points, writer.depth)
+        os.close(fd)  # releases the lock
+        await until(lambda: writer.stats.queue_depth == 100, 10)
+        assert writer.stats.queue_depth == 100 and writer._uncommitted_points == 0
+    finally:
+        await writer.stop(1.0)
+    assert held == (0, 100, 100)
+    assert _queued_values(tmp_path / "queue.sqlite3") == [float(k) for k in range(100)]
