@@ -349,11 +349,9 @@ class SeriesWriter:
             if not line:
                 return
             try:
-                report = json.loads(line)
-            except ValueError:
+                self._take_report(json.loads(line))
+            except (ValueError, KeyError, TypeError):
                 log.warning("influx: the writer process said %r", line[:200])
-                continue
-            self._take_report(report)
 
     def _take_report(self, r: dict[str, Any]) -> None:
         last = self._child_counts
