@@ -14,7 +14,8 @@ switch interval).
   found by the identity of its NodeId object (the tag's own, which the value path stores with), not
   by NodeId's hash, a Python function; other nodes go through a dict. A value that is not a finite
   float (a string, an integer, a boolean, None, bytes, NaN) has its fields rendered here, on a slower
-  side path. The same listener on the event service takes each condition's event (alarms.py).
+  side path. Measured alone it costs 0.56-0.84 us per change (`bench_influx.py`, stages). The same
+  kind of listener on the event service takes each condition's event (alarms.py).
 - Every `SPOOL_EVERY_S` the arrays' bytes become a numbered frame written to the writer process's
   stdin (frames.py), with the series defined since the last one and the alarm states.
 - The writer process reports, a JSON line per spool, the last frame committed to the queue on disk
