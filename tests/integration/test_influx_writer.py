@@ -448,9 +448,10 @@ async def test_writer_process_killed_is_restarted_and_its_uncommitted_frames_are
         assert proc is not None and writer.stats.sent >= 1000
         os.kill(proc.pid, signal.SIGSTOP)
         await produce(1000)
-        await asyncio.sleep(0.5)  # several frames: written to the frozen process, none committed
+        # Frames written to the frozen process, none committed.
+        await until(lambda: writer._uncommitted_points >= 1000, 10)
         uncommitted = writer._uncommitted_points
-        assert uncommitted >= 900, uncommitted
+        assert uncommitted == 1000, uncommitted
         os.kill(proc.pid, signal.SIGKILL)
         await until(lambda: writer.state == "Dead", 5, 0.01)
         state_after_kill = writer.state
@@ -532,7 +533,8 @@ async def test_a_writer_process_waits_for_the_queue_lock_of_the_one_before(tmp_p
     try:
         for k in range(100):
             await plant.store(0, float(k), T0 + timedelta(milliseconds=k))
-        await asyncio.sleep(1.5)
+        await until(lambda: writer._uncommitted_points >= 100, 10)
+        await asyncio.sleep(1.0)  # the writer process has had time to commit, were it not waiting
         held = (writer.stats.queue_depth, writer._uncommitted_points, writer.depth)
         os.close(fd)  # releases the lock
         await until(lambda: writer.stats.queue_depth == 100, 10)
