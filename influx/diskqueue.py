@@ -5,9 +5,10 @@ acknowledged it (`ack`) or a bound made room (`enforce_bounds`, counted). Series
 (`series` table: target and escaped key) and points refer to them, so a queued point costs its
 fields, its timestamp and two integers (measured in the benchmark), not its whole line.
 
-Two threads use the queue, each with its own connection: the spooler appends, the sender reads the
-head and deletes what was acknowledged. Row ids only grow while rows exist, so "the oldest N rows"
-is the head in arrival order, and each series' points leave in the order they came.
+Two threads of the writer process (see writer.py) use the queue, each with its own connection: the
+spooler appends, the sender reads the head and deletes what was acknowledged. Row ids only grow while
+rows exist, so "the oldest N rows" is the head in arrival order, and each series' points leave in the
+order they came.
 """
 
 from __future__ import annotations

@@ -48,13 +48,20 @@ class SeriesCatalog:
         self._devices: dict[ua.NodeId, str] = {}
         self._series: dict[ua.NodeId, Series | None] = {}
         self._device_paths: dict[tuple[str, ...], str] | None = None
+        self._bound: list[tuple[ua.NodeId, Series]] = []
         if tags is not None:
             for tag in tags.tags.values():
                 self._devices.setdefault(tag.device, self._name(tag.device))
             for nodeid, tag in tags.tags.items():
                 var = tag.var
-                self._series[nodeid] = self.make(self._devices[tag.device], var.name.replace("/", "."),
-                                                 self.unit_of(nodeid), var.binding.scan_class)
+                series = self._series[nodeid] = self.make(self._devices[tag.device], var.name.replace("/", "."),
+                                                          self.unit_of(nodeid), var.binding.scan_class)
+                self._bound.append((tag.nodeid, series))
+
+    def bound(self) -> list[tuple[ua.NodeId, Series]]:
+        """The bound variables' series, each with its tag's own NodeId object (the one the value path stores
+        with, so a listener can recognise it by identity)."""
+        return self._bound
 
     def get(self, node: ua.NodeId) -> Series | None:
         """The node's series, or None for a value that is not written (namespace 0, the gateway's own)."""

@@ -1,7 +1,7 @@
-"""The series writer inside the gateway: started after the tag table exists, stopped with a deadline,
-and shown under `Gateway/Diagnostics/Influx` (refreshed every second), with its QueueFullAlarm: a system
-alarm (through the alarm service, like every other) active while points are being dropped by the
-queue's bounds."""
+"""The series writer inside the gateway (its disk queue and HTTP side in a writer process of their own, see
+writer.py): started after the tag table exists, stopped with a deadline, and shown under
+`Gateway/Diagnostics/Influx` (refreshed every second), with its QueueFullAlarm: a system alarm (through the
+alarm service, like every other) active while points are being dropped by the queue's bounds."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.events.service import EventService
 from gateway.health.publish import node_table, refresh_every, store_changed
 from gateway.influx.config import InfluxConfig
-from gateway.influx.diskqueue import DiskQueue
 from gateway.influx.series import SeriesCatalog
 from gateway.influx.writer import SeriesWriter
 from gateway.values.feed import ChangeFeed
@@ -53,15 +52,15 @@ class InfluxService:
         self.events = events
         self.clock = clock
         self.catalog = SeriesCatalog(config, config.site or site, feed.aspace, tags, {gw_ns})
-        self.queue = DiskQueue(queue_path(data_dir), config.queue_max_bytes, int(config.queue_max_age_s * 1e9))
-        self.writer = SeriesWriter(config, self.catalog, self.queue)
+        self.queue_path = queue_path(data_dir)
+        self.writer = SeriesWriter(config, self.catalog, self.queue_path)
         self.nodes = node_table(NODES, gw_ns)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.writer.start, self.feed, self.events)
+        await self.writer.start(self.feed, self.events)
         log.info("influx: writing %d series to %s (v%d) through %s", len(self.catalog.all()), self.config.url,
-                 self.config.version, self.queue.path)
+                 self.config.version, self.queue_path)
         self._task = asyncio.create_task(self._refresh_loop(), name="influx diagnostics")
 
     async def stop(self, within_s: float) -> None:
@@ -69,7 +68,7 @@ class InfluxService:
             self._task.cancel()
             await asyncio.wait([self._task])
             self._task = None
-        await asyncio.to_thread(self.writer.stop, within_s)
+        await self.writer.stop(within_s)
         await self.refresh()
 
     def snapshot(self) -> dict[str, Any]:

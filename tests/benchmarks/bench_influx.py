@@ -3,18 +3,21 @@
     python tests/benchmarks/bench_influx.py [--vars 2000] [--rate 100000] [--seconds 60] [--backlog-rate 10000]
                                             [--out tests/benchmarks/results/influx.json]
 
-(a) Sustained: N bound variables in a real asyncua address space, each change published through the tag
-    table (`TagTable.publish`: engineering value, DataValue, address space, change feed) as the drivers
-    do, at --rate changes/s for --seconds; the series writer spools them to its SQLite queue and sends
-    them to a VictoriaMetrics started here on loopback. As in the gateway, what was built before is
-    frozen out of the garbage collector's view (gc.freeze) before the values flow. A 10 ms ticker on the
-    same event loop measures its lateness. Reported: points offered and acknowledged by the server per
-    second, the queue depth at the end and its maximum, CPU of this process (user+system over wall time,
-    2 cores = 200 %), garbage collections and their longest pause, and the machine's load average (the
-    machine is shared: a load over 2 means this process waited for a core).
+(a) Sustained: N bound variables in a real asyncua address space (devices of --scan variables), their
+    changes published a scan at a time through the tag table (`TagTable.publish_readings(tag_of, readings)`:
+    engineering value, DataValue, address space, change feed) as the drivers' runners do, at --rate
+    changes/s for --seconds; the series writer sends them in frames to its writer process, which spools
+    them to its SQLite queue and sends them to a VictoriaMetrics started here on loopback. As in the
+    gateway, what was built before is frozen out of the garbage collector's view (gc.freeze) and the
+    collector's threshold set as the gateway sets it before the values flow. A 10 ms ticker on the same
+    event loop measures its lateness. Reported: points offered and acknowledged by the server per second,
+    the queue depth at the end and its maximum, CPU of the gateway process and of the writer process
+    (user+system over wall time, 2 cores = 200 %), garbage collections and their longest pause, and the
+    machine's load average (the machine is shared: a load over 2 means a process waited for a core).
 (s) Stages: CPU time (of the measuring thread, so waiting for a core is not counted) per change of each
     step of the value path and of the series writer, each measured alone over 100,000 changes: where
-    the time of one point goes from a driver's value to the server.
+    the time of one point goes from a driver's value to the server (the listener and the frame on the
+    gateway's event loop; rendering, SQLite and HTTP in the writer process).
 (b) Backlog: VictoriaMetrics is stopped, a 10-minute backlog at --backlog-rate points/s is queued (so
     10 min x rate points), the queue's bytes per point are measured, the server is started again and
     the time to replay the backlog is measured.
@@ -43,14 +46,17 @@ from typing import Any
 from asyncua import Server, ua
 
 from gateway.bindings import BoundVariable
-from gateway.drivers.base import Binding
+from gateway.drivers.base import Binding, Reading
+from gateway.influx import frames
 from gateway.influx.config import config_from_dict
 from gateway.influx.diskqueue import DiskQueue
+from gateway.influx.endpoint import Endpoint
 from gateway.influx.series import SeriesCatalog
+from gateway.influx.spooler import QueueWriter
 from gateway.influx.writer import SeriesWriter
 from gateway.values.aspace_io import StoredDataValue, store_value
 from gateway.values.feed import Change
-from gateway.values.tags import TagTable
+from gateway.values.tags import Tag, TagTable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from influx_servers import VictoriaMetrics
@@ -71,15 +77,22 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def build_plant(n_vars: int) -> tuple[Server, TagTable, list[Any]]:
+def process_cpu_s(pid: int) -> float:
+    """user+system CPU seconds of another process (the writer process), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def build_plant(n_vars: int, scan: int = 100) -> tuple[Server, TagTable, list[Any]]:
     server = Server()
     await server.init()
     idx = await server.register_namespace("urn:bench:influx")
     tags = TagTable(server.iserver.aspace)
     out = []
-    for d in range(max(n_vars // 100, 1)):
+    for d in range(max(n_vars // scan, 1)):
         dev = await server.nodes.objects.add_object(ua.NodeId(f"Dev{d}", idx), f"Dev{d}")
-        for v in range(min(100, n_vars - d * 100)):
+        for v in range(min(scan, n_vars - d * scan)):
             node = await dev.add_variable(ua.NodeId(f"Dev{d}.V{v}", idx), f"V{v}", 0.0, ua.VariantType.Double)
             bv = BoundVariable(node.nodeid, f"V{v}", Binding(f"input/{v}", scan_class="HighSpeed"), "xsd:double",
                                ua.VariantType.Double, False, False)
@@ -93,12 +106,16 @@ def make_writer(tmp: Path, url: str, tags: TagTable, server: Server, batch: int)
                                "targets": {"HighSpeed": {"bucket": "hs"}, "LowSpeed": {"bucket": "ls"}},
                                "batch": {"size": batch, "flush_interval": "200ms"}}, "bench", {"X": "x"})
     catalog = SeriesCatalog(config, "Bench", server.iserver.aspace, tags, set())
-    queue = DiskQueue(tmp / "queue.sqlite3", config.queue_max_bytes, int(config.queue_max_age_s * 1e9))
-    return SeriesWriter(config, catalog, queue)
+    return SeriesWriter(config, catalog, tmp / "queue.sqlite3")
 
 
-async def drive(tags: TagTable, plant: list[Any], rate: float, seconds: float, writer: SeriesWriter
-                ) -> dict[str, Any]:
+def scans(plant: list[Tag], scan: int) -> list[dict[int, Tag]]:
+    """The tags in scans of `scan` (a device's), keyed as a runner's `tag_of`."""
+    return [dict(enumerate(plant[i:i + scan])) for i in range(0, len(plant), scan)]
+
+
+async def drive(tags: TagTable, plant: list[Any], rate: float, seconds: float, writer: SeriesWriter,
+                scan: int) -> dict[str, Any]:
     lateness: list[float] = []
     done = asyncio.Event()
 
@@ -121,22 +138,26 @@ async def drive(tags: TagTable, plant: list[Any], rate: float, seconds: float, w
     load0 = os.getloadavg()[0]
     tick = asyncio.create_task(ticker())
     began = time.monotonic()
-    cpu0, sent0 = cpu_s(), writer.stats.sent
-    produced, max_depth, k = 0, 0, 0
-    n = len(plant)
+    assert writer._proc is not None
+    child = writer._proc.pid
+    cpu0, child_cpu0, sent0 = cpu_s(), process_cpu_s(child), writer.stats.sent
+    produced, max_depth, k, s = 0, 0, 0, 0
+    by_scan = scans(plant, scan)
     while (elapsed := time.monotonic() - began) < seconds:
         due = int(elapsed * rate)
         while produced < due and time.monotonic() - began < seconds:
-            tag = plant[produced % n]
+            tag_of = by_scan[s % len(by_scan)]
+            s += 1
             k += 1
-            await tags.publish(tag, float(k), source_time=datetime.now(UTC))
-            produced += 1
-            if produced % 500 == 0:
-                await asyncio.sleep(0)  # what a driver's batch of results does between two batches
+            value = float(k)
+            # A driver's readings of one scan: new objects each time, as a driver decodes them.
+            produced += tags.publish_readings(tag_of, {key: Reading(value + key) for key in tag_of})
+            await asyncio.sleep(0)  # what a runner does between two scans
         max_depth = max(max_depth, writer.depth)
         await asyncio.sleep(SLOT_S / 2)
     wall = time.monotonic() - began
     cpu = cpu_s() - cpu0
+    child_cpu = process_cpu_s(child) - child_cpu0
     sent = writer.stats.sent - sent0
     done.set()
     await tick
@@ -144,7 +165,8 @@ async def drive(tags: TagTable, plant: list[Any], rate: float, seconds: float, w
     ms = sorted(x * 1000 for x in lateness)
     return {"seconds": round(wall, 1), "offered": produced, "offered_per_s": round(produced / wall),
             "acknowledged_per_s": round(sent / wall), "depth_end": writer.depth, "depth_max": max_depth,
-            "cpu_percent": round(100 * cpu / wall, 1), "lateness_ms_max": round(ms[-1], 1),
+            "cpu_percent": round(100 * cpu / wall, 1), "writer_process_cpu_percent": round(100 * child_cpu / wall, 1),
+            "lateness_ms_max": round(ms[-1], 1),
             "lateness_ms_p99": round(ms[int(len(ms) * 0.99)], 1), "ticks_over_50ms": sum(1 for x in ms if x > 50),
             "ticks": len(ms), "lateness_ms_median": round(statistics.median(ms), 2),
             "gc_collections": len(pauses), "gc_pause_ms_max": round(max(pauses, default=0.0) * 1000, 1),
@@ -169,14 +191,14 @@ async def stage_costs(tmp: Path, url: str, n_vars: int, batch: int) -> dict[str,
     def each(fn: Any) -> Any:
         return lambda: [fn() for _ in range(n)]
 
-    async def timed(coro_fn: Any) -> float:
+    async def timed(coro_fn: Any, calls: int = n) -> float:
         best = float("inf")
         for _ in range(5):
             t = time.thread_time()
-            for k in range(n):
+            for k in range(calls):
                 await coro_fn(k)
             best = min(best, time.thread_time() - t)
-        return best / n * 1e6
+        return best / calls * 1e6
 
     out: dict[str, float] = {}
     out["values: datetime.now(UTC) (a driver's source time)"] = thread_us(each(lambda: datetime.now(UTC)), n)
@@ -192,50 +214,84 @@ async def stage_costs(tmp: Path, url: str, n_vars: int, batch: int) -> dict[str,
     out["values: await ChangeFeed.store (no subscribers)"] = await timed(lambda k: tags.feed.store(tag.nodeid, dv))
     out["values: await TagTable.publish (no subscribers), total"] = await timed(
         lambda k: tags.publish(plant[k % len(plant)], float(k) + 0.5, source_time=datetime.now(UTC)))
-    writer = make_writer(tmp, url, tags, server, batch)
-    writer.queue.open()
-    tags.feed.listen(writer._on_change)
+    by_scan = scans(plant, 100)
 
-    async def with_listener(k: int) -> None:
-        await tags.publish(plant[k % len(plant)], float(k) + 0.25, source_time=datetime.now(UTC))
-        if len(writer._buffer) >= 10_000:  # as the spooler takes it
-            writer._buffer.clear()
-    out["influx: TagTable.publish with the writer's listener, total"] = await timed(with_listener)
-    out["influx: the listener's share"] = (out["influx: TagTable.publish with the writer's listener, total"]
-                                           - out["values: await TagTable.publish (no subscribers), total"])
-    writer._buffer.clear()
-    for k in range(n):
-        await tags.publish(plant[k % len(plant)], float(k) + 0.75, source_time=datetime.now(UTC))
-    buffered = writer._buffer
-    writer._buffer = []
-    writer.queue.append_ids(writer._rows(buffered[:len(plant)]))  # the series, once
-    buffered = buffered[len(plant):]
+    async def scan_of(k: int) -> None:
+        tags.publish_readings(by_scan[k % len(by_scan)], {key: Reading(float(k) + key) for key in range(100)})
+    out["values: publish_readings, a scan of 100 (no subscribers), per value"] = await timed(scan_of, n // 100) / 100
+    # The gateway's part: the listener on the event loop, and the frame every SPOOL_EVERY_S.
+    writer = make_writer(tmp, url, tags, server, batch)
+    writer.number_bound()
+    sub = tags.feed.listen(writer._on_change)
+    arrays = (writer._series, writer._status, writer._ts, writer._values)
+
+    async def scan_with_listener(k: int) -> None:
+        await scan_of(k)
+        if len(writer._series) >= 10_000:  # as the frames take them
+            for a in arrays:
+                del a[:]
+    out["influx: publish_readings with the writer's listener, per value"] = (
+        await timed(scan_with_listener, n // 100) / 100)
+    out["influx: the listener's share (event loop)"] = (
+        out["influx: publish_readings with the writer's listener, per value"]
+        - out["values: publish_readings, a scan of 100 (no subscribers), per value"])
+    change = Change(tag.nodeid, dv)
+
+    def listener_alone() -> None:
+        for _ in range(n):
+            writer._on_change(change)
+        for a in arrays:
+            del a[:]
+    out["influx: the listener alone, a bound variable's change (event loop)"] = thread_us(listener_alone, n)
+    for k in range(100):  # a frame's worth at 100,000 changes/s
+        await scan_of(k)
+    sub.close()
+    message = b""
+
+    def frame() -> None:
+        nonlocal message
+        message = frames.data_message(1, writer._series, writer._status, writer._ts, writer._values, writer._defs,
+                                      {}, [])
+    out["influx: frame of the arrays' bytes (event loop, per point)"] = thread_us(frame, len(writer._series))
+    # The writer process's part.
+    payload = message[frames.HEADER.size:]
+    parsed: list[frames.Frame] = []
+    out["writer process: frame parsed (per point)"] = thread_us(lambda: parsed.append(frames.parse_data(payload)),
+                                                                len(writer._series))
+    config = writer.config
+    queue = DiskQueue(tmp / "stages.sqlite3", config.queue_max_bytes, int(config.queue_max_age_s * 1e9))
+    queue.open()
+    spooler = QueueWriter(config, queue, Endpoint(config))
+    spooler.take_series(writer._defs)
+    spooler._rows([], spooler._series)  # the series, once
     rows: list[Any] = []
-    out["influx: spooler render (per point)"] = thread_us(lambda: rows.append(writer._rows(buffered)), len(buffered))
+    out["writer process: spooler render (per point)"] = thread_us(lambda: rows.append(spooler._rows(parsed[:1])),
+                                                                  len(parsed[0]))
     t = time.thread_time()
-    writer.queue.append_ids(rows[0])
-    out["influx: spooler SQLite insert, executemany (per point)"] = (time.thread_time() - t) / len(buffered) * 1e6
+    queue.append_ids(rows[0])
+    out["writer process: spooler SQLite insert, executemany (per point)"] = ((time.thread_time() - t)
+                                                                             / len(rows[0]) * 1e6)
     sent = posted = 0
     read = post = 0.0
     while True:
         t = time.thread_time()
-        batches = writer.queue.head_batches(batch)
+        batches = queue.head_batches(batch)
         if not batches:
             break
         read += time.thread_time() - t
         for target, ids, text in batches:
             t = time.thread_time()
-            writer.endpoint.write(target, text.encode())
+            spooler.endpoint.write(target, text.encode())
             post += time.thread_time() - t
             t = time.thread_time()
-            writer.queue.ack(ids)
+            queue.ack(ids)
             read += time.thread_time() - t
             sent += len(ids)
             posted += 1
-    out["influx: sender queue read + ack (per point)"] = read / sent * 1e6
-    out["influx: sender HTTP request, influxdb-client (per point)"] = post / sent * 1e6
-    writer.queue.close()
-    writer.endpoint.close()
+    out["writer process: sender queue read + ack (per point)"] = read / sent * 1e6
+    out["writer process: sender HTTP request, influxdb-client (per point)"] = post / sent * 1e6
+    queue.close()
+    spooler.endpoint.close()
     gc.unfreeze()
     return {k: round(v, 2) for k, v in out.items()}
 
@@ -244,22 +300,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-influx-"))
     vm = VictoriaMetrics(tmp / "vm")
     vm.start()
-    server, tags, plant = await build_plant(args.vars)
+    server, tags, plant = await build_plant(args.vars, args.scan)
     writer = make_writer(tmp, vm.url, tags, server, args.batch)
-    await asyncio.to_thread(writer.start, tags.feed)
+    await writer.start(tags.feed)
     gc.freeze()  # as Gateway.start does once the site is loaded
+    gc.set_threshold(10_000, 10, 10)
     result: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
                               "python": platform.python_version(), "cpus": os.cpu_count(), "vars": args.vars,
-                              "batch": args.batch}
+                              "batch": args.batch, "scan": args.scan}
     if args.stages:
         result["stages_us_per_change"] = await stage_costs(tmp / "stages", vm.url, args.vars, args.batch)
         print("stages", json.dumps(result["stages_us_per_change"], indent=1), flush=True)
         gc.freeze()
         if args.stages_only:
-            await asyncio.to_thread(writer.stop, 2.0)
+            await writer.stop(2.0)
             vm.stop()
             return result
-    sustained = await drive(tags, plant, args.rate, args.seconds, writer)
+    sustained = await drive(tags, plant, args.rate, args.seconds, writer, args.scan)
     t = time.monotonic()
     await until(lambda: not writer.depth, 120)
     sustained["drain_after_s"] = round(time.monotonic() - t, 1)
@@ -278,10 +335,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await tags.publish(plant[queued % n], float(queued), source_time=datetime.now(UTC))
             queued += 1
         await asyncio.sleep(0.001)
-    await until(lambda: writer.queue.depth >= backlog_points, 600)
+    await until(lambda: writer.stats.queue_depth >= backlog_points, 600)
     spool_s = time.monotonic() - t
     await asyncio.sleep(1.5)
-    depth = writer.queue.depth
+    depth = writer.stats.queue_depth
     qbytes = writer.queue_bytes
     vm.start()
     t = time.monotonic()
@@ -297,7 +354,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                          "replay_s": round(replay_s, 1), "replay_points_per_s": round(backlog_points / replay_s),
                          "sent_during_replay": writer.stats.sent - sent0, "left": writer.depth}
     print("backlog", result["backlog"], flush=True)
-    await asyncio.to_thread(writer.stop, 2.0)
+    await writer.stop(2.0)
     vm.stop()
     return result
 
@@ -313,14 +370,16 @@ def write_results(result: dict[str, Any], out: Path) -> None:
     md = f"""# Series writer benchmark
 
 `python tests/benchmarks/bench_influx.py` on {result['when']} (CPython {result['python']}, {result['cpus']} CPUs),
-{result['vars']} bound variables, batches of {result['batch']}, VictoriaMetrics on loopback.
+{result['vars']} bound variables in scans of {result['scan']}, batches of {result['batch']}, VictoriaMetrics on
+loopback.
 
 | measure | value |
 |---|---|
 | changes offered through the tag table | {s['offered_per_s']:,}/s for {s['seconds']} s ({s['offered']:,}) |
 | points acknowledged by VictoriaMetrics | {s['acknowledged_per_s']:,}/s |
 | queue depth max / at the end / drained after | {s['depth_max']:,} / {s['depth_end']:,} / {s['drain_after_s']} s |
-| CPU of the gateway process (2 cores = 200 %) | {s['cpu_percent']} % |
+| CPU of the gateway process / of the writer process (2 cores = 200 %) | {s['cpu_percent']} % / \
+{s['writer_process_cpu_percent']} % |
 | machine load average (1 min) at start / end (2 cores; shared) | {s['load_average_1min'][0]:.1f} / \
 {s['load_average_1min'][1]:.1f} |
 | garbage collections / longest pause / total | {s['gc_collections']} / {s['gc_pause_ms_max']} ms / \
@@ -350,6 +409,7 @@ if __name__ == "__main__":
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--backlog-rate", type=float, default=10_000)
     ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--scan", type=int, default=100, help="variables per device: the readings of one scan")
     ap.add_argument("--no-stages", dest="stages", action="store_false", help="skip the CPU-per-step measurement")
     ap.add_argument("--stages-only", action="store_true", help="only the CPU-per-step measurement")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "influx.json")

@@ -1,6 +1,7 @@
 """A process that writes a counter series through the real change feed and the series writer, for the
 kill -9 test: `influx_producer.py QUEUE_DIR URL START COUNT RATE T0_NS`. Value k has timestamp T0 + k ms.
-Prints `spooled K` lines as it goes; on SIGTERM stops producing and stops the writer (2 s deadline)."""
+Prints `ready PID` (the writer process's) and `produced K` when done; on SIGTERM stops producing and stops
+the writer (2 s deadline)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from pathlib import Path
 from asyncua import Server, ua
 
 from gateway.influx.config import config_from_dict
-from gateway.influx.diskqueue import DiskQueue
 from gateway.influx.series import SeriesCatalog
 from gateway.influx.writer import SeriesWriter
 from gateway.values.aspace_io import StoredDataValue
@@ -33,14 +33,15 @@ async def main(queue_dir: Path, url: str, start: int, count: int, rate: float, t
                                "batch": {"size": 200, "flush_interval": "50ms"},
                                "backoff": {"initial": "100ms", "max": "1s"}}, "producer", {})
     writer = SeriesWriter(config, SeriesCatalog(config, "TestSite", feed.aspace, None, set()),
-                          DiskQueue(queue_dir / "queue.sqlite3"))
-    writer.start(feed)
+                          queue_dir / "queue.sqlite3")
+    await writer.start(feed)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     t0 = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t0_ns // 1000)
     began = time.monotonic()
     k = start
-    print("ready", flush=True)
+    assert writer._proc is not None
+    print(f"ready {writer._proc.pid}", flush=True)  # the writer process's pid
     while k < start + count and not stop.is_set():
         due = start + min(int((time.monotonic() - began) * rate), count)
         while k < due:
@@ -51,7 +52,7 @@ async def main(queue_dir: Path, url: str, start: int, count: int, rate: float, t
         await asyncio.sleep(0.01)
     print(f"produced {k}", flush=True)
     await stop.wait()
-    await asyncio.to_thread(writer.stop, 2.0)
+    await writer.stop(2.0)
     print("stopped", flush=True)
 
 

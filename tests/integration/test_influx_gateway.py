@@ -165,7 +165,7 @@ async def test_alarm_states_are_series_and_a_full_queue_raises_its_alarm(tmp_pat
                 k += 1
                 await gw.tags.publish(tag, 20.0 + (k % 100) / 10)  # within the limits: no alarm of its own
             await asyncio.sleep(0.01)
-        assert writer.queue_full and writer.queue.dropped > 0
+        assert writer.queue_full and writer.stats.queue_dropped > 0
         gw_ns = gw.site.namespaces[GATEWAY_NAMESPACE]
         full_alarm = gw.alarms.conditions[ua.NodeId("5140.QueueFullAlarm", gw_ns)]
         for _ in range(100):

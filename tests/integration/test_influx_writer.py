@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,7 +25,6 @@ from gateway.alarms.service import AlarmService
 from gateway.events.service import EventService
 from gateway.influx.config import config_from_dict
 from gateway.influx.dashboards.queries import alarm_query
-from gateway.influx.diskqueue import DiskQueue
 from gateway.influx.series import SeriesCatalog
 from gateway.influx.writer import SeriesWriter
 from gateway.methods import MethodRegistry
@@ -74,8 +74,8 @@ class Plant:
                                                              SourceTimestamp=t, ServerTimestamp=t))
 
 
-def make_writer(tmp_path: Path, feed: ChangeFeed, server: dict, version: int = 2, events: EventService | None = None,
-                **extra: object) -> SeriesWriter:
+async def make_writer(tmp_path: Path, feed: ChangeFeed, server: dict, version: int = 2,
+                      events: EventService | None = None, **extra: object) -> SeriesWriter:
     raw = {"server": server, "site": "TestSite", "batch": {"size": 1000, "flush_interval": "100ms"},
            "backoff": {"initial": "200ms", "max": "2s"}, **extra}
     if version == 2:
@@ -87,9 +87,8 @@ def make_writer(tmp_path: Path, feed: ChangeFeed, server: dict, version: int = 2
         raw.setdefault("targets", {"HighSpeed": {"retention_policy": "hs"}, "LowSpeed": {"retention_policy": "ls"}})
     config = config_from_dict(raw, "test.yaml", {"TEST_TOKEN": "secret"})
     catalog = SeriesCatalog(config, config.site, feed.aspace, None, set())
-    queue = DiskQueue(tmp_path / "queue.sqlite3", config.queue_max_bytes, int(config.queue_max_age_s * 1e9))
-    writer = SeriesWriter(config, catalog, queue)
-    writer.start(feed, events)
+    writer = SeriesWriter(config, catalog, tmp_path / "queue.sqlite3")
+    await writer.start(feed, events)
     return writer
 
 
@@ -145,14 +144,14 @@ def samples(vm: VictoriaMetrics, variable: str) -> tuple[list[float], list[int]]
 async def test_points_reach_victoriametrics_with_schema(tmp_path: Path, plant: Plant, victoria: VictoriaMetrics
                                                         ) -> None:
     feed = await plant.build(2)
-    writer = make_writer(tmp_path, feed, {"url": victoria.url})
+    writer = await make_writer(tmp_path, feed, {"url": victoria.url})
     try:
         for k in range(50):
             await plant.store(0, float(k) + 0.5, T0 + timedelta(milliseconds=k))
         await plant.store(1, 7.0, T0, status=ua.StatusCodes.BadSensorFailure)
         await drained(writer, 20)
     finally:
-        await asyncio.to_thread(writer.stop, 2.0)
+        await writer.stop(2.0)
     series = victoria.export('{__name__=~"Pump1_.*"}')
     by_name = {(s["metric"]["__name__"], s["metric"]["variable"]): s for s in series}
     v0 = by_name[("Pump1_value", "V0")]
@@ -169,7 +168,7 @@ async def test_outage_under_1000_points_per_second_loses_nothing(tmp_path: Path,
     """The server is stopped for OUTAGE_S (60 s in the long variant) while 1,000 points/s arrive (10 series
     x 100/s); after the restart every point is there exactly once, in order, and the queue is empty."""
     feed = await plant.build(10)
-    writer = make_writer(tmp_path, feed, {"url": victoria.url})
+    writer = await make_writer(tmp_path, feed, {"url": victoria.url})
     rate, produced = 1000, 0
     start = time.monotonic()
 
@@ -193,7 +192,7 @@ async def test_outage_under_1000_points_per_second_loses_nothing(tmp_path: Path,
         await drained(writer, 60)
         state_after = writer.state
     finally:
-        await asyncio.to_thread(writer.stop, 2.0)
+        await writer.stop(2.0)
     assert queued_in_outage >= rate * (OUTAGE_S - 1) * 0.8
     assert state_after == "Writing"
     n_per_series = produced // 10
@@ -214,7 +213,7 @@ async def test_server_errors_for_a_while_then_everything_arrives(tmp_path: Path,
     proxy = FaultProxy(victoria.port)
     await proxy.start()
     feed = await plant.build(1)
-    writer = make_writer(tmp_path, feed, {"url": proxy.url})
+    writer = await make_writer(tmp_path, feed, {"url": proxy.url})
     try:
         proxy.fault = fault
         for k in range(300):
@@ -227,7 +226,7 @@ async def test_server_errors_for_a_while_then_everything_arrives(tmp_path: Path,
         proxy.fault = None
         await drained(writer, 30)
     finally:
-        await asyncio.to_thread(writer.stop, 2.0)
+        await writer.stop(2.0)
         await proxy.stop()
     assert state_during == ("Refusing" if fault[0] == 500 else "Throttled")
     assert str(fault[0]) in writer.stats.last_error
@@ -240,7 +239,7 @@ async def test_retry_after_is_honoured(tmp_path: Path, plant: Plant, victoria: V
     proxy = FaultProxy(victoria.port)
     await proxy.start()
     feed = await plant.build(1)
-    writer = make_writer(tmp_path, feed, {"url": proxy.url})
+    writer = await make_writer(tmp_path, feed, {"url": proxy.url})
     try:
         proxy.fault = (429, "2")
         await plant.store(0, 1.0, T0)
@@ -253,7 +252,7 @@ async def test_retry_after_is_honoured(tmp_path: Path, plant: Plant, victoria: V
         proxy.fault = None
         await drained(writer, 10)
     finally:
-        await asyncio.to_thread(writer.stop, 2.0)
+        await writer.stop(2.0)
         await proxy.stop()
 
 
@@ -265,7 +264,7 @@ async def test_nan_and_strings_on_influxdb1(tmp_path: Path, plant: Plant, influx
     feed = await plant.build(3, ["Double", "String", "Double"])
     # Another writer made `text` an integer field of this measurement.
     influxdb1.write("site", "ls", "Pump1,variable=Other text=1i")
-    writer = make_writer(tmp_path, feed, {"url": influxdb1.url}, version=1)
+    writer = await make_writer(tmp_path, feed, {"url": influxdb1.url}, version=1)
     try:
         await plant.store(0, 1.5, t0)
         await plant.store(0, math.nan, t0 + timedelta(milliseconds=1), status=ua.StatusCodes.BadSensorFailure)
@@ -275,7 +274,7 @@ async def test_nan_and_strings_on_influxdb1(tmp_path: Path, plant: Plant, influx
             await plant.store(2, float(k), t0 + timedelta(milliseconds=k))
         await drained(writer, 20)
     finally:
-        await asyncio.to_thread(writer.stop, 2.0)
+        await writer.stop(2.0)
     rows = influxdb1.rows("site", "ls", "Pump1", "WHERE variable != 'Other'")
     v0 = [r for r in rows if r["variable"] == "V0"]
     assert [(r["value"], r["quality"]) for r in v0] == [(1.5, 0), (None, ua.StatusCodes.BadSensorFailure),
@@ -289,7 +288,7 @@ async def test_nan_and_strings_on_influxdb1(tmp_path: Path, plant: Plant, influx
 async def test_string_field_on_influxdb1(tmp_path: Path, plant: Plant, influxdb1: InfluxDB1) -> None:
     t0 = recent()
     feed = await plant.build(1, ["String"])
-    writer = make_writer(tmp_path, feed, {"url": influxdb1.url}, version=1)
+    writer = await make_writer(tmp_path, feed, {"url": influxdb1.url}, version=1)
     long_text = "x" * 70_000
     try:
         await plant.store(0, 'say "hi"\\ \n', t0, ua.VariantType.String)
@@ -297,7 +296,7 @@ async def test_string_field_on_influxdb1(tmp_path: Path, plant: Plant, influxdb1
         await plant.store(0, "\ud800lone", t0 + timedelta(milliseconds=2), ua.VariantType.String)
         await drained(writer, 20)
     finally:
-        await asyncio.to_thread(writer.stop, 2.0)
+        await writer.stop(2.0)
     texts = [r["text"] for r in influxdb1.rows("site", "ls", "Pump1")]
     assert texts[0] == 'say "hi"\\ \n'
     assert texts[1] == long_text[:65535]
@@ -332,7 +331,7 @@ async def test_kill_9_mid_batch_and_restart_loses_and_duplicates_nothing(tmp_pat
             subprocess.Popen, [sys.executable, str(script), str(tmp_path / "q"), proxy.url, str(start), str(count),
                                "1000", str(t0_ns)], stdout=subprocess.PIPE, text=True, start_new_session=True)
         assert proc.stdout is not None
-        assert (await asyncio.to_thread(proc.stdout.readline)).strip() == "ready"
+        assert (await asyncio.to_thread(proc.stdout.readline)).startswith("ready ")
         return proc
 
     def db_values() -> list[float]:
@@ -379,7 +378,7 @@ async def test_an_alarm_raised_by_a_limit_crossing_arrives_on_influxdb1(tmp_path
     events = EventService(server.iserver)
     alarms = AlarmService(server.iserver, feed, events, MethodRegistry(server.iserver.aspace))
     alarms.start(bindings.alarms)
-    writer = make_writer(tmp_path, feed, {"url": influxdb1.url}, version=1, events=events)
+    writer = await make_writer(tmp_path, feed, {"url": influxdb1.url}, version=1, events=events)
     temperature = ua.NodeId("Rack1.Temperature", ns)
     condition = alarms.conditions[ua.NodeId("Rack1.TemperatureHigh", ns)]
     try:
@@ -394,7 +393,7 @@ async def test_an_alarm_raised_by_a_limit_crossing_arrives_on_influxdb1(tmp_path
         await drained(writer, 20)
     finally:
         alarms.stop()
-        await asyncio.to_thread(writer.stop, 2.0)
+        await writer.stop(2.0)
     rows = influxdb1.rows("site", "ls", "alarms")
     assert [(r["active"], r["acked"], r["confirmed"], r["retain"]) for r in rows] == [
         (True, False, False, True), (False, False, False, True)]  # raised; cleared but still to be acknowledged
@@ -413,3 +412,134 @@ async def test_an_alarm_raised_by_a_limit_crossing_arrives_on_influxdb1(tmp_path
         series = influxdb1.query(query, "site")["results"][0]["series"]
         assert [(x["tags"], [v[1] for v in x["values"]]) for x in series] == [
             ({"source": "Rack1", "condition": "TemperatureHigh"}, [raised["message"], rows[1]["message"]])]
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie left for a parent that does not reap counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+async def test_writer_process_killed_is_restarted_and_its_uncommitted_frames_are_sent_again(
+        tmp_path: Path, plant: Plant, victoria: VictoriaMetrics) -> None:
+    """The writer process is frozen (SIGSTOP) while values keep coming, so the frames sent to it are not
+    committed, then killed -9: the gateway shows it Dead, restarts it, sends it those frames again, and
+    every value reaches VictoriaMetrics exactly once, in order."""
+    feed = await plant.build(2)
+    writer = await make_writer(tmp_path, feed, {"url": victoria.url})
+    produced = 0
+
+    async def produce(n: int) -> None:
+        nonlocal produced
+        for _ in range(n):
+            k = produced
+            await plant.store(k % 2, float(k // 2), T0 + timedelta(milliseconds=k // 2))
+            produced += 1
+            if produced % 100 == 0:
+                await asyncio.sleep(0.02)
+
+    try:
+        await produce(1000)
+        await until(lambda: writer.stats.sent >= 1000, 20)
+        proc = writer._proc
+        assert proc is not None and writer.stats.sent >= 1000
+        os.kill(proc.pid, signal.SIGSTOP)
+        await produce(1000)
+        # Frames written to the frozen process, none committed.
+        await until(lambda: writer._uncommitted_points >= 1000, 10)
+        uncommitted = writer._uncommitted_points
+        assert uncommitted == 1000, uncommitted
+        os.kill(proc.pid, signal.SIGKILL)
+        await until(lambda: writer.state == "Dead", 5, 0.01)
+        state_after_kill = writer.state
+        await produce(1000)
+        await until(lambda: writer.stats.restarts == 1 and writer._proc is not proc and writer.state == "Writing",
+                    20)
+        assert writer._proc is not proc and writer.stats.restarts == 1
+        await drained(writer, 30)
+        state_after = writer.state
+    finally:
+        await writer.stop(2.0)
+    assert state_after_kill == "Dead"
+    assert state_after == "Writing"
+    for i in range(2):
+        values, timestamps = samples(victoria, f"V{i}")
+        assert values == [float(k) for k in range(produced // 2)], f"V{i}: {len(values)} values"
+        assert timestamps == sorted(timestamps)
+    assert writer.dropped == 0
+
+
+async def test_gateway_killed_leaves_the_queue_to_the_next_start(tmp_path: Path, influxdb1: InfluxDB1) -> None:
+    """The gateway (a producer process) queues points while the server is unreachable and is killed -9:
+    its writer process sees the pipe close, exits within seconds, and leaves every committed point in
+    the queue; the next start (a new writer process takes the queue's lock) sends them, and the database
+    holds each value once, in order."""
+    import subprocess
+
+    script = Path(__file__).with_name("influx_producer.py")
+    t0_ns = int(recent().timestamp()) * 10**9
+    queue_file = tmp_path / "q" / "queue.sqlite3"
+
+    async def run(url: str, start: int, count: int) -> tuple[subprocess.Popen, int]:
+        proc = await asyncio.to_thread(
+            subprocess.Popen, [sys.executable, str(script), str(tmp_path / "q"), url, str(start), str(count),
+                               "5000", str(t0_ns)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+        assert proc.stdout is not None
+        ready = (await asyncio.to_thread(proc.stdout.readline)).split()
+        assert ready[0] == "ready"
+        assert (await asyncio.to_thread(proc.stdout.readline)).startswith("produced")
+        return proc, int(ready[1])
+
+    def queued() -> list[float]:
+        try:
+            return _queued_values(queue_file)
+        except Exception:  # not created yet
+            return []
+
+    proc: subprocess.Popen | None = None
+    try:
+        proc, child = await run("http://127.0.0.1:1", 0, 3000)  # nothing listens on port 1
+        await until(lambda: len(queued()) >= 3000, 20, 0.1)
+        assert queued() == [float(k) for k in range(3000)]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+        await until(lambda: _gone(child), 10, 0.05)
+        assert _gone(child), "the writer process outlived its gateway"
+        assert queued() == [float(k) for k in range(3000)]
+        proc, _ = await run(influxdb1.url, 3000, 1000)
+        await until(lambda: len(influxdb1.rows("site", "ls", "Pump1")) >= 4000 and not queued(), 30, 0.2)
+        proc.terminate()
+        assert proc.wait(10) == 0
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, 9)
+    assert [r["value"] for r in influxdb1.rows("site", "ls", "Pump1")] == [float(k) for k in range(4000)]
+    assert queued() == []
+
+
+async def test_a_writer_process_waits_for_the_queue_lock_of_the_one_before(tmp_path: Path, plant: Plant) -> None:
+    """While another process holds the queue's lock (a writer process still spooling what a killed gateway
+    sent it), the new writer process commits nothing; once the lock is free it queues every point."""
+    import fcntl
+
+    lock_file = tmp_path / "queue.sqlite3.lock"
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    feed = await plant.build(1)
+    writer = await make_writer(tmp_path, feed, {"url": "http://127.0.0.1:1"})  # nothing listens: all stay queued
+    try:
+        for k in range(100):
+            await plant.store(0, float(k), T0 + timedelta(milliseconds=k))
+        await until(lambda: writer._uncommitted_points >= 100, 10)
+        await asyncio.sleep(1.0)  # the writer process has had time to commit, were it not waiting
+        held = (writer.stats.queue_depth, writer._uncommitted_points, writer.depth)
+        os.close(fd)  # releases the lock
+        await until(lambda: writer.stats.queue_depth == 100, 10)
+        assert writer.stats.queue_depth == 100 and writer._uncommitted_points == 0
+    finally:
+        await writer.stop(1.0)
+    assert held == (0, 100, 100)
+    assert _queued_values(tmp_path / "queue.sqlite3") == [float(k) for k in range(100)]
