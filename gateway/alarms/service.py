@@ -42,7 +42,7 @@ from gateway.values.feed import Change, ChangeFeed
 log = logging.getLogger(__name__)
 _NO_STATES = limit_states_of()
 
-EVALUATE_SLICE_S = 0.005  # the alarm task lets other work run after this much evaluation
+EVALUATE_SLICE_S = 0.002  # the alarm task lets other work run after this much evaluation
 _HAS_COMPONENT = ua.NodeId(ua.ObjectIds.HasComponent)
 _M = ua.ObjectIds
 # Method of the type -> (role, handler name). The shelving methods also have copies in the

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 SERVER = ua.NodeId(ua.ObjectIds.Server)
 _REFRESH_START = ua.NodeId(ua.ObjectIds.RefreshStartEventType)
 _REFRESH_END = ua.NodeId(ua.ObjectIds.RefreshEndEventType)
-DELIVERY_SLICE_S = 0.01  # longest the delivery task runs before it lets the event loop's other work in
+DELIVERY_SLICE_S = 0.003  # longest the delivery task runs before it lets the event loop's other work in
 _LOG_EVERY_S = 60.0
 
 EventListener = Callable[[GatewayEvent], None]
