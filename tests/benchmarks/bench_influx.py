@@ -306,6 +306,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     gc.freeze()  # as Gateway.start does once the site is loaded
     gc.set_threshold(10_000, 10, 10)
     result: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
+                              "command": " ".join(["python tests/benchmarks/bench_influx.py", *sys.argv[1:]]),
                               "python": platform.python_version(), "cpus": os.cpu_count(), "vars": args.vars,
                               "batch": args.batch, "scan": args.scan}
     if args.stages:
@@ -369,7 +370,8 @@ def write_results(result: dict[str, Any], out: Path) -> None:
     s, b = result["sustained"], result["backlog"]
     md = f"""# Series writer benchmark
 
-`python tests/benchmarks/bench_influx.py` on {result['when']} (CPython {result['python']}, {result['cpus']} CPUs),
+`{result.get('command', 'python tests/benchmarks/bench_influx.py')}` on {result['when']}
+(CPython {result['python']}, {result['cpus']} CPUs),
 {result['vars']} bound variables in scans of {result['scan']}, batches of {result['batch']}, VictoriaMetrics on
 loopback.
 
