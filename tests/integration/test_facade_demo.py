@@ -18,6 +18,7 @@ import struct
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -105,9 +106,17 @@ class Scada:
 
     async def inputs(self, address: int, count: int) -> list[int]:
         """Input registers once every value behind them is Good (the gateway has polled the devices)."""
+        return await self._good(self.client.read_input_registers, address, count)
+
+    async def holdings(self, address: int, count: int) -> list[int]:
+        """Holding registers once every value behind them is Good (a mode just changed may still be settling:
+        the facade answers exception 0x04 for a value that is not Good)."""
+        return await self._good(self.client.read_holding_registers, address, count)
+
+    async def _good(self, read: Callable[..., Awaitable[Any]], address: int, count: int) -> list[int]:
         async with asyncio.timeout(10):
             while True:
-                rr = await self.client.read_input_registers(address, count=count, device_id=1)
+                rr = await read(address, count=count, device_id=1)
                 if not rr.isError():
                     return rr.registers
                 await asyncio.sleep(0.1)
@@ -145,7 +154,7 @@ async def test_the_demo_map_shows_q_and_the_mode_and_takes_setpoints_until_the_w
         assert no_such_mode.isError() and no_such_mode.exception_code == 0x03
         assert gw.control.mode == "ExternalControl"
         # In one FC16 with good setpoints, the unknown mode refuses the whole request: none is written.
-        before = (await scada.client.read_holding_registers(EXTERNAL_P, count=5, device_id=1)).registers
+        before = await scada.holdings(EXTERNAL_P, 5)
         mixed = await scada.client.write_registers(EXTERNAL_P, [200, 500, 50, 99, 100], device_id=1)
         assert mixed.isError() and mixed.exception_code == 0x03
         assert (await scada.client.read_holding_registers(EXTERNAL_P, count=5, device_id=1)).registers == before
