@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import math
@@ -141,3 +142,32 @@ async def ensure_node_opcua_server(log: Path) -> Path | None:
         cwd=NODE_OPCUA_CACHE, capture_output=True, timeout=600)
     log.write_bytes(done.stdout + done.stderr)
     return NODE_OPCUA_CACHE if done.returncode == 0 else None
+
+
+async def connect_when_served(url: str, proc: Proc, namespace: str, node: str | None,
+                              within_s: float) -> tuple[Any, int]:
+    """A connected asyncua Client and the index of `namespace`, once the server in `proc` serves it and a read of
+    its node `node` (a string identifier; None: no read) succeeds. Raises if the process ends first."""
+    from asyncua import Client, ua
+
+    async with asyncio.timeout(within_s):
+        while True:
+            if proc.proc.returncode is not None:
+                raise RuntimeError(f"{proc.name} ended (exit {proc.proc.returncode})")
+            # asyncua's client drops a connection whose 1 s keep-alive probe is late (a busy server)
+            client = Client(url, timeout=30, watchdog_intervall=60)
+            try:
+                await client.connect()
+            except (OSError, TimeoutError, ua.UaError):
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                ns = await client.get_namespace_index(namespace)
+                if node is not None:
+                    await client.get_node(ua.NodeId(node, ns)).read_value()
+                return client, ns
+            except (ValueError, ua.UaError):  # namespace or node not there yet
+                with contextlib.suppress(Exception):
+                    await client.disconnect()
+                await asyncio.sleep(0.2)
+

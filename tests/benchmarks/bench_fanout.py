@@ -49,7 +49,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import HERE, INTEROP, NODE_OPCUA_VERSION, RESULTS, ROOT, Proc, ensure_node_opcua_server, free_port
+from _common import (
+    HERE,
+    INTEROP,
+    NODE_OPCUA_VERSION,
+    RESULTS,
+    ROOT,
+    Proc,
+    connect_when_served,
+    ensure_node_opcua_server,
+    free_port,
+)
 
 PER_DEVICE = 100
 SINE_PERIOD_S = 10
@@ -212,35 +222,17 @@ class Server:
 
     async def wait_served(self) -> None:
         """Until a client reads the last variable (the site is loaded and served)."""
-        from asyncua import Client, ua
+        from asyncua import ua
 
-        async with asyncio.timeout(START_S):
-            while True:
-                if self.proc.proc.returncode is not None:
-                    raise RuntimeError(f"{self.kind} server ended (exit {self.proc.proc.returncode})")
-                # asyncua's client drops a connection whose 1 s keep-alive probe is late (a busy server)
-                client = Client(self.url, timeout=30, watchdog_intervall=60)
-                try:
-                    await client.connect()
-                except (OSError, TimeoutError, ua.UaError):
-                    await asyncio.sleep(0.2)
-                    continue
-                try:
-                    ns = await client.get_namespace_index(NAMESPACES[self.kind])
-                    await client.get_node(ua.NodeId(node_id(self.n - 1), ns)).read_value()
-                except (ValueError, ua.UaError):  # namespace or node not there yet
-                    with contextlib.suppress(Exception):
-                        await client.disconnect()
-                    await asyncio.sleep(0.2)
-                    continue
-                if self.kind == "gateway":
-                    self.client = client
-                    self._request_counts = [client.get_node(ua.NodeId(f"D{d}.Diagnostics.RequestCount", ns))
-                                            for d in range(math.ceil(self.n / PER_DEVICE))]
-                    await self.changes()
-                else:
-                    await client.disconnect()
-                return
+        client, ns = await connect_when_served(self.url, self.proc, NAMESPACES[self.kind], node_id(self.n - 1),
+                                               START_S)
+        if self.kind == "gateway":
+            self.client = client
+            self._request_counts = [client.get_node(ua.NodeId(f"D{d}.Diagnostics.RequestCount", ns))
+                                    for d in range(math.ceil(self.n / PER_DEVICE))]
+            await self.changes()
+        else:
+            await client.disconnect()
 
     async def stop(self) -> None:
         if self.client is not None:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, Proc, free_port
+from _common import RESULTS, Proc, connect_when_served, free_port
 
 PER_DEVICE = 100
 NAMESPACE = "urn:bench:memory"
@@ -101,28 +101,9 @@ async def subscribe_all(url: str, n: int) -> tuple[Any, Any, dict[str, int]]:
 
 
 async def wait_served(url: str, n: int, proc: Proc) -> None:
-    from asyncua import Client, ua
-
-    async with asyncio.timeout(START_S):
-        while True:
-            if proc.proc.returncode is not None:
-                raise RuntimeError(f"gateway ended (exit {proc.proc.returncode})")
-            client = Client(url, timeout=30, watchdog_intervall=60)
-            try:
-                await client.connect()
-            except (OSError, TimeoutError, ua.UaError):
-                await asyncio.sleep(0.2)
-                continue
-            try:
-                ns = await client.get_namespace_index(NAMESPACE)
-                if n:
-                    await client.get_node(ua.NodeId(node_id(n - 1), ns)).read_value()
-                return
-            except (ValueError, ua.UaError):
-                await asyncio.sleep(0.2)
-            finally:
-                with contextlib.suppress(Exception):
-                    await client.disconnect()
+    client, _ = await connect_when_served(url, proc, NAMESPACE, node_id(n - 1) if n else None, START_S)
+    with contextlib.suppress(Exception):
+        await client.disconnect()
 
 
 async def history_rows(data: Path) -> int:
