@@ -16,6 +16,7 @@ import pytest
 from asyncua import Client, ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from raw_attributes import read_attribute, write_attribute
 
 from gateway.security.roles import Role
 from gateway.security.users import UserStore
@@ -81,20 +82,6 @@ async def admin(tmp_path: Path, free_port: int) -> AsyncIterator[tuple[Client, i
         await gw.stop()
 
 
-async def _read(client: Client, nodeid: ua.NodeId, attribute: ua.AttributeIds) -> object:
-    params = ua.ReadParameters()
-    params.NodesToRead = [ua.ReadValueId(NodeId=nodeid, AttributeId=attribute)]
-    dv = (await client.uaclient.read(params))[0]
-    assert dv.StatusCode is None or dv.StatusCode.is_good(), dv.StatusCode
-    return dv.Value.Value
-
-
-async def _write(client: Client, nodeid: ua.NodeId, attribute: ua.AttributeIds, variant: ua.Variant) -> int:
-    params = ua.WriteParameters()
-    params.NodesToWrite = [ua.WriteValue(NodeId=nodeid, AttributeId=attribute, Value=ua.DataValue(variant))]
-    return (await client.uaclient.write(params))[0].value
-
-
 _SHARED = (ua.AttributeIds.DisplayName, ua.AttributeIds.Description, ua.AttributeIds.WriteMask,
            ua.AttributeIds.AccessLevel, ua.AttributeIds.DataType, ua.AttributeIds.ValueRank,
            ua.AttributeIds.Historizing, ua.AttributeIds.MinimumSamplingInterval, ua.AttributeIds.Value)
@@ -104,9 +91,9 @@ _SHARED = (ua.AttributeIds.DisplayName, ua.AttributeIds.Description, ua.Attribut
 async def test_a_write_to_one_node_leaves_its_siblings_unchanged(admin: tuple[Client, int]) -> None:
     client, ns = admin
     a, b, c = (ua.NodeId(f"Plant.{name}", ns) for name in SIBLINGS)
-    before = {aid: await _read(client, b, aid) for aid in _SHARED}
+    before = {aid: await read_attribute(client, b, aid) for aid in _SHARED}
     assert before[ua.AttributeIds.DisplayName] == ua.LocalizedText("Setpoint")
-    assert [await _read(client, a, aid) for aid in _SHARED] == list(before.values())
+    assert [await read_attribute(client, a, aid) for aid in _SHARED] == list(before.values())
 
     # C's DisplayName watched before A is renamed: it must not report A's new name.
     seen: list[object] = []
@@ -122,17 +109,17 @@ async def test_a_write_to_one_node_leaves_its_siblings_unchanged(admin: tuple[Cl
     async with asyncio.timeout(10):
         await first.wait()
 
-    assert await _write(client, a, ua.AttributeIds.Value, ua.Variant(42.0)) == ua.StatusCodes.Good
+    assert await write_attribute(client, a, ua.Variant(42.0)) == ua.StatusCodes.Good
     renamed = ua.LocalizedText("Renamed")
-    assert await _write(client, a, ua.AttributeIds.DisplayName, ua.Variant(renamed)) == ua.StatusCodes.Good
+    assert await write_attribute(client, a, ua.Variant(renamed), ua.AttributeIds.DisplayName) == ua.StatusCodes.Good
     # WriteMask lets nobody write AccessLevel: refused, and nobody's changes
-    assert await _write(client, a, ua.AttributeIds.AccessLevel,
-                        ua.Variant(1, ua.VariantType.Byte)) == ua.StatusCodes.BadNotWritable
+    assert await write_attribute(client, a, ua.Variant(1, ua.VariantType.Byte),
+                                 ua.AttributeIds.AccessLevel) == ua.StatusCodes.BadNotWritable
 
-    assert await _read(client, a, ua.AttributeIds.Value) == 42.0
-    assert await _read(client, a, ua.AttributeIds.DisplayName) == renamed
+    assert await read_attribute(client, a, ua.AttributeIds.Value) == 42.0
+    assert await read_attribute(client, a, ua.AttributeIds.DisplayName) == renamed
     for sibling in (b, c):
-        assert {aid: await _read(client, sibling, aid) for aid in _SHARED} == before
+        assert {aid: await read_attribute(client, sibling, aid) for aid in _SHARED} == before
     children = {ref.NodeId: ref.DisplayName
                 for ref in await client.get_node(ua.NodeId("Plant", ns)).get_references(ua.ObjectIds.HasComponent)}
     assert children == {a: renamed, b: ua.LocalizedText("Setpoint"), c: ua.LocalizedText("Setpoint")}

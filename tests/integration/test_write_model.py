@@ -15,6 +15,7 @@ import pytest
 from asyncua import Client, ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from raw_attributes import read_attribute, write_attribute
 
 from gateway.events.audit import CallRecord, WriteRecord
 from gateway.security.roles import Role
@@ -64,21 +65,6 @@ async def _clients(gw: Gateway, folder: Path, stack: AsyncExitStack) -> dict[str
     return clients
 
 
-async def _read(client: Client, nodeid: ua.NodeId, attribute: ua.AttributeIds) -> object:
-    params = ua.ReadParameters()
-    params.NodesToRead = [ua.ReadValueId(NodeId=nodeid, AttributeId=attribute)]
-    dv = (await client.uaclient.read(params))[0]
-    assert dv.StatusCode is None or dv.StatusCode.is_good(), dv.StatusCode
-    return dv.Value.Value
-
-
-async def _write(client: Client, nodeid: ua.NodeId, variant: ua.Variant,
-                 attribute: ua.AttributeIds = ua.AttributeIds.Value) -> int:
-    params = ua.WriteParameters()
-    params.NodesToWrite = [ua.WriteValue(NodeId=nodeid, AttributeId=attribute, Value=ua.DataValue(variant))]
-    return (await client.uaclient.write(params))[0].value
-
-
 @pytest.mark.integration
 async def test_rights_a_client_reads_are_the_rights_the_write_path_enforces(gateway: Gateway, tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
@@ -90,24 +76,25 @@ async def test_rights_a_client_reads_are_the_rights_the_write_path_enforces(gate
         values = iter(range(1, 100))
         for who, client in clients.items():
             for nodeid in (limit, tenths, level, ENABLED_FLAG):
-                user_level = await _read(client, nodeid, ua.AttributeIds.UserAccessLevel)
+                user_level = await read_attribute(client, nodeid, ua.AttributeIds.UserAccessLevel)
                 # The model's AccessLevel stays what the nodeset says, the same for everyone.
-                model_level = await _read(client, nodeid, ua.AttributeIds.AccessLevel)
+                model_level = await read_attribute(client, nodeid, ua.AttributeIds.AccessLevel)
                 expected = writable[who] and nodeid in (limit, tenths)
                 assert bool(user_level & CURRENT_WRITE) is expected, (who, nodeid, user_level)
                 assert user_level & ~CURRENT_WRITE == model_level & ~CURRENT_WRITE & ~0x68
                 variant = ua.Variant(True) if nodeid == ENABLED_FLAG else ua.Variant(float(next(values)))
-                status = await _write(client, nodeid, variant)
+                status = await write_attribute(client, nodeid, variant)
                 assert (status == ua.StatusCodes.Good) is expected, (who, nodeid, ua.StatusCode(status).name)
-            mask = await _read(client, limit, ua.AttributeIds.UserWriteMask)
+            mask = await read_attribute(client, limit, ua.AttributeIds.UserWriteMask)
             assert mask == (ua.WriteMask.DisplayName.mask if who == "admin" else 0), (who, mask)
-            status = await _write(client, limit, ua.Variant(ua.LocalizedText(f"by {who}")), ua.AttributeIds.DisplayName)
+            status = await write_attribute(client, limit, ua.Variant(ua.LocalizedText(f"by {who}")),
+                                           ua.AttributeIds.DisplayName)
             assert (status == ua.StatusCodes.Good) is (who == "admin"), (who, ua.StatusCode(status).name)
-            executable = await _read(client, GET_MONITORED_ITEMS, ua.AttributeIds.UserExecutable)
+            executable = await read_attribute(client, GET_MONITORED_ITEMS, ua.AttributeIds.UserExecutable)
             assert executable is writable[who], (who, executable)
         # i=2294 has CurrentWrite in its AccessLevel, yet the server's variables are written by no one here.
-        assert await _read(clients["admin"], ENABLED_FLAG, ua.AttributeIds.AccessLevel) & CURRENT_WRITE
-        assert await _write(clients["admin"], ENABLED_FLAG, ua.Variant(True)) == ua.StatusCodes.BadNotWritable
+        assert await read_attribute(clients["admin"], ENABLED_FLAG, ua.AttributeIds.AccessLevel) & CURRENT_WRITE
+        assert await write_attribute(clients["admin"], ENABLED_FLAG, ua.Variant(True)) == ua.StatusCodes.BadNotWritable
 
 
 @pytest.mark.integration
@@ -119,8 +106,8 @@ async def test_writes_and_calls_are_audited_with_who_and_what(gateway: Gateway, 
         ns = await clients["anonymous"].get_namespace_index(SITE)
         limit, site = ua.NodeId("Site.ExportLimit", ns), ua.NodeId("Site", ns)
         double = await _add_double_method(gateway, ns)
-        assert await _write(clients["operator"], limit, ua.Variant(250.0)) == ua.StatusCodes.Good
-        assert await _write(clients["anonymous"], limit, ua.Variant(1.0)) == ua.StatusCodes.BadUserAccessDenied
+        assert await write_attribute(clients["operator"], limit, ua.Variant(250.0)) == ua.StatusCodes.Good
+        assert await write_attribute(clients["anonymous"], limit, ua.Variant(1.0)) == ua.StatusCodes.BadUserAccessDenied
         with pytest.raises(ua.uaerrors.BadUserAccessDenied):
             await clients["viewer"].get_node(site).call_method(double, 1.5)
         assert await clients["operator"].get_node(site).call_method(double, 2.5) == 5.0
