@@ -43,7 +43,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +66,6 @@ MAX_UNCOMMITTED = 500_000  # points sent and not yet committed: beyond, new poin
 RESTART_INITIAL_S = 0.5
 RESTART_MAX_S = 30.0
 HEALTHY_AFTER_S = 60.0  # a writer process that ran this long starts the restart backoff anew
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 _INF = math.inf
 
 
@@ -227,10 +225,9 @@ class SeriesWriter:
         self._values.append(value)
 
     def _timestamp(self, t: datetime | None) -> int:
-        if t is None:
-            return time.time_ns()
-        ts = ((t if t.tzinfo is not None else t.replace(tzinfo=UTC)) - _EPOCH) // _US * 1000
-        self._last_t, self._last_ts = t, ts
+        ts = timestamp_ns(t)
+        if t is not None:
+            self._last_t, self._last_ts = t, ts
         return ts
 
     def _number(self, node: ua.NodeId) -> int:
