@@ -236,6 +236,9 @@ class QueueWriter:
             stopping = self._stopping.is_set()
             if stopping and time.monotonic() >= self._flush_by:
                 return
+            # Read before the queue: a spooler that ends between the two has committed its last rows, and
+            # an empty queue read before that would send the stop off without them.
+            spooled_all = stopping and (self._spooler is None or not self._spooler.is_alive())
             try:
                 batches = self.queue.head_batches(self.config.batch_size)
                 head = self.queue.head(self.config.batch_size) if batches is None else []
@@ -244,7 +247,7 @@ class QueueWriter:
                 batches, head = [], []
             count = len(head) if batches is None else sum(len(ids) for _, ids, _ in batches)
             if not count:
-                if stopping and (self._spooler is None or not self._spooler.is_alive()):
+                if spooled_all:
                     return
                 self._send_wake.clear()
                 self._send_wake.wait(0.05 if stopping else self.config.flush_interval_s)

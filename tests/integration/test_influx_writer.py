@@ -8,11 +8,14 @@ SQLite file; faults are real: the server process stopped and restarted, a proxy 
 from __future__ import annotations
 
 import asyncio
+import io
 import math
 import os
 import signal
 import sys
+import threading
 import time
+from array import array
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,9 +26,12 @@ from influx_servers import FaultProxy, InfluxDB1, VictoriaMetrics
 
 from gateway.alarms.service import AlarmService
 from gateway.events.service import EventService
+from gateway.influx import frames
 from gateway.influx.config import config_from_dict
 from gateway.influx.dashboards.queries import alarm_query
+from gateway.influx.diskqueue import Batch, DiskQueue
 from gateway.influx.series import SeriesCatalog
+from gateway.influx.spooler import QueueWriter
 from gateway.influx.writer import SeriesWriter
 from gateway.methods import MethodRegistry
 from gateway.nodeset.yaml_build import compile_text
@@ -35,6 +41,7 @@ from gateway.values.feed import ChangeFeed
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+T0_NS = int(T0.timestamp()) * 1_000_000_000
 ALARM_SITE = Path(__file__).resolve().parents[1] / "fixtures" / "alarm_site.yaml"
 
 
@@ -543,3 +550,59 @@ async def test_a_writer_process_waits_for_the_queue_lock_of_the_one_before(tmp_p
         await writer.stop(1.0)
     assert held == (0, 100, 100)
     assert _queued_values(tmp_path / "queue.sqlite3") == [float(k) for k in range(100)]
+
+
+class _StopSeen(threading.Event):
+    """The stop flag, remembering per thread whether that thread last saw it set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: dict[int, bool] = {}
+
+    def is_set(self) -> bool:
+        self._seen[threading.get_ident()] = result = super().is_set()
+        return result
+
+    def seen_by_caller(self) -> bool:
+        return self._seen.get(threading.get_ident(), False)
+
+
+def test_stop_sends_what_the_spooler_committed_after_the_sender_found_the_queue_empty(
+        tmp_path: Path, victoria: VictoriaMetrics) -> None:
+    """The interleaving that left a gateway's last points queued at a clean stop (seen once in CI): the
+    sender reads an empty queue, the spooler then commits the last frame and ends, and the sender, seeing
+    the spooler gone, must still send what it committed. The test forces that order."""
+    config = config_from_dict({"server": {"version": 2, "url": victoria.url, "org": "plant", "token_env": "T"},
+                               "site": "TestSite", "targets": {"LowSpeed": {"bucket": "ls"}}},
+                              "test.yaml", {"T": "secret"})
+    queue = DiskQueue(tmp_path / "queue.sqlite3")
+    queue.open()
+    writer = QueueWriter(config, queue)
+    writer._stopping = stopping = _StopSeen()
+    sender_read_empty = threading.Event()
+    read_head, append = queue.head_batches, queue.append_ids
+
+    def head_batches(limit: int) -> list[Batch] | None:
+        batches = read_head(limit)
+        if stopping.seen_by_caller() and not batches and not sender_read_empty.is_set():
+            sender_read_empty.set()
+            assert writer._spooler is not None
+            writer._spooler.join(10)  # the spooler commits and ends right after this read
+        return batches
+
+    def append_ids(rows: list[tuple[int, int, str]], now_ns: int | None = None) -> int:
+        sender_read_empty.wait(10)
+        return append(rows, now_ns)
+
+    queue.head_batches = head_batches  # type: ignore[method-assign]
+    queue.append_ids = append_ids  # type: ignore[method-assign]
+    writer.start()
+    message = frames.data_message(
+        1, array("I", [0, 0]), array("I", [0, 0]), array("q", [T0_NS, T0_NS + 1_000_000]), array("d", [1.5, 2.5]),
+        [(0, "ls", "Pump1,device=Pump1,variable=V0")], {}, [])
+    _, payload = next(frames.read_messages(io.BytesIO(message).read))
+    writer.take(frames.parse_data(payload))
+    writer.stop(5.0)
+    assert sender_read_empty.is_set()
+    assert queue.depth == 0
+    assert [s["values"] for s in victoria.export('{__name__="Pump1_value"}')] == [[1.5, 2.5]]
