@@ -19,7 +19,10 @@ a 10 ms ticker on its event loop and counters this script asks for over a pipe);
     event, most of a core) runs at niceness --client-nice (default 10): on a plant the SCADA client
     is another machine, and on these 2 cores a client at the gateway's priority took the cores from the
     gateway's event loop for up to 65 ms now and then (lateness max 65 ms against 32-38 ms at nice 10,
-    p99 21 against 15 ms). --client-nice 0 measures them at the same priority.
+    p99 21 against 15 ms). --client-nice 0 measures them at the same priority. Each late tick is also
+    taken apart (tests/benchmarks/loopprobe.py): the loop thread's CPU in it, the time it was runnable
+    but queued for a CPU, and the hypervisor's steal; "less what the machine took" is the lateness
+    without the last two, the part the gateway's own work (and its GIL) caused.
 (B) flood: a site of 1,000 writable sim setpoints each watched by a limit alarm (high 50, low -50); an
     operator writes 100 to all of them in one Write: the time until each subscribed client (asyncua and
     node-opcua) has all 1,000 alarm events; then 0 (1,000 clear events); --rounds times.
