@@ -247,7 +247,8 @@ async def host(site: Path, endpoint: str, data_dir: Path) -> None:
 async def start_gateway(site: Path, work: Path, name: str) -> tuple[Proc, str, dict[str, Any]]:
     url = f"opc.tcp://127.0.0.1:{free_port()}"
     data = work / f"data-{name}"
-    data.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(data, ignore_errors=True)  # a --workdir used before: its users and stored events would count
+    data.mkdir(parents=True)
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     gw = await Proc.start(f"gateway ({name})", sys.executable, str(Path(__file__).resolve()), "--host", str(site), url,
                           str(data), log=work / f"gateway-{name}.log", env={"PYTHONPATH": path})
