@@ -215,6 +215,9 @@ async def host(site: Path, endpoint: str, data_dir: Path) -> None:
             "retained_conditions": sum(1 for c in alarms.conditions.values() if c.retain),
             **probe.stats(),
             "gc_full_collections": sum(1 for g, _ in collections if g == 2),
+            "gc_collections_by_generation": [sum(1 for g, _ in collections if g == k) for k in range(3)],
+            "gc_longest_by_generation_ms": [round(max((t for g, t in collections if g == k), default=0.0) * 1000, 1)
+                                            for k in range(3)],
             "gc_longest_ms": round(max((t for _, t in collections), default=0.0) * 1000, 1),
             "gc_share_of_core_pct": round(sum(t for _, t in collections) / wall * 100, 1),
         }
@@ -637,6 +640,8 @@ def markdown(res: dict[str, Any]) -> str:
         row("loop's thread queued for a CPU, in all", "loop_queued_s", " s")
         row("hypervisor steal (all CPUs), in all", "machine_steal_s", " s")
         row("full garbage collections", "gc_full_collections")
+        row("garbage collections of generation 0 / 1 / 2", "gc_collections_by_generation")
+        row("longest of generation 0 / 1 / 2", "gc_longest_by_generation_ms", " ms")
         row("longest garbage collection", "gc_longest_ms", " ms")
         row("garbage collection share of one core", "gc_share_of_core_pct", " %")
         row("history dropped", "history_dropped")
