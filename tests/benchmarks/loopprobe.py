@@ -4,10 +4,10 @@ A tick sleeps `slot_s` on the loop; its lateness is how much later than asked it
 two kinds of cause. The gateway's own: its callbacks ran on the loop's thread (CPU), or the thread
 waited for the GIL held by one of its other threads. The machine's: the thread was runnable but no CPU
 ran it (another process, or the gateway's other thread, had both cores), or the hypervisor ran
-something else on the virtual CPUs ("steal"; measured on this machine: about 8 s of 105 s in a run,
-in bursts of 10-30 ms, and a tick 145 ms late in which the loop's thread ran 1.8 ms).
+something else on the virtual CPUs ("steal"; measured on this machine: 0.7-9.8 s of a minute, in bursts
+of 10-130 ms, and a tick 145 ms late in which the loop's thread ran 1.8 ms).
 
-Each tick reads the thread's scheduler counters (/proc/thread-self/schedstat: time on a CPU, time
+Each tick reads the thread's scheduler counters (/proc/self/task/TID/schedstat: time on a CPU, time
 runnable on a run queue) and the machine's steal (/proc/stat, all CPUs, in 10 ms units): about 20 us a
 tick, 0.2 % of a core at 100 ticks a second. Where Linux does not give them, only lateness is measured.
 """
@@ -85,8 +85,9 @@ class LoopProbe:
 
     def stats(self, over_ms: float = 50.0, worst: int = 5) -> dict[str, Any]:
         late = [t.late_ms for t in self.ticks]
-        # What the machine did not give the loop's thread in a tick: queued for a CPU, or CPUs stolen
-        # (machine-wide: an upper bound for this thread). What is left of the lateness is the gateway's.
+        # What the machine did not give the loop's thread in a tick: queued for a CPU, or CPUs stolen.
+        # Steal is machine-wide (some of it may have been the other CPU's), so what is left is a lower
+        # bound of the gateway's own part; the tick's CPU time, reported with the latest ticks, is the check.
         own = [max(0.0, t.late_ms - t.queued_ms - t.steal_ms) for t in self.ticks]
         slow = sorted(self.ticks, key=lambda t: t.late_ms, reverse=True)[:worst]
         return {
