@@ -92,9 +92,9 @@ def run(queue_file: Path, stdin: BinaryIO, stdout: BinaryIO) -> int:
             if kind == frames.DATA:
                 writer.take(frames.parse_data(payload))
             elif kind == frames.SERIES:
-                writer.take_series([tuple(d) for d in json.loads(payload)])  # type: ignore[misc]
+                writer.take_series(frames.parse_series(payload))
             elif kind == frames.STOP:
-                within_s = float(json.loads(payload)["within_s"])
+                within_s = frames.parse_stop(payload)
                 break
     finally:
         writer.stop(within_s)

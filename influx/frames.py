@@ -34,7 +34,6 @@ from gateway.influx.config import InfluxConfig, Target
 HEADER = struct.Struct("<cI")
 FRAME_HEADER = struct.Struct("<QII")
 CONFIG, SERIES, DATA, STOP = b"C", b"T", b"D", b"S"
-BYTES_PER_POINT = 4 + 4 + 8 + 8
 
 
 @dataclass
@@ -73,8 +72,21 @@ def series_message(defs: list[tuple[int, str, str]]) -> bytes:
     return message(SERIES, json.dumps(defs).encode())
 
 
+def parse_series(payload: bytes) -> list[tuple[int, str, str]]:
+    return _series_defs(json.loads(payload))
+
+
+def _series_defs(raw: list[list[Any]]) -> list[tuple[int, str, str]]:
+    return [(int(n), str(target), str(key)) for n, target, key in raw]
+
+
 def stop_message(within_s: float) -> bytes:
     return message(STOP, json.dumps({"within_s": within_s}).encode())
+
+
+def parse_stop(payload: bytes) -> float:
+    """The stop message's `within_s`."""
+    return float(json.loads(payload)["within_s"])
 
 
 def data_message(number: int, series: array, status: array, ts_ns: array, values: array,
@@ -101,7 +113,7 @@ def parse_data(payload: bytes) -> Frame:
         arrays.append(a)
     if at != len(payload):
         raise ValueError(f"frame {number}: {len(payload)} bytes, expected {at}")
-    return Frame(number, *arrays, series_defs=[tuple(d) for d in side.get("series", ())],  # type: ignore[misc]
+    return Frame(number, *arrays, series_defs=_series_defs(side.get("series", [])),
                  rendered={int(i): f for i, f in side.get("rendered", ())},
                  alarms=[tuple(a) for a in side.get("alarms", ())])  # type: ignore[misc]
 

@@ -46,7 +46,7 @@ _RETRY_AFTER_STATUSES = (429, 503)
 
 
 @dataclass
-class WriterStats:
+class QueueWriterStats:
     state: str = "Stopped"  # Connecting, Writing, Unreachable, Refusing, Throttled, Stopped
     sent: int = 0
     rejected: int = 0  # single points the server refused (malformed), dropped
@@ -68,7 +68,7 @@ class QueueWriter:
         self.endpoint = endpoint or Endpoint(config)
         self.now_ns = now_ns
         self.on_spooled = on_spooled  # after each spool: the process reports counters and `committed`
-        self.stats = WriterStats()
+        self.stats = QueueWriterStats()
         self.committed = 0  # the last frame number whose points are in the queue on disk
         self._frames: list[Frame] = []
         self._frames_lock = threading.Lock()  # the reading thread adds frames and series, the spooler takes them
@@ -87,10 +87,6 @@ class QueueWriter:
 
     # -- counters shown in Gateway/Diagnostics/Influx ------------------------------------------------
     @property
-    def dropped(self) -> int:
-        return self.stats.rejected + self.stats.dropped_memory + self.queue.dropped
-
-    @property
     def state(self) -> str:
         if self._sender is not None and not self._sender.is_alive() and not self._stopping.is_set():
             return "Dead"
@@ -102,7 +98,7 @@ class QueueWriter:
 
     def counters(self) -> dict[str, object]:
         return {"state": self.state, "queue_depth": self.queue.depth, "queue_bytes": self.queue_bytes,
-                "sent": self.stats.sent, "dropped": self.dropped, "rejected": self.stats.rejected,
+                "sent": self.stats.sent, "dropped_memory": self.stats.dropped_memory, "rejected": self.stats.rejected,
                 "last_error": self.last_error, "queue_full": self.queue_full, "committed": self.committed,
                 "queue_dropped": self.queue.dropped}
 

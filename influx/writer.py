@@ -357,10 +357,8 @@ class SeriesWriter:
         s.sent += r["sent"] - last.get("sent", 0)
         s.rejected += r["rejected"] - last.get("rejected", 0)
         s.queue_dropped += r["queue_dropped"] - last.get("queue_dropped", 0)
-        child_memory = r["dropped"] - r["rejected"] - r["queue_dropped"]
-        s.dropped_memory += child_memory - last.get("memory", 0)
-        self._child_counts = {"sent": r["sent"], "rejected": r["rejected"], "queue_dropped": r["queue_dropped"],
-                              "memory": child_memory}
+        s.dropped_memory += r["dropped_memory"] - last.get("dropped_memory", 0)
+        self._child_counts = {k: r[k] for k in ("sent", "rejected", "queue_dropped", "dropped_memory")}
         s.state, s.last_error, s.queue_depth = r["state"], r["last_error"], r["queue_depth"]
         self.queue_bytes, self.queue_full = r["queue_bytes"], r["queue_full"]
         committed = r["committed"]

@@ -27,7 +27,7 @@ from influx_servers import FaultProxy, InfluxDB1, VictoriaMetrics
 from gateway.alarms.service import AlarmService
 from gateway.events.service import EventService
 from gateway.influx import frames
-from gateway.influx.config import config_from_dict
+from gateway.influx.config import InfluxConfig, config_from_dict
 from gateway.influx.dashboards.queries import alarm_query
 from gateway.influx.diskqueue import Batch, DiskQueue
 from gateway.influx.series import SeriesCatalog
@@ -81,8 +81,7 @@ class Plant:
                                                              SourceTimestamp=t, ServerTimestamp=t))
 
 
-async def make_writer(tmp_path: Path, feed: ChangeFeed, server: dict, version: int = 2,
-                      events: EventService | None = None, **extra: object) -> SeriesWriter:
+def writer_config(server: dict, version: int = 2, **extra: object) -> InfluxConfig:
     raw = {"server": server, "site": "TestSite", "batch": {"size": 1000, "flush_interval": "100ms"},
            "backoff": {"initial": "200ms", "max": "2s"}, **extra}
     if version == 2:
@@ -92,7 +91,12 @@ async def make_writer(tmp_path: Path, feed: ChangeFeed, server: dict, version: i
     else:
         raw["server"] = {"version": 1, "database": "site", **server}
         raw.setdefault("targets", {"HighSpeed": {"retention_policy": "hs"}, "LowSpeed": {"retention_policy": "ls"}})
-    config = config_from_dict(raw, "test.yaml", {"TEST_TOKEN": "secret"})
+    return config_from_dict(raw, "test.yaml", {"TEST_TOKEN": "secret"})
+
+
+async def make_writer(tmp_path: Path, feed: ChangeFeed, server: dict, version: int = 2,
+                      events: EventService | None = None, **extra: object) -> SeriesWriter:
+    config = writer_config(server, version, **extra)
     catalog = SeriesCatalog(config, config.site, feed.aspace, None, set())
     writer = SeriesWriter(config, catalog, tmp_path / "queue.sqlite3")
     await writer.start(feed, events)
@@ -572,12 +576,9 @@ def test_stop_sends_what_the_spooler_committed_after_the_sender_found_the_queue_
     """The interleaving that left a gateway's last points queued at a clean stop (seen once in CI): the
     sender reads an empty queue, the spooler then commits the last frame and ends, and the sender, seeing
     the spooler gone, must still send what it committed. The test forces that order."""
-    config = config_from_dict({"server": {"version": 2, "url": victoria.url, "org": "plant", "token_env": "T"},
-                               "site": "TestSite", "targets": {"LowSpeed": {"bucket": "ls"}}},
-                              "test.yaml", {"T": "secret"})
     queue = DiskQueue(tmp_path / "queue.sqlite3")
     queue.open()
-    writer = QueueWriter(config, queue)
+    writer = QueueWriter(writer_config({"url": victoria.url}), queue)
     writer._stopping = stopping = _StopSeen()
     sender_read_empty = threading.Event()
     read_head, append = queue.head_batches, queue.append_ids
